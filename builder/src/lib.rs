@@ -1,0 +1,12 @@
+//! Globular node image builder.
+//!
+//! The library behind the `builder` command: it reads mkosi-compatible profiles
+//! ([`profile`]), renders tera templates ([`template`]) with the pinned component
+//! versions ([`pins`]) and drives the build stages. The binary in `main.rs` only
+//! sets up logging and calls [`cli::run`].
+
+pub mod cli;
+pub mod logging;
+pub mod pins;
+pub mod profile;
+pub mod template;

@@ -1,0 +1,17 @@
+//! The `builder` command: logging setup, CLI parsing and one library call.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    builder::logging::init();
+    match builder::cli::run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {err:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

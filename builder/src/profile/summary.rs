@@ -1,0 +1,69 @@
+//! Rendering a resolved configuration, like `mkosi summary`.
+
+use serde_json::{Map, Value as Json};
+
+use super::settings::{Section, SETTINGS};
+use super::value::Value;
+use super::Config;
+
+/// The configuration as JSON: mkosi setting names as keys, lists as arrays.
+/// Implemented settings always appear (`null` when unset); others only when set.
+pub fn to_json(config: &Config) -> Json {
+    let mut map = Map::new();
+    for setting in SETTINGS {
+        match config.get(setting.name) {
+            Some(value) => {
+                map.insert(setting.name.to_owned(), serde_json::to_value(value).unwrap_or(Json::Null));
+            }
+            None if setting.implemented => {
+                let empty = if setting.kind.is_list() {
+                    Json::Array(Vec::new())
+                } else {
+                    Json::Null
+                };
+                map.insert(setting.name.to_owned(), empty);
+            }
+            None => {}
+        }
+    }
+    Json::Object(map)
+}
+
+/// The configuration as text, one `[Section]` block per section.
+pub fn to_text(config: &Config) -> String {
+    let width = SETTINGS
+        .iter()
+        .filter(|s| config.get(s.name).is_some())
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    out.push_str(&format!("{:>width$}: {}\n", "Directory", config.directory.display()));
+    if let Some(role) = &config.role {
+        out.push_str(&format!("{:>width$}: {role}\n", "Role"));
+    }
+    for section in Section::ALL {
+        let rows: Vec<_> = SETTINGS
+            .iter()
+            .filter(|s| s.section == section)
+            .filter_map(|s| config.get(s.name).map(|v| (s.name, v)))
+            .filter(|(_, v)| !matches!(v, Value::List(items) if items.is_empty()))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("\n[{section}]\n"));
+        for (name, value) in rows {
+            match value {
+                Value::List(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let label = if i == 0 { name } else { "" };
+                        out.push_str(&format!("{label:>width$}{} {item}\n", if i == 0 { ":" } else { " " }));
+                    }
+                }
+                other => out.push_str(&format!("{name:>width$}: {}\n", other.display())),
+            }
+        }
+    }
+    out
+}
