@@ -10,7 +10,11 @@ use crate::pins::Pins;
 use crate::profile::{self, ResolveOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "builder", version, about = "Build immutable Globular node images")]
+#[command(
+    name = "builder",
+    version,
+    about = "Build immutable Globular node images"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,7 +30,11 @@ enum Command {
 #[derive(Debug, Args)]
 struct ProfileArgs {
     /// Role to use: the profile directory `profiles/ROLE/`.
-    #[arg(long, conflicts_with = "directory", required_unless_present = "directory")]
+    #[arg(
+        long,
+        conflicts_with = "directory",
+        required_unless_present = "directory"
+    )]
     role: Option<String>,
     /// An mkosi configuration directory to use instead of a role.
     #[arg(long, short = 'C')]

@@ -21,8 +21,8 @@ pub struct Pins {
 impl Pins {
     /// Reads and parses a pins file; errors name the file and line.
     pub fn load(path: &Path) -> anyhow::Result<Pins> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             let line = e
                 .span()

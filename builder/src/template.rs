@@ -37,7 +37,18 @@ fn describe(error: &tera::Error, source: &str) -> TemplateError {
     for message in &messages {
         if let Some(position) = message.lines().find_map(|l| l.trim().strip_prefix("--> ")) {
             let mut parts = position.split(':');
-            let line = parts.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+            let mut line = parts
+                .next()
+                .and_then(|l| l.trim().parse().ok())
+                .unwrap_or(0);
+            if line > source.lines().count() {
+                // Parsing ran off the end: blame the last opened tag instead.
+                let lines: Vec<&str> = source.lines().collect();
+                line = lines
+                    .iter()
+                    .rposition(|l| l.contains("{{") || l.contains("{%"))
+                    .map_or(line, |i| i + 1);
+            }
             let column = parts.next().and_then(|c| c.trim().parse::<usize>().ok());
             let expected = message
                 .lines()
@@ -51,7 +62,10 @@ fn describe(error: &tera::Error, source: &str) -> TemplateError {
         }
     }
     // Render errors: the innermost message is the specific one.
-    let innermost = messages.last().map(String::as_str).unwrap_or("template error");
+    let innermost = messages
+        .last()
+        .map(String::as_str)
+        .unwrap_or("template error");
     let message = innermost
         .split(" while rendering")
         .next()
@@ -88,7 +102,10 @@ mod tests {
 
     #[test]
     fn renders() {
-        assert_eq!(render("t", "role={{ role }}", &context()).unwrap(), "role=worker");
+        assert_eq!(
+            render("t", "role={{ role }}", &context()).unwrap(),
+            "role=worker"
+        );
     }
 
     #[test]

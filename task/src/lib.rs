@@ -148,12 +148,16 @@ impl Task {
             .append(true)
             .open(log)
             .map_err(|source| self.spawn_error(source))?;
-        let file2 = file.try_clone().map_err(|source| self.spawn_error(source))?;
+        let file2 = file
+            .try_clone()
+            .map_err(|source| self.spawn_error(source))?;
         self.command
             .stdin(Stdio::null())
             .stdout(Stdio::from(file))
             .stderr(Stdio::from(file2));
-        self.command.spawn().map_err(|source| self.spawn_error(source))
+        self.command
+            .spawn()
+            .map_err(|source| self.spawn_error(source))
     }
 
     fn output(mut self) -> Result<Vec<u8>, TaskError> {
@@ -239,7 +243,10 @@ mod tests {
 
     #[test]
     fn reads_stdout_and_feeds_stdin() {
-        let out = Task::new("echoing", "cat").stdin("hello").read_string().unwrap();
+        let out = Task::new("echoing", "cat")
+            .stdin("hello")
+            .read_string()
+            .unwrap();
         assert_eq!(out, "hello");
     }
 

@@ -50,7 +50,10 @@ pub enum Outcome {
     /// A `[Match]`/`[TriggerMatch]` failed: the file (or directory) is skipped.
     Skip,
     /// An `[Assert]`/`[TriggerAssert]` failed, at this line.
-    AssertionFailed { line: usize, condition: String },
+    AssertionFailed {
+        line: usize,
+        condition: String,
+    },
 }
 
 /// Evaluates every condition section of a file. `expand` applies specifiers to a
@@ -307,14 +310,23 @@ mod tests {
         assert_eq!(outcome("[Match]\nDistribution=debian"), Outcome::Apply);
         assert_eq!(outcome("[Match]\nDistribution=fedora"), Outcome::Skip);
         assert_eq!(outcome("[Match]\nDistribution=!fedora"), Outcome::Apply);
-        assert_eq!(outcome("[Match]\nDistribution=fedora debian"), Outcome::Apply);
+        assert_eq!(
+            outcome("[Match]\nDistribution=fedora debian"),
+            Outcome::Apply
+        );
         assert_eq!(outcome("[Match]\nRelease=book*"), Outcome::Apply);
-        assert_eq!(outcome("[Match]\nDistribution=debian\nRelease=sid"), Outcome::Skip);
+        assert_eq!(
+            outcome("[Match]\nDistribution=debian\nRelease=sid"),
+            Outcome::Skip
+        );
         assert_eq!(
             outcome("[Match]\nDistribution=|fedora\nRelease=|bookworm"),
             Outcome::Apply
         );
-        assert_eq!(outcome("[Match]\nDistribution=|fedora\nRelease=|sid"), Outcome::Skip);
+        assert_eq!(
+            outcome("[Match]\nDistribution=|fedora\nRelease=|sid"),
+            Outcome::Skip
+        );
         assert_eq!(outcome("[Match]\nProfiles=work*"), Outcome::Apply);
         assert_eq!(outcome("[Match]\nImageId=x"), Outcome::Skip);
         assert_eq!(outcome("[Match]\nImageVersion=>=1.9"), Outcome::Apply);

@@ -100,7 +100,11 @@ impl Resolver<'_> {
         }
         if let Some(conf) = config_file(dir, "mkosi.conf")? {
             if !self.parse_file(&conf)? {
-                tracing::debug!("{}: [Match] failed, skipping {}", conf.display(), dir.display());
+                tracing::debug!(
+                    "{}: [Match] failed, skipping {}",
+                    conf.display(),
+                    dir.display()
+                );
                 return Ok(false);
             }
         }
@@ -175,7 +179,8 @@ impl Resolver<'_> {
             text = template::render(&path.to_string_lossy(), &text, &self.template_context())
                 .map_err(|e| ConfigError::new(path, e.line, ErrorKind::Template(e.message)))?;
         }
-        let sections = ini::parse(&text).map_err(|(line, kind)| ConfigError::new(path, line, kind))?;
+        let sections =
+            ini::parse(&text).map_err(|(line, kind)| ConfigError::new(path, line, kind))?;
         let base = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let expand = |raw: &str| self.expand(raw, &base);
         let outcome = conditions::evaluate(&sections, self, &base, &expand)
@@ -186,7 +191,11 @@ impl Resolver<'_> {
                 return Ok(false);
             }
             Outcome::AssertionFailed { line, condition } => {
-                return Err(ConfigError::new(path, line, ErrorKind::AssertionFailed(condition)));
+                return Err(ConfigError::new(
+                    path,
+                    line,
+                    ErrorKind::AssertionFailed(condition),
+                ));
             }
             Outcome::Apply => {}
         }
@@ -199,7 +208,11 @@ impl Resolver<'_> {
             let kind = match section.name.as_str() {
                 "Include" => None,
                 name => Some(Section::from_name(name).ok_or_else(|| {
-                    ConfigError::new(path, section.line, ErrorKind::UnknownSection(name.to_owned()))
+                    ConfigError::new(
+                        path,
+                        section.line,
+                        ErrorKind::UnknownSection(name.to_owned()),
+                    )
                 })?),
             };
             for entry in &section.entries {
@@ -263,7 +276,11 @@ impl Resolver<'_> {
                 .map(|p| p.display().to_string())
                 .collect();
             chain.push(key.display().to_string());
-            return Err(ConfigError::new(from, line, ErrorKind::IncludeCycle(chain.join(" -> "))));
+            return Err(ConfigError::new(
+                from,
+                line,
+                ErrorKind::IncludeCycle(chain.join(" -> ")),
+            ));
         }
         if self.done.contains(&key) {
             tracing::debug!("{}: already parsed, not including again", target.display());
@@ -321,7 +338,8 @@ impl Resolver<'_> {
                 .insert("Profiles", Value::List(self.options.profiles.clone()));
         }
         if let Some(version) = &self.options.image_version {
-            self.overrides.insert("ImageVersion", Value::Text(version.clone()));
+            self.overrides
+                .insert("ImageVersion", Value::Text(version.clone()));
         }
         if !self.options.environment.is_empty() {
             let items = self
@@ -470,7 +488,10 @@ impl Resolver<'_> {
     fn finish(self) -> Config {
         let mut values = BTreeMap::new();
         for setting in SETTINGS {
-            if let Some(v) = self.effective(setting.name).or_else(|| self.default(setting.name)) {
+            if let Some(v) = self
+                .effective(setting.name)
+                .or_else(|| self.default(setting.name))
+            {
                 values.insert(setting.name, v);
             }
         }
@@ -555,7 +576,10 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
         let entry = entry.map_err(|e| ConfigError::new(dir, 0, ErrorKind::Io(e)))?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        let key = name.strip_suffix(template::SUFFIX).unwrap_or(&name).to_owned();
+        let key = name
+            .strip_suffix(template::SUFFIX)
+            .unwrap_or(&name)
+            .to_owned();
         entries.push((key, path));
     }
     entries.sort();
@@ -566,7 +590,11 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
                 0,
                 ErrorKind::InvalidValue {
                     key: pair[0].0.clone(),
-                    reason: format!("both {} and {} exist", pair[0].1.display(), pair[1].1.display()),
+                    reason: format!(
+                        "both {} and {} exist",
+                        pair[0].1.display(),
+                        pair[1].1.display()
+                    ),
                 },
             ));
         }
@@ -587,8 +615,17 @@ fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
         let valid = e.utf8_error().valid_up_to();
         let prefix = &e.as_bytes()[..valid];
         let line = prefix.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = prefix.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        ConfigError::new(path, line, ErrorKind::NotUtf8 { column: valid - line_start + 1 })
+        let line_start = prefix
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        ConfigError::new(
+            path,
+            line,
+            ErrorKind::NotUtf8 {
+                column: valid - line_start + 1,
+            },
+        )
     })
 }
 

@@ -74,11 +74,15 @@ pub enum Kind {
     /// A boolean or a compression algorithm (`CompressOutput=`).
     Compression,
     /// A path, resolved against the directory of the file that sets it.
-    Path { must_exist: bool },
+    Path {
+        must_exist: bool,
+    },
     /// A list; assignments append, an empty assignment clears.
     List(Split),
     /// A list of paths (`SOURCE[:TARGET]` for trees), resolved like [`Kind::Path`].
-    PathList { must_exist: bool },
+    PathList {
+        must_exist: bool,
+    },
 }
 
 impl Kind {
@@ -168,7 +172,9 @@ const BOOTLOADERS: &[&str] = &[
     "systemd-boot-signed",
     "grub-signed",
 ];
-const FEATURE: &[&str] = &["auto", "yes", "no", "enabled", "disabled", "true", "false", "1", "0"];
+const FEATURE: &[&str] = &[
+    "auto", "yes", "no", "enabled", "disabled", "true", "false", "1", "0",
+];
 
 macro_rules! settings {
     ($($section:ident { $($name:ident : $kind:expr, $implemented:expr;)* })*) => {

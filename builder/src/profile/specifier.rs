@@ -14,7 +14,10 @@ pub const SPECIFIERS: &[(char, &str)] = &[
     ('v', "ImageVersion"),
     ('p', "Profiles"),
     ('C', "directory of the current configuration file"),
-    ('D', "directory the configuration was loaded from (--directory)"),
+    (
+        'D',
+        "directory the configuration was loaded from (--directory)",
+    ),
     ('P', "current working directory"),
 ];
 
@@ -55,8 +58,14 @@ mod tests {
     #[test]
     fn expands_and_escapes() {
         assert_eq!(expand("%d-%v 100%%", lookup).unwrap(), "debian-1.2 100%");
-        assert!(matches!(expand("%q", lookup), Err(ErrorKind::UnknownSpecifier('q'))));
-        assert!(matches!(expand("50%", lookup), Err(ErrorKind::DanglingPercent)));
+        assert!(matches!(
+            expand("%q", lookup),
+            Err(ErrorKind::UnknownSpecifier('q'))
+        ));
+        assert!(matches!(
+            expand("50%", lookup),
+            Err(ErrorKind::DanglingPercent)
+        ));
         assert_eq!(expand("ü%dé", lookup).unwrap(), "üdebiané");
     }
 }

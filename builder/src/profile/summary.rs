@@ -13,7 +13,10 @@ pub fn to_json(config: &Config) -> Json {
     for setting in SETTINGS {
         match config.get(setting.name) {
             Some(value) => {
-                map.insert(setting.name.to_owned(), serde_json::to_value(value).unwrap_or(Json::Null));
+                map.insert(
+                    setting.name.to_owned(),
+                    serde_json::to_value(value).unwrap_or(Json::Null),
+                );
             }
             None if setting.implemented => {
                 let empty = if setting.kind.is_list() {
@@ -38,7 +41,11 @@ pub fn to_text(config: &Config) -> String {
         .max()
         .unwrap_or(0);
     let mut out = String::new();
-    out.push_str(&format!("{:>width$}: {}\n", "Directory", config.directory.display()));
+    out.push_str(&format!(
+        "{:>width$}: {}\n",
+        "Directory",
+        config.directory.display()
+    ));
     if let Some(role) = &config.role {
         out.push_str(&format!("{:>width$}: {role}\n", "Role"));
     }
@@ -58,7 +65,10 @@ pub fn to_text(config: &Config) -> String {
                 Value::List(items) => {
                     for (i, item) in items.iter().enumerate() {
                         let label = if i == 0 { name } else { "" };
-                        out.push_str(&format!("{label:>width$}{} {item}\n", if i == 0 { ":" } else { " " }));
+                        out.push_str(&format!(
+                            "{label:>width$}{} {item}\n",
+                            if i == 0 { ":" } else { " " }
+                        ));
                     }
                 }
                 other => out.push_str(&format!("{name:>width$}: {}\n", other.display())),

@@ -201,15 +201,30 @@ mod tests {
 
     #[test]
     fn typed_values() {
-        assert_eq!(update("WithDocs", "yes").unwrap(), Update::Set(Value::Bool(true)));
-        assert!(matches!(update("WithDocs", "maybe"), Err(ErrorKind::InvalidBool { .. })));
-        assert!(matches!(update("Format", "vhd"), Err(ErrorKind::InvalidEnum { .. })));
-        assert!(matches!(update("SourceDateEpoch", "-1"), Err(ErrorKind::InvalidInt { .. })));
+        assert_eq!(
+            update("WithDocs", "yes").unwrap(),
+            Update::Set(Value::Bool(true))
+        );
+        assert!(matches!(
+            update("WithDocs", "maybe"),
+            Err(ErrorKind::InvalidBool { .. })
+        ));
+        assert!(matches!(
+            update("Format", "vhd"),
+            Err(ErrorKind::InvalidEnum { .. })
+        ));
+        assert!(matches!(
+            update("SourceDateEpoch", "-1"),
+            Err(ErrorKind::InvalidInt { .. })
+        ));
         assert_eq!(
             update("CompressOutput", "yes").unwrap(),
             Update::Set(Value::Text("zstd".into()))
         );
-        assert!(matches!(update("ExtraTrees", "missing"), Err(ErrorKind::MissingPath { .. })));
+        assert!(matches!(
+            update("ExtraTrees", "missing"),
+            Err(ErrorKind::MissingPath { .. })
+        ));
         assert_eq!(
             update("OutputDirectory", "../out").unwrap(),
             Update::Set(Value::Text("/out".into()))
@@ -218,7 +233,10 @@ mod tests {
 
     #[test]
     fn normalize_is_lexical() {
-        assert_eq!(normalize(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
         assert_eq!(normalize(Path::new("a/../../b")), PathBuf::from("../b"));
     }
 }

@@ -1,0 +1,6 @@
+//! Integration tests of the builder, one module per concept.
+
+mod common;
+mod malformed;
+mod profiles;
+mod summary;
