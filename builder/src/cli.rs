@@ -24,6 +24,79 @@ struct Cli {
 enum Command {
     /// Print the fully resolved configuration of a role or a directory.
     Summary(SummaryArgs),
+    /// Manage offline cluster secrets.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Write a per-node seed (YAML or a `cidata` config drive image).
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Create a cluster secrets bundle (CA, bootstrap tokens, cluster id) offline.
+    New(ClusterNewArgs),
+}
+
+#[derive(Debug, Args)]
+struct ClusterNewArgs {
+    /// Cluster name (a lowercase DNS label).
+    #[arg(long)]
+    name: String,
+    /// Directory to create (must not exist).
+    #[arg(long)]
+    out: PathBuf,
+    /// Default join endpoint (`IP:PORT` of a control-plane substrate API); may be repeated.
+    #[arg(long = "endpoint", value_name = "IP:PORT")]
+    endpoints: Vec<String>,
+    /// Lifetime of the bootstrap tokens (`30m`, `24h`, `7d`).
+    #[arg(long, default_value = "24h", value_parser = globular_cluster::token::parse_ttl)]
+    token_ttl: time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SeedFormatArg {
+    Yaml,
+    Cidata,
+}
+
+#[derive(Debug, Args)]
+struct SeedArgs {
+    /// Cluster secrets bundle made by `builder cluster new`.
+    #[arg(long, value_name = "DIR")]
+    cluster: PathBuf,
+    /// Node name (a lowercase DNS label).
+    #[arg(long)]
+    node: String,
+    /// Node role: control-plane or worker.
+    #[arg(long)]
+    role: globular_cluster::Role,
+    /// Node address in CIDR form; may be repeated (the first one is advertised).
+    #[arg(long = "address", value_name = "CIDR", required = true)]
+    addresses: Vec<String>,
+    /// Default gateway.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// This node bootstraps the cluster (first control-plane only).
+    #[arg(long)]
+    bootstrap: bool,
+    /// Join endpoint (`IP:PORT`); may be repeated (default: those of the bundle).
+    #[arg(long = "endpoint", value_name = "IP:PORT")]
+    endpoints: Vec<String>,
+    /// Substrate API port of this node.
+    #[arg(long, default_value_t = globular_cluster::API_PORT)]
+    api_port: u16,
+    /// etcd client port of this node.
+    #[arg(long, default_value_t = globular_cluster::ETCD_CLIENT_PORT)]
+    etcd_client_port: u16,
+    /// etcd peer port of this node.
+    #[arg(long, default_value_t = globular_cluster::ETCD_PEER_PORT)]
+    etcd_peer_port: u16,
+    /// Output file (written 0600).
+    #[arg(long)]
+    out: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "yaml")]
+    format: SeedFormatArg,
 }
 
 /// Which configuration to read, shared by every command that reads one.
@@ -80,7 +153,54 @@ pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Summary(args) => summary(args),
+        Command::Cluster(ClusterCommand::New(args)) => cluster_new(args),
+        Command::Seed(args) => seed(args),
     }
+}
+
+fn cluster_new(args: ClusterNewArgs) -> anyhow::Result<()> {
+    let secrets = globular_cluster::secrets::create(&globular_cluster::secrets::NewCluster {
+        name: args.name,
+        out: args.out.clone(),
+        endpoints: args.endpoints,
+        token_ttl: args.token_ttl,
+    })?;
+    tracing::info!(
+        "created cluster {} ({}) in {}, CA {}",
+        secrets.info.name,
+        secrets.info.id,
+        args.out.display(),
+        secrets.info.ca_cert_hash
+    );
+    Ok(())
+}
+
+fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    use globular_cluster::secrets::{self, SeedFormat, SeedOptions};
+    let options = SeedOptions {
+        node: args.node,
+        role: args.role,
+        addresses: args.addresses,
+        gateway: args.gateway,
+        bootstrap: args.bootstrap,
+        endpoints: args.endpoints,
+        ports: globular_cluster::seed::Ports {
+            api: args.api_port,
+            etcd_client: args.etcd_client_port,
+            etcd_peer: args.etcd_peer_port,
+        },
+    };
+    let format = match args.format {
+        SeedFormatArg::Yaml => SeedFormat::Yaml,
+        SeedFormatArg::Cidata => SeedFormat::Cidata,
+    };
+    secrets::write_seed(&args.cluster, &options, format, &args.out)?;
+    tracing::info!(
+        "wrote the seed of {} to {}",
+        options.node,
+        args.out.display()
+    );
+    Ok(())
 }
 
 fn summary(args: SummaryArgs) -> anyhow::Result<()> {

@@ -1,0 +1,467 @@
+//! The cluster PKI: the CA, node keys, certificate signing requests and the
+//! certificates the CA issues.
+//!
+//! Every key is ECDSA P-256 (rcgen with ring). A node's identity lives in its
+//! certificate subject: the common name is the node name and the organization
+//! is `globular:<role>`. The CA decides the subject, the subject alternative
+//! names and the validity of everything it signs; a CSR only contributes its
+//! public key and the node name it asks for.
+
+use std::net::IpAddr;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use ring::rand::SecureRandom as _;
+use time::{Duration, OffsetDateTime};
+use x509_parser::prelude::FromDer as _;
+
+use crate::Role;
+
+/// How long the CA is valid.
+pub const CA_VALIDITY: Duration = Duration::days(3650);
+/// How long a node or service certificate is valid.
+pub const LEAF_VALIDITY: Duration = Duration::days(365);
+
+/// Organization prefix that carries the role in a certificate subject.
+const ROLE_PREFIX: &str = "globular:";
+
+/// Errors of the PKI. Callers (the enrollment API) map them to refusals.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("certificate signing request is not valid: {0}")]
+    InvalidCsr(String),
+    #[error("certificate is not valid: {0}")]
+    InvalidCertificate(String),
+    #[error("private key is not valid: {0}")]
+    InvalidKey(String),
+    #[error("signing: {0}")]
+    Signing(#[from] rcgen::Error),
+}
+
+/// The cluster certificate authority: certificate and private key (PEM).
+#[derive(Clone)]
+pub struct Ca {
+    cert_pem: String,
+    key_pem: String,
+    /// The CA as rcgen needs it to sign (re-created from the PEM).
+    issuer: std::sync::Arc<(rcgen::Certificate, KeyPair)>,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("pin", &ca_pin_of_pem(&self.cert_pem).ok())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A certificate the CA issued, with the facts the registry records.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    /// Serial number as lowercase hex.
+    pub serial: String,
+    pub not_after: OffsetDateTime,
+}
+
+/// What a certificate should say about its holder.
+#[derive(Debug, Clone)]
+pub struct LeafSpec {
+    pub common_name: String,
+    /// Put into the subject organization as `globular:<role>`, if any.
+    pub role: Option<Role>,
+    pub dns_names: Vec<String>,
+    pub ips: Vec<IpAddr>,
+    pub server: bool,
+    pub client: bool,
+}
+
+impl LeafSpec {
+    /// A node identity certificate: client and server use, the node name and
+    /// its addresses as subject alternative names.
+    pub fn node(name: &str, role: Role, ips: &[IpAddr]) -> LeafSpec {
+        LeafSpec {
+            common_name: name.to_owned(),
+            role: Some(role),
+            dns_names: vec![name.to_owned()],
+            ips: ips.to_vec(),
+            server: true,
+            client: true,
+        }
+    }
+}
+
+impl Ca {
+    /// Creates a new self-signed CA for `cluster_name`.
+    pub fn generate(cluster_name: &str) -> Result<Ca, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("globular-ca {cluster_name}"));
+        dn.push(DnType::OrganizationName, "globular");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + CA_VALIDITY;
+        params.serial_number = Some(random_serial());
+        let cert = params.self_signed(&key)?;
+        Ca::from_pem(&cert.pem(), &key.serialize_pem())
+    }
+
+    /// Loads a CA from its certificate and key (PEM).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca, PkiError> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| PkiError::InvalidKey(e.to_string()))?;
+        let params = CertificateParams::from_ca_cert_pem(cert_pem)
+            .map_err(|e| PkiError::InvalidCertificate(e.to_string()))?;
+        let spki = spki_of_pem(cert_pem)?;
+        if spki != key.public_key_der() {
+            return Err(PkiError::InvalidKey(
+                "the CA key does not match the CA certificate".into(),
+            ));
+        }
+        // rcgen signs with an issuer `Certificate`; re-signing the parsed
+        // parameters gives one with the same subject and key identifier.
+        let issuer = params.self_signed(&key)?;
+        Ok(Ca {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            issuer: std::sync::Arc::new((issuer, key)),
+        })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// The pin of this CA (`sha256:<hex>`).
+    pub fn pin(&self) -> String {
+        ca_pin_of_pem(&self.cert_pem).expect("a loaded CA certificate parses")
+    }
+
+    /// Signs `public_key_der` (a DER SubjectPublicKeyInfo) with the subject
+    /// described by `spec`.
+    pub fn issue(&self, public_key_der: &[u8], spec: &LeafSpec) -> Result<Issued, PkiError> {
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(public_key_der)
+            .map_err(|e| PkiError::InvalidCsr(format!("public key: {e}")))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, spec.common_name.clone());
+        if let Some(role) = spec.role {
+            dn.push(DnType::OrganizationName, format!("{ROLE_PREFIX}{role}"));
+        }
+        params.distinguished_name = dn;
+        for name in &spec.dns_names {
+            let name = name
+                .clone()
+                .try_into()
+                .map_err(|_| PkiError::InvalidCsr(format!("bad DNS name {name:?}")))?;
+            params.subject_alt_names.push(SanType::DnsName(name));
+        }
+        for ip in &spec.ips {
+            params.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        if spec.server {
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
+        }
+        if spec.client {
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ClientAuth);
+        }
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        let not_after = now + LEAF_VALIDITY;
+        params.not_after = not_after;
+        let serial = random_serial();
+        let serial_hex = hex::encode(serial.as_ref());
+        params.serial_number = Some(serial);
+        let (issuer, issuer_key) = &*self.issuer;
+        let cert = params.signed_by(&public_key, issuer, issuer_key)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            serial: serial_hex,
+            not_after,
+        })
+    }
+
+    /// Generates a key here and issues a certificate for it (for the services
+    /// of a control-plane node, which holds the CA key anyway).
+    pub fn issue_with_new_key(&self, spec: &LeafSpec) -> Result<(Issued, String), PkiError> {
+        let key = KeyPair::generate()?;
+        let issued = self.issue(&key.public_key_der(), spec)?;
+        Ok((issued, key.serialize_pem()))
+    }
+}
+
+/// A random, positive 128-bit serial number.
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system random generator works");
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01;
+    SerialNumber::from_slice(&bytes)
+}
+
+/// Generates a node private key (PEM, PKCS#8).
+pub fn generate_key_pem() -> Result<String, PkiError> {
+    Ok(KeyPair::generate()?.serialize_pem())
+}
+
+/// The DER SubjectPublicKeyInfo of a private key (PEM).
+pub fn public_key_of_key_pem(key_pem: &str) -> Result<Vec<u8>, PkiError> {
+    let key = KeyPair::from_pem(key_pem).map_err(|e| PkiError::InvalidKey(e.to_string()))?;
+    Ok(key.public_key_der())
+}
+
+/// Creates a CSR (PEM) for `node_name` with the key `key_pem`.
+pub fn create_csr(key_pem: &str, node_name: &str) -> Result<String, PkiError> {
+    let key = KeyPair::from_pem(key_pem).map_err(|e| PkiError::InvalidKey(e.to_string()))?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, node_name);
+    params.distinguished_name = dn;
+    Ok(params.serialize_request(&key)?.pem()?)
+}
+
+/// A certificate signing request whose signature was checked.
+#[derive(Debug, Clone)]
+pub struct VerifiedCsr {
+    /// The common name asked for.
+    pub common_name: String,
+    /// DER SubjectPublicKeyInfo of the key that signed the request.
+    pub public_key_der: Vec<u8>,
+}
+
+impl VerifiedCsr {
+    /// `sha256:<hex>` of the requested public key.
+    pub fn key_id(&self) -> String {
+        spki_pin(&self.public_key_der)
+    }
+}
+
+/// Parses a CSR (PEM) and verifies its self-signature.
+pub fn verify_csr(csr_pem: &str) -> Result<VerifiedCsr, PkiError> {
+    let der = pem_block(csr_pem, "CERTIFICATE REQUEST")
+        .map_err(|e| PkiError::InvalidCsr(e.to_string()))?;
+    let (rest, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+        .map_err(|e| PkiError::InvalidCsr(format!("parsing: {e}")))?;
+    if !rest.is_empty() {
+        return Err(PkiError::InvalidCsr(
+            "trailing bytes after the request".into(),
+        ));
+    }
+    csr.verify_signature()
+        .map_err(|e| PkiError::InvalidCsr(format!("signature does not verify: {e}")))?;
+    let info = &csr.certification_request_info;
+    let mut names = info.subject.iter_common_name();
+    let common_name = names
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .ok_or_else(|| PkiError::InvalidCsr("no common name in the subject".into()))?
+        .to_owned();
+    if names.next().is_some() {
+        return Err(PkiError::InvalidCsr("more than one common name".into()));
+    }
+    Ok(VerifiedCsr {
+        common_name,
+        public_key_der: info.subject_pki.raw.to_vec(),
+    })
+}
+
+/// What a certificate says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertIdentity {
+    pub common_name: String,
+    pub role: Option<Role>,
+    pub serial: String,
+    pub public_key_der: Vec<u8>,
+    pub not_after: i64,
+}
+
+/// Reads the identity out of a DER certificate (already verified by TLS).
+pub fn identity_of_der(der: &[u8]) -> Result<CertIdentity, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| PkiError::InvalidCertificate(e.to_string()))?;
+    let subject = cert.subject();
+    let common_name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .ok_or_else(|| PkiError::InvalidCertificate("no common name".into()))?
+        .to_owned();
+    let role = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .find_map(|o| o.strip_prefix(ROLE_PREFIX))
+        .and_then(|r| r.parse().ok());
+    Ok(CertIdentity {
+        common_name,
+        role,
+        serial: hex::encode(cert.raw_serial()),
+        public_key_der: cert.public_key().raw.to_vec(),
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// Reads the identity out of a PEM certificate.
+pub fn identity_of_pem(pem: &str) -> Result<CertIdentity, PkiError> {
+    let der =
+        pem_block(pem, "CERTIFICATE").map_err(|e| PkiError::InvalidCertificate(e.to_string()))?;
+    identity_of_der(&der)
+}
+
+/// `sha256:<hex>` over a DER SubjectPublicKeyInfo: the kubeadm CA pin.
+pub fn spki_pin(spki_der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, spki_der);
+    format!("sha256:{}", hex::encode(digest.as_ref()))
+}
+
+/// The DER SubjectPublicKeyInfo of a DER certificate.
+pub fn spki_of_der(cert_der: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| PkiError::InvalidCertificate(e.to_string()))?;
+    Ok(cert.public_key().raw.to_vec())
+}
+
+fn spki_of_pem(pem: &str) -> Result<Vec<u8>, PkiError> {
+    let der =
+        pem_block(pem, "CERTIFICATE").map_err(|e| PkiError::InvalidCertificate(e.to_string()))?;
+    spki_of_der(&der)
+}
+
+/// The CA pin of a PEM certificate.
+pub fn ca_pin_of_pem(pem: &str) -> Result<String, PkiError> {
+    Ok(spki_pin(&spki_of_pem(pem)?))
+}
+
+/// Checks a pin's syntax: `sha256:` and 64 lowercase hex digits.
+pub fn valid_pin(pin: &str) -> bool {
+    pin.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Decodes the first PEM block with the given label.
+pub fn pem_block(pem: &str, label: &str) -> Result<Vec<u8>, String> {
+    pem_blocks(pem, label)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("no PEM block labelled {label:?}"))
+}
+
+/// Decodes every PEM block with the given label, in order.
+pub fn pem_blocks(pem: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
+    use base64::Engine as _;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut blocks = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(&begin) {
+        let after = &rest[start + begin.len()..];
+        let stop = after
+            .find(&end)
+            .ok_or_else(|| format!("unterminated PEM block {label:?}"))?;
+        let body: String = after[..stop].split_whitespace().collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|e| format!("PEM block {label:?}: {e}"))?;
+        blocks.push(der);
+        rest = &after[stop + end.len()..];
+    }
+    Ok(blocks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issues_node_certificate_from_csr() {
+        let ca = Ca::generate("test").unwrap();
+        let key = generate_key_pem().unwrap();
+        let csr = create_csr(&key, "w1").unwrap();
+        let verified = verify_csr(&csr).unwrap();
+        assert_eq!(verified.common_name, "w1");
+        assert_eq!(
+            verified.public_key_der,
+            public_key_of_key_pem(&key).unwrap()
+        );
+        let issued = ca
+            .issue(
+                &verified.public_key_der,
+                &LeafSpec::node("w1", Role::Worker, &["127.0.0.1".parse().unwrap()]),
+            )
+            .unwrap();
+        let id = identity_of_pem(&issued.cert_pem).unwrap();
+        assert_eq!(id.common_name, "w1");
+        assert_eq!(id.role, Some(Role::Worker));
+        assert_eq!(id.serial, issued.serial);
+        assert_eq!(id.public_key_der, verified.public_key_der);
+    }
+
+    #[test]
+    fn pin_is_over_spki() {
+        let ca = Ca::generate("test").unwrap();
+        let key = KeyPair::from_pem(ca.key_pem()).unwrap();
+        assert_eq!(ca.pin(), spki_pin(&key.public_key_der()));
+        assert!(valid_pin(&ca.pin()));
+        assert!(!valid_pin("sha256:abc"));
+    }
+
+    #[test]
+    fn reloaded_ca_signs_verifiable_certificates() {
+        let ca = Ca::generate("test").unwrap();
+        let again = Ca::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
+        assert_eq!(ca.pin(), again.pin());
+        let other = Ca::generate("other").unwrap();
+        let err = Ca::from_pem(ca.cert_pem(), other.key_pem()).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+    }
+
+    #[test]
+    fn rejects_garbage_and_tampered_csr() {
+        assert!(matches!(
+            verify_csr("not a csr"),
+            Err(PkiError::InvalidCsr(_))
+        ));
+        let key = generate_key_pem().unwrap();
+        let csr = create_csr(&key, "w1").unwrap();
+        let mut der = pem_block(&csr, "CERTIFICATE REQUEST").unwrap();
+        // Flip a bit inside the subject: the signature no longer verifies.
+        let pos = der.windows(2).position(|w| w == b"w1").unwrap();
+        der[pos] = b'x';
+        let tampered = pem_encode("CERTIFICATE REQUEST", &der);
+        let err = verify_csr(&tampered).unwrap_err();
+        assert!(err.to_string().contains("signature"), "{err}");
+    }
+
+    fn pem_encode(label: &str, der: &[u8]) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN {label}-----\n{b64}\n-----END {label}-----\n")
+    }
+}

@@ -1,0 +1,95 @@
+//! Requests and responses of the substrate API (JSON over HTTPS on port 10016).
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::{NodeRecord, ServiceRecord};
+use crate::Role;
+
+/// `POST /v1/enroll`: a bootstrap token and a CSR made on the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub token: String,
+    /// PEM certificate signing request; its common name must be `node`.
+    pub csr: String,
+    pub node: String,
+    pub role: Role,
+    /// CIDR addresses of the node (its IPs go into the certificate).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub image_version: String,
+}
+
+/// Answer to an enrollment or a renewal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// The node certificate (PEM).
+    pub certificate: String,
+    /// The CA bundle (PEM) to trust from now on.
+    pub ca_bundle: String,
+    /// etcd client URLs (`https://ip:port`).
+    pub etcd_endpoints: Vec<String>,
+    /// Substrate API endpoints (`ip:port`) of the control-plane nodes.
+    pub api_endpoints: Vec<String>,
+    pub cluster_name: String,
+}
+
+/// `POST /v1/renew` (mTLS): a CSR for the caller's own name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    pub csr: String,
+}
+
+/// `POST /v1/tokens` (control-plane identities only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub roles: Vec<Role>,
+    /// Lifetime in seconds.
+    pub ttl_seconds: i64,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub expires: String,
+}
+
+/// `POST /api/register`: the caller's node is taken from its certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub name: String,
+    #[serde(default)]
+    pub id: Option<String>,
+    pub address: String,
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// `GET /v1/nodes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeList {
+    pub nodes: Vec<NodeRecord>,
+}
+
+/// `GET /api/services`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceList {
+    pub services: Vec<ServiceRecord>,
+}
+
+/// Body of every refusal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}

@@ -1,0 +1,91 @@
+//! Registry records and their etcd key layout.
+//!
+//! Every control-plane node serves the same truth because all of it lives in
+//! etcd, as JSON values under these keys:
+//!
+//! | key | value |
+//! |---|---|
+//! | `/globular/cluster` | [`ClusterRecord`] |
+//! | `/globular/nodes/<node>` | [`NodeRecord`] |
+//! | `/globular/tokens/<token id>` | [`crate::token::TokenRecord`] |
+//! | `/globular/services/<service name>/<instance id>` | [`ServiceRecord`] |
+
+use serde::{Deserialize, Serialize};
+
+use crate::Role;
+
+/// Prefix of every key the substrate writes.
+pub const PREFIX: &str = "/globular/";
+
+pub fn cluster_key() -> String {
+    format!("{PREFIX}cluster")
+}
+
+pub fn node_key(name: &str) -> String {
+    format!("{PREFIX}nodes/{name}")
+}
+
+pub fn nodes_prefix() -> String {
+    format!("{PREFIX}nodes/")
+}
+
+pub fn token_key(id: &str) -> String {
+    format!("{PREFIX}tokens/{id}")
+}
+
+pub fn service_key(name: &str, instance: &str) -> String {
+    format!("{PREFIX}services/{name}/{instance}")
+}
+
+pub fn services_prefix() -> String {
+    format!("{PREFIX}services/")
+}
+
+/// Facts about the cluster, written once at bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub name: String,
+    pub id: String,
+    pub ca_cert_hash: String,
+}
+
+/// An enrolled node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub role: Role,
+    /// CIDR addresses from the seed.
+    pub addresses: Vec<String>,
+    pub image_version: String,
+    /// Serial (hex) of the node's current certificate.
+    pub cert_serial: String,
+    /// `sha256:` of the node's public key: one certificate per key.
+    pub key_id: String,
+    /// The current certificate (PEM), returned again if the same key enrolls twice.
+    pub certificate: String,
+    /// Unix time of enrollment.
+    pub enrolled_at: i64,
+    /// Unix time of the last certificate (enrollment or renewal).
+    pub renewed_at: i64,
+}
+
+/// A registered service instance, e.g. `kubernetes.KubernetesService`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// Fully qualified service name (`kubernetes.KubernetesService`).
+    pub name: String,
+    /// Instance id, unique per service (defaults to the node name).
+    pub id: String,
+    /// Node that registered it (from the caller's certificate).
+    pub node: String,
+    pub address: String,
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Unix time of the registration.
+    pub registered_at: i64,
+}

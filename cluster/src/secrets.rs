@@ -1,0 +1,402 @@
+//! The offline cluster secrets bundle made by `builder cluster new`, and the
+//! per-node seeds made from it by `builder seed`.
+//!
+//! Layout of the bundle directory:
+//!
+//! | file | mode | holds |
+//! |---|---|---|
+//! | `cluster.yaml` | 0644 | name, id, CA pin, default join endpoints |
+//! | `ca.crt` | 0644 | CA certificate |
+//! | `ca.key` | 0600 | CA private key |
+//! | `tokens.yaml` | 0600 | bootstrap tokens (one per role) with expiry |
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use ring::rand::SecureRandom as _;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::fsutil::{self, PUBLIC, SECRET};
+use crate::pki::Ca;
+use crate::seed::{CaBundle, ClusterRef, NodeSpec, Ports, Seed};
+use crate::token::{BootstrapToken, TokenRecord};
+use crate::Role;
+
+/// `cluster.yaml`: the public facts of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterInfo {
+    pub version: u32,
+    pub name: String,
+    pub id: String,
+    pub ca_cert_hash: String,
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+}
+
+/// One entry of `tokens.yaml`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    pub token: String,
+    pub roles: Vec<Role>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: OffsetDateTime,
+}
+
+impl std::fmt::Debug for TokenEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenEntry")
+            .field("roles", &self.roles)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenEntry {
+    /// The record the cluster stores (hash of the secret only).
+    pub fn record(&self) -> anyhow::Result<TokenRecord> {
+        let token = BootstrapToken::parse(&self.token)?;
+        let mut record = TokenRecord::new(&token, self.roles.clone(), Duration::ZERO);
+        record.expires = self.expires;
+        record.description = format!(
+            "created by builder cluster new for {}",
+            roles_text(&self.roles)
+        );
+        Ok(record)
+    }
+}
+
+fn roles_text(roles: &[Role]) -> String {
+    roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A loaded cluster secrets bundle.
+#[derive(Debug, Clone)]
+pub struct ClusterSecrets {
+    pub info: ClusterInfo,
+    pub ca: Ca,
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// Options of `builder cluster new`.
+#[derive(Debug, Clone)]
+pub struct NewCluster {
+    pub name: String,
+    pub out: PathBuf,
+    pub endpoints: Vec<String>,
+    pub token_ttl: Duration,
+}
+
+/// Creates a new cluster secrets bundle in `opts.out` (which must not exist).
+/// The bundle appears whole or not at all.
+pub fn create(opts: &NewCluster) -> anyhow::Result<ClusterSecrets> {
+    if !crate::valid_node_name(&opts.name) {
+        bail!("cluster name {:?} is not a lowercase DNS label", opts.name);
+    }
+    for ep in &opts.endpoints {
+        ep.parse::<std::net::SocketAddr>()
+            .map_err(|_| anyhow::anyhow!("endpoint {ep:?} is not IP:PORT"))?;
+    }
+    if opts.out.exists() {
+        bail!(
+            "{} already exists; refusing to overwrite cluster secrets",
+            opts.out.display()
+        );
+    }
+    let ca = Ca::generate(&opts.name).context("creating the cluster CA")?;
+    let mut id = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut id)
+        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    let expires = OffsetDateTime::now_utc().replace_nanosecond(0)? + opts.token_ttl;
+    let secrets = ClusterSecrets {
+        info: ClusterInfo {
+            version: 1,
+            name: opts.name.clone(),
+            id: hex::encode(id),
+            ca_cert_hash: ca.pin(),
+            endpoints: opts.endpoints.clone(),
+        },
+        tokens: [Role::ControlPlane, Role::Worker]
+            .into_iter()
+            .map(|role| TokenEntry {
+                token: BootstrapToken::generate().expose(),
+                roles: vec![role],
+                expires,
+            })
+            .collect(),
+        ca,
+    };
+    let parent = opts
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = parent.join(format!(
+        ".{}.tmp.{}",
+        opts.out
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let result = (|| -> anyhow::Result<()> {
+        fsutil::create_dir(&tmp, 0o700).with_context(|| format!("creating {}", tmp.display()))?;
+        secrets.write_to(&tmp)?;
+        std::fs::rename(&tmp, &opts.out)
+            .with_context(|| format!("moving the bundle to {}", opts.out.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result?;
+    Ok(secrets)
+}
+
+impl ClusterSecrets {
+    fn write_to(&self, dir: &Path) -> anyhow::Result<()> {
+        let write = |name: &str, data: &[u8], mode: u32| {
+            let path = dir.join(name);
+            fsutil::write_atomic(&path, data, mode)
+                .with_context(|| format!("writing {}", path.display()))
+        };
+        write(
+            "cluster.yaml",
+            serde_yaml_ng::to_string(&self.info)?.as_bytes(),
+            PUBLIC,
+        )?;
+        write("ca.crt", self.ca.cert_pem().as_bytes(), PUBLIC)?;
+        write("ca.key", self.ca.key_pem().as_bytes(), SECRET)?;
+        write(
+            "tokens.yaml",
+            serde_yaml_ng::to_string(&self.tokens)?.as_bytes(),
+            SECRET,
+        )?;
+        Ok(())
+    }
+
+    /// Loads a bundle made by [`create`].
+    pub fn load(dir: &Path) -> anyhow::Result<ClusterSecrets> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+        };
+        let info: ClusterInfo = serde_yaml_ng::from_str(&read("cluster.yaml")?)
+            .with_context(|| format!("parsing {}", dir.join("cluster.yaml").display()))?;
+        let tokens: Vec<TokenEntry> = serde_yaml_ng::from_str(&read("tokens.yaml")?)
+            .with_context(|| format!("parsing {}", dir.join("tokens.yaml").display()))?;
+        let ca = Ca::from_pem(&read("ca.crt")?, &read("ca.key")?)
+            .with_context(|| format!("loading the CA from {}", dir.display()))?;
+        if ca.pin() != info.ca_cert_hash {
+            bail!(
+                "{}: ca.crt does not match ca_cert_hash in cluster.yaml",
+                dir.display()
+            );
+        }
+        Ok(ClusterSecrets { info, ca, tokens })
+    }
+
+    /// Builds the seed of one node.
+    pub fn seed(&self, opts: &SeedOptions) -> anyhow::Result<Seed> {
+        let mut endpoints = opts.endpoints.clone();
+        if endpoints.is_empty() {
+            endpoints = self.info.endpoints.clone();
+        }
+        let token = if opts.bootstrap {
+            None
+        } else {
+            let entry = self
+                .tokens
+                .iter()
+                .find(|t| t.roles.contains(&opts.role))
+                .with_context(|| format!("the bundle has no token for role {}", opts.role))?;
+            Some(entry.token.clone())
+        };
+        let seed = Seed {
+            version: crate::seed::VERSION,
+            cluster: ClusterRef {
+                name: self.info.name.clone(),
+                id: self.info.id.clone(),
+                ca_cert_hash: self.info.ca_cert_hash.clone(),
+                endpoints,
+            },
+            node: NodeSpec {
+                name: opts.node.clone(),
+                role: opts.role,
+                addresses: opts.addresses.clone(),
+                gateway: opts.gateway.clone(),
+                ports: opts.ports,
+            },
+            bootstrap: opts.bootstrap,
+            token,
+            ca: (opts.role == Role::ControlPlane).then(|| CaBundle {
+                certificate: self.ca.cert_pem().to_owned(),
+                key: self.ca.key_pem().to_owned(),
+            }),
+            tokens: if opts.bootstrap {
+                self.tokens
+                    .iter()
+                    .map(TokenEntry::record)
+                    .collect::<anyhow::Result<_>>()?
+            } else {
+                Vec::new()
+            },
+        };
+        seed.validate()
+            .map_err(|e| anyhow::anyhow!("seed for {}: {e}", opts.node))?;
+        Ok(seed)
+    }
+}
+
+/// Options of `builder seed`.
+#[derive(Debug, Clone)]
+pub struct SeedOptions {
+    pub node: String,
+    pub role: Role,
+    pub addresses: Vec<String>,
+    pub gateway: Option<String>,
+    pub bootstrap: bool,
+    /// Join endpoints (`IP:PORT`); default: those of `cluster.yaml`.
+    pub endpoints: Vec<String>,
+    pub ports: Ports,
+}
+
+/// How `builder seed` writes the seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedFormat {
+    Yaml,
+    Cidata,
+}
+
+/// `builder seed`: loads the bundle, builds the seed and writes it (0600,
+/// atomically) as YAML or as a `cidata` config drive image.
+pub fn write_seed(
+    cluster_dir: &Path,
+    opts: &SeedOptions,
+    format: SeedFormat,
+    out: &Path,
+) -> anyhow::Result<Seed> {
+    let secrets = ClusterSecrets::load(cluster_dir)?;
+    let seed = secrets.seed(opts)?;
+    let bytes = match format {
+        SeedFormat::Yaml => seed.to_yaml().into_bytes(),
+        SeedFormat::Cidata => crate::cidata::image(&seed).context("making the cidata image")?,
+    };
+    fsutil::write_atomic(out, &bytes, SECRET)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn bundle(dir: &Path) -> ClusterSecrets {
+        create(&NewCluster {
+            name: "demo".into(),
+            out: dir.join("c"),
+            endpoints: vec!["10.0.0.1:10016".into()],
+            token_ttl: Duration::hours(24),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn bundle_roundtrips_with_secret_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let made = bundle(tmp.path());
+        let dir = tmp.path().join("c");
+        for (f, mode) in [
+            ("ca.key", 0o600),
+            ("tokens.yaml", 0o600),
+            ("ca.crt", 0o644),
+            ("cluster.yaml", 0o644),
+        ] {
+            let m = std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(m, mode, "{f}");
+        }
+        let loaded = ClusterSecrets::load(&dir).unwrap();
+        assert_eq!(loaded.info, made.info);
+        assert_eq!(loaded.tokens, made.tokens);
+        let again = create(&NewCluster {
+            name: "demo".into(),
+            out: dir.clone(),
+            endpoints: vec![],
+            token_ttl: Duration::hours(1),
+        });
+        assert!(again.unwrap_err().to_string().contains("already exists"));
+    }
+
+    #[test]
+    fn worker_seed_has_no_ca_and_a_worker_token() {
+        let tmp = tempfile::tempdir().unwrap();
+        let secrets = bundle(tmp.path());
+        let seed = secrets
+            .seed(&SeedOptions {
+                node: "w1".into(),
+                role: Role::Worker,
+                addresses: vec!["10.0.0.5/24".into()],
+                gateway: None,
+                bootstrap: false,
+                endpoints: vec![],
+                ports: Ports::default(),
+            })
+            .unwrap();
+        assert!(seed.ca.is_none());
+        let entry = secrets
+            .tokens
+            .iter()
+            .find(|t| t.token == *seed.token.as_ref().unwrap())
+            .unwrap();
+        assert_eq!(entry.roles, vec![Role::Worker]);
+        assert_eq!(seed.cluster.endpoints, vec!["10.0.0.1:10016".to_string()]);
+        let parsed = Seed::parse(&seed.to_yaml(), "seed").unwrap();
+        assert_eq!(parsed, seed);
+    }
+
+    #[test]
+    fn bootstrap_seed_carries_ca_and_token_hashes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let secrets = bundle(tmp.path());
+        let seed = secrets
+            .seed(&SeedOptions {
+                node: "cp1".into(),
+                role: Role::ControlPlane,
+                addresses: vec!["10.0.0.1/24".into()],
+                gateway: Some("10.0.0.254".into()),
+                bootstrap: true,
+                endpoints: vec![],
+                ports: Ports::default(),
+            })
+            .unwrap();
+        assert!(seed.ca.is_some());
+        assert!(seed.token.is_none());
+        assert_eq!(seed.tokens.len(), 2);
+        let yaml = seed.to_yaml();
+        for t in &secrets.tokens {
+            assert!(
+                !yaml.contains(&t.token),
+                "token secret leaked into bootstrap seed"
+            );
+        }
+        let err = secrets
+            .seed(&SeedOptions {
+                node: "w9".into(),
+                role: Role::Worker,
+                addresses: vec!["10.0.0.9/24".into()],
+                gateway: None,
+                bootstrap: true,
+                endpoints: vec![],
+                ports: Ports::default(),
+            })
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("bootstrap"), "{err:#}");
+    }
+}

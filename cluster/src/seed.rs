@@ -1,0 +1,329 @@
+//! The per-node seed: everything a generic image needs to become a member.
+//!
+//! Schema (version 1), documented in `docs/enrollment.md`:
+//!
+//! ```yaml
+//! version: 1
+//! cluster:
+//!   name: demo
+//!   id: 5f0c...                 # 32 hex digits
+//!   ca_cert_hash: sha256:...    # pin of the CA public key
+//!   endpoints: [10.0.0.1:10016] # substrate API of control-plane nodes
+//! node:
+//!   name: cp1
+//!   role: control-plane         # or worker
+//!   addresses: [10.0.0.1/24]
+//!   gateway: 10.0.0.254         # optional
+//!   ports: {api: 10016, etcd_client: 2379, etcd_peer: 2380}  # optional
+//! bootstrap: false              # true on the first control-plane only
+//! token: abcdef.0123456789abcdef   # absent on the bootstrap seed
+//! ca: {certificate: PEM, key: PEM} # control-plane seeds only
+//! tokens: [TokenRecord...]         # bootstrap seed only: hashes to install
+//! ```
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::token::{BootstrapToken, TokenRecord};
+use crate::{pki, Role};
+
+pub const VERSION: u32 = 1;
+
+/// A seed that failed to parse or validate; the message names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {message}")]
+pub struct SeedError {
+    pub origin: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    pub version: u32,
+    pub cluster: ClusterRef,
+    pub node: NodeSpec,
+    #[serde(default)]
+    pub bootstrap: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaBundle>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<TokenRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterRef {
+    pub name: String,
+    pub id: String,
+    pub ca_cert_hash: String,
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    pub name: String,
+    pub role: Role,
+    pub addresses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub ports: Ports,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ports {
+    pub api: u16,
+    pub etcd_client: u16,
+    pub etcd_peer: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Ports {
+        Ports {
+            api: crate::API_PORT,
+            etcd_client: crate::ETCD_CLIENT_PORT,
+            etcd_peer: crate::ETCD_PEER_PORT,
+        }
+    }
+}
+
+/// The cluster CA (control-plane seeds only).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaBundle {
+    pub certificate: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CaBundle { .. }")
+    }
+}
+
+impl Seed {
+    /// Parses and validates a seed; `origin` names where it came from.
+    pub fn parse(text: &str, origin: &str) -> Result<Seed, SeedError> {
+        let err = |message: String| SeedError {
+            origin: origin.to_owned(),
+            message,
+        };
+        let seed: Seed = serde_yaml_ng::from_str(text).map_err(|e| err(e.to_string()))?;
+        seed.validate().map_err(err)?;
+        Ok(seed)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).expect("a seed serializes")
+    }
+
+    /// Checks the fields that serde cannot; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.version != VERSION {
+            return Err(format!(
+                "field `version`: unsupported seed version {} (expected {VERSION})",
+                self.version
+            ));
+        }
+        if !crate::valid_node_name(&self.cluster.name) {
+            return Err(format!(
+                "field `cluster.name`: {:?} is not a lowercase DNS label",
+                self.cluster.name
+            ));
+        }
+        if self.cluster.id.len() != 32 || !self.cluster.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("field `cluster.id`: expected 32 hex digits".into());
+        }
+        if !pki::valid_pin(&self.cluster.ca_cert_hash) {
+            return Err(format!(
+                "field `cluster.ca_cert_hash`: {:?} is not `sha256:` and 64 hex digits",
+                self.cluster.ca_cert_hash
+            ));
+        }
+        for (i, ep) in self.cluster.endpoints.iter().enumerate() {
+            if ep.parse::<std::net::SocketAddr>().is_err() {
+                return Err(format!(
+                    "field `cluster.endpoints[{i}]`: {ep:?} is not IP:PORT"
+                ));
+            }
+        }
+        if !crate::valid_node_name(&self.node.name) {
+            return Err(format!(
+                "field `node.name`: {:?} is not a lowercase DNS label",
+                self.node.name
+            ));
+        }
+        if self.node.addresses.is_empty() {
+            return Err("field `node.addresses`: at least one address is required".into());
+        }
+        for (i, a) in self.node.addresses.iter().enumerate() {
+            parse_cidr(a).map_err(|e| format!("field `node.addresses[{i}]`: {e}"))?;
+        }
+        if let Some(gw) = &self.node.gateway {
+            gw.parse::<IpAddr>()
+                .map_err(|_| format!("field `node.gateway`: {gw:?} is not an IP address"))?;
+        }
+        let p = self.node.ports;
+        for (field, port) in [
+            ("api", p.api),
+            ("etcd_client", p.etcd_client),
+            ("etcd_peer", p.etcd_peer),
+        ] {
+            if port == 0 {
+                return Err(format!("field `node.ports.{field}`: must not be 0"));
+            }
+        }
+        match (self.node.role, &self.ca) {
+            (Role::Worker, Some(_)) => {
+                return Err("field `ca`: only control-plane seeds carry the CA".into())
+            }
+            (Role::ControlPlane, None) => {
+                return Err("field `ca`: a control-plane seed needs the CA".into())
+            }
+            (Role::ControlPlane, Some(ca)) => {
+                let ca = pki::Ca::from_pem(&ca.certificate, &ca.key)
+                    .map_err(|e| format!("field `ca`: {e}"))?;
+                if ca.pin() != self.cluster.ca_cert_hash {
+                    return Err(
+                        "field `ca.certificate`: does not match `cluster.ca_cert_hash`".into(),
+                    );
+                }
+            }
+            (Role::Worker, None) => {}
+        }
+        if self.bootstrap {
+            if self.node.role != Role::ControlPlane {
+                return Err("field `bootstrap`: only a control-plane node can bootstrap".into());
+            }
+        } else {
+            match &self.token {
+                None => return Err("field `token`: a joining node needs a token".into()),
+                Some(t) => {
+                    BootstrapToken::parse(t).map_err(|e| format!("field `token`: {e}"))?;
+                }
+            }
+            if self.cluster.endpoints.is_empty() {
+                return Err("field `cluster.endpoints`: a joining node needs an endpoint".into());
+            }
+            if !self.tokens.is_empty() {
+                return Err("field `tokens`: only the bootstrap seed carries token records".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The node's IP addresses (without prefix lengths).
+    pub fn ips(&self) -> Vec<IpAddr> {
+        self.node
+            .addresses
+            .iter()
+            .filter_map(|a| parse_cidr(a).ok().map(|(ip, _)| ip))
+            .collect()
+    }
+
+    /// The address the node listens on and advertises: its first address.
+    pub fn primary_ip(&self) -> IpAddr {
+        self.ips()[0]
+    }
+}
+
+/// Parses `ip/prefix`.
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let (ip, prefix) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not CIDR (IP/PREFIX)"))?;
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{s:?}: {ip:?} is not an IP address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .map_err(|_| format!("{s:?}: bad prefix length"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        return Err(format!("{s:?}: prefix length over {max}"));
+    }
+    Ok((ip, prefix))
+}
+
+/// Formats an address and port for URLs (`[v6]:port`).
+pub fn host_port(ip: IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(ip, port).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WORKER: &str = "version: 1
+cluster:
+  name: demo
+  id: 0123456789abcdef0123456789abcdef
+  ca_cert_hash: sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+  endpoints: [10.0.0.1:10016]
+node:
+  name: w1
+  role: worker
+  addresses: [10.0.0.5/24]
+token: abcdef.0123456789abcdef
+";
+
+    fn err_of(text: &str) -> String {
+        Seed::parse(text, "seed.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_worker_seed() {
+        let seed = Seed::parse(WORKER, "seed.yaml").unwrap();
+        assert_eq!(seed.node.role, Role::Worker);
+        assert_eq!(seed.node.ports, Ports::default());
+        assert_eq!(seed.primary_ip().to_string(), "10.0.0.5");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (WORKER.replace("role: worker", "role: boss"), "node.role"),
+            (
+                WORKER.replace("10.0.0.5/24", "10.0.0.5"),
+                "node.addresses[0]",
+            ),
+            (WORKER.replace("version: 1", "version: 7"), "version"),
+            (WORKER.replace("name: w1", "name: W_1"), "node.name"),
+            (
+                WORKER.replace("token: abcdef.0123456789abcdef", "token: nope"),
+                "token",
+            ),
+            (
+                WORKER.replace(
+                    "  endpoints: [10.0.0.1:10016]\n",
+                    "  endpoints: [somewhere]\n",
+                ),
+                "cluster.endpoints[0]",
+            ),
+            (
+                WORKER.replace("ca_cert_hash: sha256:0", "ca_cert_hash: md5:0"),
+                "cluster.ca_cert_hash",
+            ),
+            (
+                WORKER.replace("  addresses:", "  colour: blue\n  addresses:"),
+                "colour",
+            ),
+            (WORKER.replace("  name: w1\n", ""), "name"),
+            (format!("{WORKER}ca:\n  certificate: x\n  key: y\n"), "ca"),
+        ];
+        for (text, field) in cases {
+            let err = err_of(&text);
+            assert!(err.starts_with("seed.yaml: "), "{err}");
+            assert!(err.contains(field), "expected {field:?} in {err:?}");
+        }
+        let err = err_of("version: [");
+        assert!(err.contains("seed.yaml"), "{err}");
+    }
+}

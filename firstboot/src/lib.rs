@@ -1,0 +1,1 @@
+//! The Globular node agent.
