@@ -429,4 +429,32 @@ mod tests {
             assert!(lookup(name).is_some(), "{name}");
         }
     }
+
+    /// docs/profile-format.md lists exactly the implemented and the accepted-only settings.
+    #[test]
+    fn documented_lists_match_the_table() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/profile-format.md"
+        ))
+        .unwrap();
+        let block = |marker: &str| -> HashSet<String> {
+            let start = doc.find(&format!("<!-- {marker} -->")).unwrap();
+            let end = doc.find(&format!("<!-- /{marker} -->")).unwrap();
+            doc[start..end]
+                .split('`')
+                .filter_map(|w| w.strip_suffix('='))
+                .map(str::to_owned)
+                .collect()
+        };
+        let names = |implemented: bool| -> HashSet<String> {
+            SETTINGS
+                .iter()
+                .filter(|s| s.implemented == implemented)
+                .map(|s| s.name.to_owned())
+                .collect()
+        };
+        assert_eq!(block("implemented"), names(true));
+        assert_eq!(block("not-implemented"), names(false));
+    }
 }
