@@ -1,0 +1,146 @@
+//! Command-line interface of `globular`: clap types and one library call per
+//! subcommand.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use globular_cluster::Role;
+
+use crate::layout::{Layout, DEFAULT_ROOT};
+use crate::{agent, node_cli, server, services};
+
+#[derive(Debug, Parser)]
+#[command(name = "globular", version, about = "The Globular node agent and CLI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Turn this node into a cluster member (runs once per boot until enrolled).
+    Firstboot(FirstbootArgs),
+    /// Run the substrate API of a control-plane node.
+    Serve(RootArgs),
+    /// Nodes of the cluster.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Services in the registry.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Bootstrap tokens (control-plane nodes).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+struct RootArgs {
+    /// State directory of the node.
+    #[arg(long, default_value = DEFAULT_ROOT)]
+    root: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ManagerArg {
+    /// `systemctl start` the units.
+    Systemd,
+    /// Spawn the services as detached processes (tests, containers).
+    Spawn,
+}
+
+#[derive(Debug, Args)]
+struct FirstbootArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// Root under which seed devices, fw_cfg and /proc/cmdline are looked up.
+    #[arg(long, default_value = "/")]
+    sysroot: PathBuf,
+    /// Use this seed file instead of searching the datasources.
+    #[arg(long)]
+    seed: Option<PathBuf>,
+    /// How to start etcd and the substrate API.
+    #[arg(long, value_enum, default_value = "systemd")]
+    services: ManagerArg,
+    /// Image version to record (default: IMAGE_VERSION from os-release).
+    #[arg(long)]
+    image_version: Option<String>,
+    /// How long to keep trying to reach the cluster, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// List the enrolled nodes.
+    List(RootArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// List registered services.
+    List(ServiceListArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServiceListArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// Only this service.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a bootstrap token.
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenCreateArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// Role the token may enroll; may be repeated.
+    #[arg(long = "role", required = true)]
+    roles: Vec<Role>,
+    /// Lifetime (`30m`, `1h`, `7d`).
+    #[arg(long, default_value = "1h", value_parser = globular_cluster::token::parse_ttl)]
+    ttl: time::Duration,
+}
+
+/// Parses the process arguments and runs the command.
+pub fn run() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Firstboot(args) => {
+            let outcome = agent::run(&agent::Options {
+                root: args.root.root,
+                sysroot: args.sysroot,
+                seed: args.seed,
+                services: match args.services {
+                    ManagerArg::Systemd => services::Manager::Systemd,
+                    ManagerArg::Spawn => services::Manager::Spawn,
+                },
+                image_version: args.image_version,
+                timeout: Duration::from_secs(args.timeout),
+            })?;
+            tracing::info!("{outcome:?}");
+            Ok(())
+        }
+        Command::Serve(args) => server::run(&Layout::new(args.root)),
+        Command::Node(NodeCommand::List(args)) => {
+            node_cli::run(&Layout::new(args.root), node_cli::Command::NodeList)
+        }
+        Command::Service(ServiceCommand::List(args)) => node_cli::run(
+            &Layout::new(args.root.root),
+            node_cli::Command::ServiceList { name: args.name },
+        ),
+        Command::Token(TokenCommand::Create(args)) => node_cli::run(
+            &Layout::new(args.root.root),
+            node_cli::Command::TokenCreate {
+                roles: args.roles,
+                ttl: args.ttl,
+            },
+        ),
+    }
+}

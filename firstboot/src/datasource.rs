@@ -1,0 +1,196 @@
+//! Where a seed comes from. Each source is one [`Datasource`]; the first one
+//! that has a seed wins and its name is logged.
+//!
+//! - config drive: a FAT filesystem labelled `cidata`, `CIDATA` or `GLOBULAR`
+//!   (`/dev/disk/by-label/LABEL`), file `globular-seed.yaml`, read with `fatfs`
+//!   (no mount);
+//! - QEMU fw_cfg: `/sys/firmware/qemu_fw_cfg/by_name/opt/io.globular/seed/raw`;
+//! - kernel command line: `globular.seed=/path` or `globular.seed=<base64>`.
+//!
+//! Every path is taken under a system root (`/` on a node) so tests can fake
+//! devices, firmware and `/proc/cmdline` in a directory.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use globular_cluster::cidata;
+
+/// A drive larger than this is not a seed drive.
+const MAX_DRIVE: u64 = 64 * 1024 * 1024;
+
+/// A place a seed may be found.
+pub trait Datasource: std::fmt::Debug {
+    /// Short name for logs ("config drive /dev/disk/by-label/cidata").
+    fn name(&self) -> String;
+    /// The seed text, `None` if this source has none; an error if it has one
+    /// that cannot be read.
+    fn fetch(&self) -> anyhow::Result<Option<String>>;
+}
+
+/// The sources in the order they are tried.
+pub fn all(sysroot: &Path) -> Vec<Box<dyn Datasource>> {
+    let mut sources: Vec<Box<dyn Datasource>> = ["cidata", "CIDATA", "GLOBULAR"]
+        .into_iter()
+        .map(|label| {
+            Box::new(ConfigDrive {
+                path: sysroot.join("dev/disk/by-label").join(label),
+            }) as Box<dyn Datasource>
+        })
+        .collect();
+    sources.push(Box::new(FwCfg {
+        path: sysroot.join("sys/firmware/qemu_fw_cfg/by_name/opt/io.globular/seed/raw"),
+    }));
+    sources.push(Box::new(KernelCmdline {
+        sysroot: sysroot.to_owned(),
+    }));
+    sources
+}
+
+/// Tries `sources` in order; returns the first seed found and where.
+pub fn find(sources: &[Box<dyn Datasource>]) -> anyhow::Result<Option<(String, String)>> {
+    for source in sources {
+        if let Some(text) = source.fetch()? {
+            tracing::info!("seed found in {}", source.name());
+            return Ok(Some((source.name(), text)));
+        }
+        tracing::debug!("no seed in {}", source.name());
+    }
+    Ok(None)
+}
+
+/// A seed given explicitly (`--seed FILE`).
+#[derive(Debug)]
+pub struct File(pub PathBuf);
+
+impl Datasource for File {
+    fn name(&self) -> String {
+        format!("file {}", self.0.display())
+    }
+    fn fetch(&self) -> anyhow::Result<Option<String>> {
+        std::fs::read_to_string(&self.0)
+            .map(Some)
+            .with_context(|| format!("reading {}", self.0.display()))
+    }
+}
+
+#[derive(Debug)]
+struct ConfigDrive {
+    path: PathBuf,
+}
+
+impl Datasource for ConfigDrive {
+    fn name(&self) -> String {
+        format!("config drive {}", self.path.display())
+    }
+    fn fetch(&self) -> anyhow::Result<Option<String>> {
+        let Ok(file) = std::fs::File::open(&self.path) else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_DRIVE)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        cidata::read_seed(std::io::Cursor::new(bytes))
+            .with_context(|| format!("reading {} from {}", cidata::SEED_FILE, self.path.display()))
+    }
+}
+
+#[derive(Debug)]
+struct FwCfg {
+    path: PathBuf,
+}
+
+impl Datasource for FwCfg {
+    fn name(&self) -> String {
+        format!("QEMU fw_cfg {}", self.path.display())
+    }
+    fn fetch(&self) -> anyhow::Result<Option<String>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .with_context(|| format!("{} is not UTF-8", self.path.display())),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct KernelCmdline {
+    sysroot: PathBuf,
+}
+
+impl Datasource for KernelCmdline {
+    fn name(&self) -> String {
+        "kernel command line (globular.seed=)".into()
+    }
+    fn fetch(&self) -> anyhow::Result<Option<String>> {
+        let path = self.sysroot.join("proc/cmdline");
+        let Ok(cmdline) = std::fs::read_to_string(&path) else {
+            return Ok(None);
+        };
+        let Some(value) = cmdline
+            .split_whitespace()
+            .find_map(|arg| arg.strip_prefix("globular.seed="))
+        else {
+            return Ok(None);
+        };
+        if value.starts_with('/') {
+            let file = self.sysroot.join(value.trim_start_matches('/'));
+            return std::fs::read_to_string(&file)
+                .map(Some)
+                .with_context(|| format!("globular.seed={value}: reading {}", file.display()));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(value))
+            .with_context(|| "globular.seed=: neither a path nor base64".to_string())?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .context("globular.seed=: decoded seed is not UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_base64_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode("version: 1\n");
+        std::fs::write(
+            dir.path().join("proc/cmdline"),
+            format!("quiet globular.seed={b64} ro\n"),
+        )
+        .unwrap();
+        let (name, text) = find(&all(dir.path())).unwrap().unwrap();
+        assert!(name.contains("kernel command line"), "{name}");
+        assert_eq!(text, "version: 1\n");
+        std::fs::write(dir.path().join("seed.yaml"), "version: 2\n").unwrap();
+        std::fs::write(
+            dir.path().join("proc/cmdline"),
+            "globular.seed=/seed.yaml\n",
+        )
+        .unwrap();
+        assert_eq!(find(&all(dir.path())).unwrap().unwrap().1, "version: 2\n");
+    }
+
+    #[test]
+    fn fw_cfg_wins_over_cmdline_and_nothing_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(find(&all(dir.path())).unwrap().is_none());
+        let fw = dir
+            .path()
+            .join("sys/firmware/qemu_fw_cfg/by_name/opt/io.globular/seed");
+        std::fs::create_dir_all(&fw).unwrap();
+        std::fs::write(fw.join("raw"), "from fw_cfg").unwrap();
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        std::fs::write(dir.path().join("proc/cmdline"), "globular.seed=eA==").unwrap();
+        let (name, text) = find(&all(dir.path())).unwrap().unwrap();
+        assert!(name.contains("fw_cfg"), "{name}");
+        assert_eq!(text, "from fw_cfg");
+    }
+}

@@ -1,0 +1,288 @@
+//! etcd access through its gRPC gateway (JSON over HTTPS, `/v3/...`), with
+//! the node's CA-signed client certificate.
+//!
+//! Why not the `etcd-client` crate: the gateway needs no `protoc` and no
+//! second HTTP/TLS stack (tonic); we already speak HTTPS with reqwest and
+//! rustls (ring) everywhere, and the handful of calls the substrate makes
+//! (range, put, compare-and-create, member add/remove/promote/list) are all
+//! plain JSON there. etcd's gateway encodes bytes as base64 and 64-bit
+//! integers as strings.
+
+use anyhow::{anyhow, bail, Context as _};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::tls;
+
+/// An etcd cluster member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    /// Empty until the member has started.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+/// A client for one etcd cluster (tries the endpoints in order).
+#[derive(Debug, Clone)]
+pub struct Etcd {
+    http: reqwest::Client,
+    endpoints: Vec<String>,
+}
+
+impl Etcd {
+    /// `endpoints` are client URLs (`https://ip:port`).
+    pub fn new(
+        endpoints: Vec<String>,
+        ca_pem: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> anyhow::Result<Etcd> {
+        if endpoints.is_empty() {
+            bail!("no etcd endpoints");
+        }
+        let config = tls::client_config(ca_pem, Some((cert_pem, key_pem)))?;
+        Ok(Etcd {
+            http: tls::http_client(config)?,
+            endpoints,
+        })
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    async fn call(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let mut last = None;
+        for ep in &self.endpoints {
+            let url = format!("{}{path}", ep.trim_end_matches('/'));
+            match self.http.post(&url).json(&body).send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let text = resp
+                        .text()
+                        .await
+                        .with_context(|| format!("reading {url}"))?;
+                    if !status.is_success() {
+                        let msg = serde_json::from_str::<Value>(&text)
+                            .ok()
+                            .and_then(|v| {
+                                v.get("error")
+                                    .or_else(|| v.get("message"))
+                                    .and_then(Value::as_str)
+                                    .map(str::to_owned)
+                            })
+                            .unwrap_or(text);
+                        bail!("etcd {path} at {ep}: {status}: {msg}");
+                    }
+                    return serde_json::from_str(&text)
+                        .with_context(|| format!("etcd {path} at {ep}: bad JSON"));
+                }
+                Err(e) => last = Some(anyhow!(e).context(format!("etcd {path} at {ep}"))),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow!("no etcd endpoints")))
+    }
+
+    /// The value and mod revision of `key`.
+    pub async fn get(&self, key: &str) -> anyhow::Result<Option<(Vec<u8>, i64)>> {
+        let resp = self
+            .call("/v3/kv/range", json!({"key": B64.encode(key)}))
+            .await?;
+        match resp
+            .get("kvs")
+            .and_then(Value::as_array)
+            .and_then(|k| k.first())
+        {
+            None => Ok(None),
+            Some(kv) => Ok(Some((decode(kv, "value")?, int(kv, "mod_revision")))),
+        }
+    }
+
+    /// Every key and value under `prefix`, in key order.
+    pub async fn list(&self, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let resp = self
+            .call(
+                "/v3/kv/range",
+                json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))}),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for kv in resp
+            .get("kvs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = String::from_utf8(decode(kv, "key")?).context("etcd key is not UTF-8")?;
+            out.push((key, decode(kv, "value")?));
+        }
+        Ok(out)
+    }
+
+    pub async fn put(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
+        self.call(
+            "/v3/kv/put",
+            json!({"key": B64.encode(key), "value": B64.encode(value)}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Writes `key` only if it does not exist; false if it did.
+    pub async fn create(&self, key: &str, value: &[u8]) -> anyhow::Result<bool> {
+        self.txn_put(key, value, json!({"key": B64.encode(key), "result": "EQUAL", "target": "CREATE", "create_revision": "0"}))
+            .await
+    }
+
+    /// Writes `key` only if its mod revision is still `revision`.
+    pub async fn replace(&self, key: &str, value: &[u8], revision: i64) -> anyhow::Result<bool> {
+        self.txn_put(key, value, json!({"key": B64.encode(key), "result": "EQUAL", "target": "MOD", "mod_revision": revision.to_string()}))
+            .await
+    }
+
+    async fn txn_put(&self, key: &str, value: &[u8], compare: Value) -> anyhow::Result<bool> {
+        let resp = self
+            .call(
+                "/v3/kv/txn",
+                json!({
+                    "compare": [compare],
+                    "success": [{"request_put": {"key": B64.encode(key), "value": B64.encode(value)}}],
+                }),
+            )
+            .await?;
+        Ok(resp
+            .get("succeeded")
+            .and_then(Value::as_bool)
+            .unwrap_or(false))
+    }
+
+    pub async fn members(&self) -> anyhow::Result<Vec<Member>> {
+        let resp = self.call("/v3/cluster/member/list", json!({})).await?;
+        Ok(members_of(&resp))
+    }
+
+    /// Adds a member (as a learner if `learner`); returns its id and the
+    /// member list after the change.
+    pub async fn member_add(
+        &self,
+        peer_urls: &[String],
+        learner: bool,
+    ) -> anyhow::Result<(u64, Vec<Member>)> {
+        let resp = self
+            .call(
+                "/v3/cluster/member/add",
+                json!({"peerURLs": peer_urls, "isLearner": learner}),
+            )
+            .await?;
+        let id = resp
+            .get("member")
+            .map(|m| uint(m, "ID"))
+            .filter(|id| *id != 0)
+            .ok_or_else(|| anyhow!("etcd member add: no member id in {resp}"))?;
+        Ok((id, members_of(&resp)))
+    }
+
+    pub async fn member_remove(&self, id: u64) -> anyhow::Result<()> {
+        self.call("/v3/cluster/member/remove", json!({"ID": id.to_string()}))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn member_promote(&self, id: u64) -> anyhow::Result<()> {
+        self.call("/v3/cluster/member/promote", json!({"ID": id.to_string()}))
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the first endpoint answers `/health` with `"health": "true"`.
+    pub async fn healthy(&self) -> bool {
+        let url = format!("{}/health", self.endpoints[0].trim_end_matches('/'));
+        match self.http.get(url).send().await {
+            Ok(r) => r
+                .json::<Value>()
+                .await
+                .is_ok_and(|v| v.get("health").and_then(Value::as_str) == Some("true")),
+            Err(_) => false,
+        }
+    }
+}
+
+fn members_of(resp: &Value) -> Vec<Member> {
+    resp.get("members")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|m| Member {
+            id: uint(m, "ID"),
+            name: m
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            peer_urls: strings(m, "peerURLs"),
+            client_urls: strings(m, "clientURLs"),
+            is_learner: m.get("isLearner").and_then(Value::as_bool).unwrap_or(false),
+        })
+        .collect()
+}
+
+fn strings(v: &Value, field: &str) -> Vec<String> {
+    v.get(field)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect()
+}
+
+fn decode(kv: &Value, field: &str) -> anyhow::Result<Vec<u8>> {
+    match kv.get(field).and_then(Value::as_str) {
+        None => Ok(Vec::new()),
+        Some(s) => B64
+            .decode(s)
+            .with_context(|| format!("etcd returned bad base64 in {field}")),
+    }
+}
+
+fn int(v: &Value, field: &str) -> i64 {
+    match v.get(field) {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn uint(v: &Value, field: &str) -> u64 {
+    match v.get(field) {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prefix_end_increments_last_byte() {
+        assert_eq!(
+            super::prefix_end("/globular/nodes/"),
+            b"/globular/nodes0".to_vec()
+        );
+    }
+}

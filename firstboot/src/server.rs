@@ -1,0 +1,61 @@
+//! `globular serve`: runs the substrate API of an enrolled control-plane node.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use globular_cluster::pki::Ca;
+use tokio::net::TcpListener;
+
+use crate::api::{self, Api};
+use crate::etcd::Etcd;
+use crate::layout::Layout;
+use crate::tls;
+
+/// Loads the node's state and builds the API and its TLS configuration.
+pub fn load(layout: &Layout) -> anyhow::Result<(Arc<Api>, Arc<rustls::ServerConfig>, String)> {
+    let config = layout.load_node_config()?;
+    let listen = config
+        .api_listen
+        .clone()
+        .context("this node does not serve the substrate API (not a control-plane node)")?;
+    let ca_pem = layout.read(&layout.ca_cert())?;
+    let ca = Ca::from_pem(&ca_pem, &layout.read(&layout.ca_key())?).context("loading the CA")?;
+    let cert = layout.read(&layout.node_cert())?;
+    let key = layout.read(&layout.node_key())?;
+    let etcd = Etcd::new(config.etcd_endpoints.clone(), &ca_pem, &cert, &key)?;
+    let tls = tls::server_config(&cert, &key, &ca_pem)?;
+    Ok((
+        Arc::new(Api::new(ca, etcd, config.cluster_name)),
+        Arc::new(tls),
+        listen,
+    ))
+}
+
+/// Serves until SIGTERM or Ctrl-C.
+pub fn run(layout: &Layout) -> anyhow::Result<()> {
+    let (api, tls, listen) = load(layout)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        tracing::info!("substrate API listening on {listen}");
+        api::serve(listener, tls, api, shutdown_signal()).await;
+        tracing::info!("substrate API stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

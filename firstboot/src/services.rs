@@ -1,0 +1,112 @@
+//! Starting the node's long-running services (etcd, the substrate API).
+//!
+//! On a node, systemd runs them (`globular-etcd.service`,
+//! `globular-api.service`, see `firstboot/units/`). Without systemd (tests,
+//! containers) the agent spawns them itself, detached, with a pid file under
+//! `run/` and a log under `log/`. Starting a running service does nothing.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use globular_task::Task;
+
+use crate::layout::Layout;
+
+/// A service of the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Etcd,
+    Api,
+}
+
+impl Service {
+    pub fn unit(self) -> &'static str {
+        match self {
+            Service::Etcd => "globular-etcd.service",
+            Service::Api => "globular-api.service",
+        }
+    }
+    fn short(self) -> &'static str {
+        match self {
+            Service::Etcd => "etcd",
+            Service::Api => "api",
+        }
+    }
+}
+
+/// How services are started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Manager {
+    Systemd,
+    Spawn,
+}
+
+impl Manager {
+    pub fn start(self, layout: &Layout, service: Service) -> anyhow::Result<()> {
+        match self {
+            Manager::Systemd => Task::new(format!("starting {}", service.unit()), "systemctl")
+                .package("systemd")
+                .args(["start", service.unit()])
+                .run()
+                .with_context(|| format!("starting {}", service.unit())),
+            Manager::Spawn => spawn(layout, service),
+        }
+    }
+}
+
+/// The pid file of a spawned service.
+pub fn pid_file(layout: &Layout, service: Service) -> PathBuf {
+    layout.run_dir().join(format!("{}.pid", service.short()))
+}
+
+/// The pid of a spawned service if it is still running.
+pub fn running_pid(layout: &Layout, service: Service) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_file(layout, service))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 3 is the state; a zombie is not running.
+    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let root = layout.root().to_string_lossy();
+    (state != "Z" && String::from_utf8_lossy(&cmdline).contains(root.as_ref())).then_some(pid)
+}
+
+fn spawn(layout: &Layout, service: Service) -> anyhow::Result<()> {
+    if let Some(pid) = running_pid(layout, service) {
+        tracing::info!("{} is already running (pid {pid})", service.short());
+        return Ok(());
+    }
+    for dir in [layout.run_dir(), layout.log_dir()] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let log = layout.log_dir().join(format!("{}.log", service.short()));
+    let task = match service {
+        Service::Etcd => Task::new("starting etcd", "etcd")
+            .package("etcd-server")
+            .arg("--config-file")
+            .arg(layout.etcd_config()),
+        Service::Api => {
+            let exe = std::env::current_exe().context("finding the globular binary")?;
+            Task::new("starting the substrate API", exe)
+                .args(["serve", "--root"])
+                .arg(layout.root())
+        }
+    };
+    let child = task.spawn_logged(&log)?;
+    write_pid(&pid_file(layout, service), child.id())?;
+    tracing::info!(
+        "spawned {} (pid {}), log {}",
+        service.short(),
+        child.id(),
+        log.display()
+    );
+    Ok(())
+}
+
+fn write_pid(path: &Path, pid: u32) -> anyhow::Result<()> {
+    globular_cluster::fsutil::write_atomic(path, format!("{pid}\n").as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", path.display()))
+}

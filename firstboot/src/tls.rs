@@ -1,0 +1,180 @@
+//! rustls configurations (ring provider) for every connection the node makes
+//! or accepts: all of them pin the cluster CA.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context as _};
+use globular_cluster::pki;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Certificates from PEM text.
+pub fn certs_of_pem(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let blocks = pki::pem_blocks(pem, "CERTIFICATE").map_err(|e| anyhow!(e))?;
+    if blocks.is_empty() {
+        anyhow::bail!("no certificate in PEM text");
+    }
+    Ok(blocks.into_iter().map(CertificateDer::from).collect())
+}
+
+/// A private key from PEM (PKCS#8, as rcgen writes it).
+pub fn key_of_pem(pem: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let der = pki::pem_block(pem, "PRIVATE KEY").map_err(|e| anyhow!(e))?;
+    Ok(PrivateKeyDer::Pkcs8(der.into()))
+}
+
+fn roots(ca_pem: &str) -> anyhow::Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs_of_pem(ca_pem)? {
+        roots
+            .add(cert)
+            .context("adding the CA to the trust store")?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The substrate API's server side: serves `cert_pem` (with the CA appended,
+/// so joiners can check it against their pin) and accepts, but does not
+/// require, client certificates signed by the CA.
+pub fn server_config(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider())
+        .allow_unauthenticated()
+        .build()
+        .context("building the client verifier")?;
+    let mut chain = certs_of_pem(cert_pem)?;
+    chain.extend(certs_of_pem(ca_pem)?);
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key_of_pem(key_pem)?)
+        .context("loading the server certificate")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client that trusts the CA and presents the node's certificate.
+pub fn client_config(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(ca_pem)?);
+    let mut config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(certs_of_pem(cert)?, key_of_pem(key)?)
+            .context("loading the client certificate")?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client for a node that knows only the CA pin: it accepts a server whose
+/// presented chain contains a CA certificate with that pin and whose leaf that
+/// CA signed (for the address dialled). Anything else fails the handshake,
+/// before a byte of the request is sent.
+pub fn pinned_client_config(pin: &str) -> anyhow::Result<rustls::ClientConfig> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCa {
+            pin: pin.to_owned(),
+            provider: provider(),
+        }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+#[derive(Debug)]
+struct PinnedCa {
+    pin: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| pki::spki_of_der(c).is_ok_and(|spki| pki::spki_pin(&spki) == self.pin))
+            .ok_or_else(|| {
+                rustls::Error::General(format!(
+                    "the server's CA does not match the pinned hash {}",
+                    self.pin
+                ))
+            })?;
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(ca.clone().into_owned())
+            .map_err(|e| rustls::Error::General(format!("pinned CA: {e}")))?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(format!("pinned CA: {e}")))?;
+        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// An HTTPS client (HTTP/1.1) built on one of the configurations above.
+pub fn http_client(config: rustls::ClientConfig) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .timeout(std::time::Duration::from_secs(30))
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .context("building the HTTPS client")
+}

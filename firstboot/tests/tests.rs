@@ -1,0 +1,13 @@
+//! Integration tests of the node agent: real etcd (Debian `etcd-server`) and
+//! the real `globular` binary on loopback ports, each node with its own
+//! temporary state directory.
+
+#[path = "tests/harness.rs"]
+mod harness;
+
+#[path = "tests/cluster.rs"]
+mod cluster;
+#[path = "tests/crash.rs"]
+mod crash;
+#[path = "tests/refusals.rs"]
+mod refusals;

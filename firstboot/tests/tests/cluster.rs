@@ -1,0 +1,164 @@
+//! The five-node cluster: one bootstrap control-plane, two joining
+//! control-planes, two workers.
+
+use globular_cluster::protocol::RegisterRequest;
+use globular_cluster::Role;
+use globular_firstboot::node_cli::Client;
+use globular_task::Task;
+
+use crate::harness::{etcdctl, openssl_verify, runtime, Cluster, AGENT};
+
+#[test]
+fn five_node_cluster() {
+    let cluster = Cluster::new();
+    let cp1 = cluster.node("cp1", Role::ControlPlane, true, &[]);
+    cluster.run_agent(&cp1).unwrap();
+    let join = vec![cp1.api()];
+    let cp2 = cluster.node("cp2", Role::ControlPlane, false, &join);
+    let cp3 = cluster.node("cp3", Role::ControlPlane, false, &join);
+    let w1 = cluster.node("w1", Role::Worker, false, &join);
+    let w2 = cluster.node("w2", Role::Worker, false, &join);
+    // The control-plane joiners run at the same time: etcd allows one learner
+    // at a time and the agent waits its turn.
+    std::thread::scope(|s| {
+        let handles: Vec<_> = [&cp2, &cp3, &w1, &w2]
+            .into_iter()
+            .map(|n| s.spawn(|| cluster.run_agent(n)))
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+    });
+
+    // etcd: three voting members, all healthy.
+    let members: serde_json::Value = serde_json::from_str(&etcdctl(
+        &cp1,
+        &cp1.etcd_url(),
+        &["member", "list", "-w", "json"],
+    ))
+    .unwrap();
+    let members = members["members"].as_array().unwrap();
+    let mut names: Vec<&str> = members
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cp1", "cp2", "cp3"]);
+    assert!(
+        members
+            .iter()
+            .all(|m| m.get("isLearner").is_none_or(|l| l == false)),
+        "{members:?}"
+    );
+    let endpoints = [&cp1, &cp2, &cp3].map(|n| n.etcd_url()).join(",");
+    let health = etcdctl(&w1, &endpoints, &["endpoint", "health", "-w", "json"]);
+    assert_eq!(health.matches("\"health\":true").count(), 3, "{health}");
+
+    // Every issued certificate verifies against the CA.
+    let ca = cluster.bundle_dir().join("ca.crt");
+    for node in [&cp1, &cp2, &cp3, &w1, &w2] {
+        let l = node.layout();
+        openssl_verify(&ca, &l.node_cert());
+        if node.seed.node.role == Role::ControlPlane {
+            openssl_verify(&ca, &l.etcd_cert("server"));
+            openssl_verify(&ca, &l.etcd_cert("peer"));
+        }
+    }
+
+    // The registry lists all five, seen from a worker through the CLI.
+    let out = Task::new("listing nodes", AGENT)
+        .args(["node", "list", "--root"])
+        .arg(&w2.root)
+        .read_string()
+        .unwrap();
+    for name in ["cp1", "cp2", "cp3", "w1", "w2"] {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} missing:\n{out}"
+        );
+    }
+    let rt = runtime();
+    let nodes = rt
+        .block_on(Client::from_layout(&cp3.layout()).unwrap().nodes())
+        .unwrap()
+        .nodes;
+    assert_eq!(nodes.len(), 5);
+    for n in &nodes {
+        assert_eq!(n.image_version, "test-1");
+        let node = [&cp1, &cp2, &cp3, &w1, &w2]
+            .into_iter()
+            .find(|x| x.name == n.name)
+            .unwrap();
+        let cert = std::fs::read_to_string(node.layout().node_cert()).unwrap();
+        assert_eq!(n.certificate, cert, "{}", n.name);
+        assert_eq!(n.role, node.seed.node.role);
+    }
+
+    // Any service can register, e.g. Kubernetes; every control-plane sees it.
+    let registered = rt
+        .block_on(
+            Client::from_layout(&w1.layout())
+                .unwrap()
+                .register(&RegisterRequest {
+                    name: "kubernetes.KubernetesService".into(),
+                    id: None,
+                    address: "127.0.0.1".into(),
+                    port: 6443,
+                    protocol: "https".into(),
+                    tags: vec!["apiserver".into()],
+                    metadata: Default::default(),
+                }),
+        )
+        .unwrap();
+    assert_eq!(registered.node, "w1");
+    let out = Task::new("listing services", AGENT)
+        .args([
+            "service",
+            "list",
+            "--name",
+            "kubernetes.KubernetesService",
+            "--root",
+        ])
+        .arg(&cp2.root)
+        .read_string()
+        .unwrap();
+    assert!(
+        out.contains("kubernetes.KubernetesService") && out.contains("127.0.0.1:6443"),
+        "{out}"
+    );
+    let all = Task::new("listing services", AGENT)
+        .args(["service", "list", "--root"])
+        .arg(&w2.root)
+        .read_string()
+        .unwrap();
+    assert_eq!(all.matches("globular.SubstrateApi").count(), 3, "{all}");
+
+    // Tokens: control-plane only, and the new token enrolls a node.
+    let denied = Task::new("creating a token from a worker", AGENT)
+        .args([
+            "token", "create", "--role", "worker", "--ttl", "1h", "--root",
+        ])
+        .arg(&w1.root)
+        .run()
+        .unwrap_err()
+        .to_string();
+    assert!(denied.contains("only control-plane"), "{denied}");
+    let token = Task::new("creating a token", AGENT)
+        .args([
+            "token", "create", "--role", "worker", "--ttl", "1h", "--root",
+        ])
+        .arg(&cp2.root)
+        .read_string()
+        .unwrap();
+    assert!(
+        globular_cluster::token::BootstrapToken::parse(token.trim()).is_ok(),
+        "{token}"
+    );
+
+    // Running the agent on an enrolled node changes nothing.
+    let before = std::fs::read(cp2.layout().state()).unwrap();
+    let cert = std::fs::read(cp2.layout().node_cert()).unwrap();
+    cluster.run_agent(&cp2).unwrap();
+    assert_eq!(std::fs::read(cp2.layout().state()).unwrap(), before);
+    assert_eq!(std::fs::read(cp2.layout().node_cert()).unwrap(), cert);
+}

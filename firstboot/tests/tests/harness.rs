@@ -1,0 +1,240 @@
+//! A test cluster: a secrets bundle, per-node seeds and state directories,
+//! and a guard that kills every process the nodes spawned.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+
+use globular_cluster::secrets::{self, ClusterSecrets, NewCluster, SeedOptions};
+use globular_cluster::seed::{Ports, Seed};
+use globular_cluster::Role;
+use globular_firstboot::layout::Layout;
+use globular_task::Task;
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_globular");
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub root: PathBuf,
+    pub seed_path: PathBuf,
+    pub seed: Seed,
+}
+
+impl Node {
+    pub fn layout(&self) -> Layout {
+        Layout::new(&self.root)
+    }
+    pub fn api(&self) -> String {
+        format!("127.0.0.1:{}", self.seed.node.ports.api)
+    }
+    pub fn etcd_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.seed.node.ports.etcd_client)
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub secrets: ClusterSecrets,
+    agents: Vec<Child>,
+}
+
+impl Cluster {
+    pub fn new() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = secrets::create(&NewCluster {
+            name: "test".into(),
+            out: dir.path().join("cluster"),
+            endpoints: vec![],
+            token_ttl: time::Duration::hours(1),
+        })
+        .unwrap();
+        Cluster {
+            dir,
+            secrets,
+            agents: Vec::new(),
+        }
+    }
+
+    pub fn bundle_dir(&self) -> PathBuf {
+        self.dir.path().join("cluster")
+    }
+
+    /// Writes the seed of a node (joining `endpoints`) and returns it.
+    pub fn node(&self, name: &str, role: Role, bootstrap: bool, endpoints: &[String]) -> Node {
+        let ports = Ports {
+            api: free_port(),
+            etcd_client: free_port(),
+            etcd_peer: free_port(),
+        };
+        let seed_path = self.dir.path().join(format!("{name}.seed.yaml"));
+        let seed = secrets::write_seed(
+            &self.bundle_dir(),
+            &SeedOptions {
+                node: name.into(),
+                role,
+                addresses: vec!["127.0.0.1/8".into()],
+                gateway: None,
+                bootstrap,
+                endpoints: endpoints.to_vec(),
+                ports,
+            },
+            secrets::SeedFormat::Yaml,
+            &seed_path,
+        )
+        .unwrap();
+        Node {
+            name: name.into(),
+            root: self.dir.path().join(format!("{name}.root")),
+            seed_path,
+            seed,
+        }
+    }
+
+    fn agent_task(node: &Node) -> Task {
+        Task::new(format!("running the agent of {}", node.name), AGENT)
+            .args([
+                "firstboot",
+                "--services",
+                "spawn",
+                "--image-version",
+                "test-1",
+                "--timeout",
+                "60",
+                "--root",
+            ])
+            .arg(&node.root)
+            .arg("--seed")
+            .arg(&node.seed_path)
+            .env("RUST_LOG", "info")
+    }
+
+    /// Runs the agent to completion; returns its stderr-tail error on failure.
+    pub fn run_agent(&self, node: &Node) -> Result<(), String> {
+        Self::agent_task(node).run().map_err(|e| e.to_string())
+    }
+
+    /// Starts the agent with the crash hook set to pause before `step`.
+    pub fn start_paused(&mut self, node: &Node, step: &str) -> usize {
+        std::fs::create_dir_all(&node.root).unwrap();
+        let _ = std::fs::remove_file(node.root.join("paused"));
+        let log = self.dir.path().join(format!("{}.agent.log", node.name));
+        let child = Self::agent_task(node)
+            .env(globular_firstboot::agent::PAUSE_ENV, step)
+            .spawn_logged(&log)
+            .unwrap();
+        self.agents.push(child);
+        self.agents.len() - 1
+    }
+
+    /// Waits for the paused agent, or for it to exit (the step was not on its
+    /// path). Returns whether it paused.
+    pub fn wait_paused(&mut self, node: &Node, agent: usize) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            if node.root.join("paused").exists() {
+                return true;
+            }
+            if let Some(status) = self.agents[agent].try_wait().unwrap() {
+                let log = std::fs::read_to_string(
+                    self.dir.path().join(format!("{}.agent.log", node.name)),
+                )
+                .unwrap_or_default();
+                assert!(status.success(), "agent of {} failed: {log}", node.name);
+                return false;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agent of {} never paused",
+                node.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// kill -9 of an agent.
+    pub fn kill_agent(&mut self, agent: usize) {
+        let child = &mut self.agents[agent];
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.agents {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        kill_spawned(self.dir.path());
+    }
+}
+
+/// Kills every service spawned under `dir` (pid files in `*/run/`).
+pub fn kill_spawned(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let run = entry.path().join("run");
+        let Ok(pids) = std::fs::read_dir(&run) else {
+            continue;
+        };
+        for pid in pids.flatten() {
+            if let Ok(text) = std::fs::read_to_string(pid.path()) {
+                let pid = text.trim().to_owned();
+                if pid.parse::<u32>().is_ok() {
+                    let _ = Task::new("stopping a test service", "kill")
+                        .args(["-9", &pid])
+                        .run();
+                }
+            }
+        }
+    }
+}
+
+/// `etcdctl` against a node's etcd with that node's certificate.
+pub fn etcdctl(node: &Node, endpoint: &str, args: &[&str]) -> String {
+    let l = node.layout();
+    Task::new("querying etcd", "etcdctl")
+        .package("etcd-client")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--cacert")
+        .arg(l.ca_cert())
+        .arg("--cert")
+        .arg(l.node_cert())
+        .arg("--key")
+        .arg(l.node_key())
+        .args(args)
+        .read_string()
+        .unwrap()
+}
+
+/// `openssl verify -CAfile` of a certificate.
+pub fn openssl_verify(ca: &Path, cert: &Path) {
+    let out = Task::new("verifying a certificate", "openssl")
+        .package("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(ca)
+        .arg(cert)
+        .read_string()
+        .unwrap();
+    assert!(out.trim_end().ends_with("OK"), "{out}");
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}

@@ -1,0 +1,172 @@
+//! Enrollment refusals: each one is a clear error and issues no certificate.
+
+use std::time::Duration;
+
+use globular_cluster::pki;
+use globular_cluster::protocol::EnrollRequest;
+use globular_cluster::Role;
+use globular_firstboot::agent::enroll_with;
+use globular_firstboot::node_cli::Client;
+use globular_task::Task;
+
+use crate::harness::{runtime, Cluster, AGENT};
+
+fn request(token: &str, node: &str, csr_name: &str, role: Role) -> (EnrollRequest, String) {
+    let key = pki::generate_key_pem().unwrap();
+    let req = EnrollRequest {
+        token: token.into(),
+        csr: pki::create_csr(&key, csr_name).unwrap(),
+        node: node.into(),
+        role,
+        addresses: vec!["127.0.0.1/8".into()],
+        image_version: "test-1".into(),
+    };
+    (req, key)
+}
+
+#[test]
+fn refusals_issue_nothing() {
+    let cluster = Cluster::new();
+    let cp1 = cluster.node("cp1", Role::ControlPlane, true, &[]);
+    cluster.run_agent(&cp1).unwrap();
+    let endpoints = vec![cp1.api()];
+    let pin = cluster.secrets.info.ca_cert_hash.clone();
+    let token_for = |role: Role| {
+        cluster
+            .secrets
+            .tokens
+            .iter()
+            .find(|t| t.roles == [role])
+            .unwrap()
+            .token
+            .clone()
+    };
+    let worker_token = token_for(Role::Worker);
+    let rt = runtime();
+    let enroll = |req: &EnrollRequest, pin: &str| {
+        rt.block_on(enroll_with(&endpoints, pin, req, Duration::from_secs(10)))
+    };
+    let refused = |req: &EnrollRequest, pin: &str, expect: &str| {
+        let err = format!("{:#}", enroll(req, pin).unwrap_err());
+        assert!(err.contains(expect), "expected {expect:?} in {err:?}");
+    };
+
+    // Wrong token (right id, wrong secret) and an unknown one.
+    let wrong = format!("{}.0000000000000000", &worker_token[..6]);
+    refused(
+        &request(&wrong, "w1", "w1", Role::Worker).0,
+        &pin,
+        "does not match",
+    );
+    refused(
+        &request("zzzzzz.0000000000000000", "w1", "w1", Role::Worker).0,
+        &pin,
+        "not known",
+    );
+    refused(
+        &request("nope", "w1", "w1", Role::Worker).0,
+        &pin,
+        "malformed",
+    );
+    // A worker token asking for the control-plane role.
+    refused(
+        &request(&worker_token, "w1", "w1", Role::ControlPlane).0,
+        &pin,
+        "may not enroll role control-plane",
+    );
+    // A CSR for another node's name.
+    refused(
+        &request(&worker_token, "w1", "cp1", Role::Worker).0,
+        &pin,
+        "asks for node name \"cp1\"",
+    );
+    // A CSR that is not valid: garbage, and a valid one with a broken signature.
+    let (mut bad, _) = request(&worker_token, "w1", "w1", Role::Worker);
+    bad.csr =
+        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n".into();
+    refused(&bad, &pin, "csr:");
+    let (mut tampered, _) = request(&worker_token, "w1", "w1", Role::Worker);
+    let mut der = pki::pem_block(&tampered.csr, "CERTIFICATE REQUEST").unwrap();
+    let last = der.len() - 3;
+    der[last] ^= 0x55;
+    tampered.csr = pem("CERTIFICATE REQUEST", &der);
+    refused(&tampered, &pin, "csr:");
+    // A server whose CA does not match the pin: refused before sending anything.
+    let other = pki::Ca::generate("other").unwrap().pin();
+    refused(
+        &request(&worker_token, "w1", "w1", Role::Worker).0,
+        &other,
+        "does not match the pinned hash",
+    );
+
+    // An expired token (made by the control plane with a 1 s lifetime).
+    let client = Client::from_layout(&cp1.layout()).unwrap();
+    let short = rt
+        .block_on(client.create_token(vec![Role::Worker], time::Duration::seconds(1)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    refused(
+        &request(&short.token, "w1", "w1", Role::Worker).0,
+        &pin,
+        "expired",
+    );
+
+    // Nothing was issued: the registry holds the bootstrap node only.
+    let nodes = rt.block_on(client.nodes()).unwrap().nodes;
+    assert_eq!(
+        nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+        ["cp1"]
+    );
+
+    // The same key enrolling twice gets the same certificate; another key
+    // asking for an enrolled name is refused.
+    let (req, _key) = request(&worker_token, "w1", "w1", Role::Worker);
+    let first = enroll(&req, &pin).unwrap();
+    let second = enroll(&req, &pin).unwrap();
+    assert_eq!(first.certificate, second.certificate);
+    refused(
+        &request(&worker_token, "w1", "w1", Role::Worker).0,
+        &pin,
+        "already enrolled",
+    );
+    let nodes = rt.block_on(client.nodes()).unwrap().nodes;
+    assert_eq!(nodes.len(), 2);
+}
+
+#[test]
+fn malformed_seed_names_the_field_and_writes_nothing() {
+    let cluster = Cluster::new();
+    let w1 = cluster.node("w1", Role::Worker, false, &["127.0.0.1:1".into()]);
+    let text = std::fs::read_to_string(&w1.seed_path).unwrap();
+    std::fs::write(&w1.seed_path, text.replace("role: worker", "role: boss")).unwrap();
+    let err = cluster.run_agent(&w1).unwrap_err();
+    assert!(err.contains("node.role"), "{err}");
+    assert!(err.contains("boss"), "{err}");
+    assert!(!w1.layout().state().exists());
+    assert!(!w1.layout().seed().exists());
+    assert!(!w1.layout().node_key().exists());
+
+    std::fs::write(
+        &w1.seed_path,
+        text.replace(
+            "  addresses:\n  - 127.0.0.1/8\n",
+            "  addresses:\n  - 127.0.0.1\n",
+        ),
+    )
+    .unwrap();
+    let err = Task::new("running the agent", AGENT)
+        .args(["firstboot", "--services", "spawn", "--root"])
+        .arg(&w1.root)
+        .arg("--seed")
+        .arg(&w1.seed_path)
+        .run()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("node.addresses[0]"), "{err}");
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    format!("-----BEGIN {label}-----\n{b64}\n-----END {label}-----\n")
+}
