@@ -54,7 +54,13 @@ pub struct Api {
     etcd: Etcd,
     cluster_name: String,
     endpoints: tokio::sync::Mutex<Option<(Instant, Endpoints)>>,
+    /// Token records read in the last [`TOKEN_CACHE`].
+    tokens: std::sync::Mutex<std::collections::HashMap<String, (Instant, TokenRecord)>>,
 }
+
+/// How long a token record read from etcd is reused: a new token works at
+/// once, a deleted one may still be accepted for this long.
+const TOKEN_CACHE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 struct Endpoints {
@@ -124,6 +130,7 @@ impl Api {
             etcd,
             cluster_name,
             endpoints: tokio::sync::Mutex::new(None),
+            tokens: Default::default(),
         }
     }
 
@@ -187,17 +194,38 @@ impl Api {
 }
 
 /// Checks a token against the records in etcd.
-async fn check_token(etcd: &Etcd, token: &str, role: Role) -> Result<(), ApiError> {
+async fn check_token(api: &Api, token: &str, role: Role) -> Result<(), ApiError> {
     let token =
         BootstrapToken::parse(token).map_err(|e| ApiError::forbidden(format!("token: {e}")))?;
-    let record = etcd
-        .get(&registry::token_key(token.id()))
-        .await?
-        .ok_or_else(|| {
-            ApiError::forbidden(format!("token: {}", TokenError::Unknown(token.id().into())))
-        })?;
-    let record: TokenRecord =
-        serde_json::from_slice(&record.0).context("parsing a token record")?;
+    let cached = api
+        .tokens
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(token.id())
+        .filter(|(at, _)| at.elapsed() < TOKEN_CACHE)
+        .map(|(_, r)| r.clone());
+    let record = match cached {
+        Some(record) => record,
+        None => {
+            let (value, _) = api
+                .etcd
+                .get(&registry::token_key(token.id()))
+                .await?
+                .ok_or_else(|| {
+                    ApiError::forbidden(format!(
+                        "token: {}",
+                        TokenError::Unknown(token.id().into())
+                    ))
+                })?;
+            let record: TokenRecord =
+                serde_json::from_slice(&value).context("parsing a token record")?;
+            api.tokens
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(token.id().to_owned(), (Instant::now(), record.clone()));
+            record
+        }
+    };
     record
         .check(&token, role, OffsetDateTime::now_utc())
         .map_err(|e| ApiError::forbidden(format!("token: {e}")))
@@ -238,10 +266,9 @@ pub async fn enroll_node(
             ))
         }
     };
-    if let Some((value, _)) = etcd.get(&key).await? {
-        let rec: NodeRecord = serde_json::from_slice(&value).context("parsing a node record")?;
-        return existing(rec);
-    }
+    // Issue first, then compare-and-create: one etcd round trip. If the node
+    // exists, the fresh certificate is dropped unsent and never recorded, and
+    // the answer is the stored certificate (same key) or a refusal.
     let ips = parse_ips(addresses)?;
     let issued = ca
         .issue(public_key_der, &LeafSpec::node(node, role, &ips))
@@ -259,22 +286,18 @@ pub async fn enroll_node(
         renewed_at: now,
     };
     let value = serde_json::to_vec(&record).context("encoding a node record")?;
-    if etcd.create(&key, &value).await? {
-        tracing::info!("enrolled {node} as {role}, certificate {}", issued.serial);
-        Ok(issued.cert_pem)
-    } else {
-        // Lost a race with the same node: answer as if it came second.
-        let (value, _) = etcd
-            .get(&key)
-            .await?
-            .ok_or_else(|| ApiError::from(anyhow::anyhow!("node record vanished")))?;
-        existing(serde_json::from_slice(&value).context("parsing a node record")?)
+    match etcd.create_or_get(&key, &value).await? {
+        None => {
+            tracing::info!("enrolled {node} as {role}, certificate {}", issued.serial);
+            Ok(issued.cert_pem)
+        }
+        Some(stored) => existing(serde_json::from_slice(&stored).context("parsing a node record")?),
     }
 }
 
 async fn enroll(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> ApiResult<EnrollResponse> {
     let req: EnrollRequest = parse_body(&body)?;
-    check_token(&api.etcd, &req.token, req.role).await?;
+    check_token(&api, &req.token, req.role).await?;
     if !globular_cluster::valid_node_name(&req.node) {
         return Err(ApiError::bad(format!(
             "node: {:?} is not a lowercase DNS label",

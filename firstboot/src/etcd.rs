@@ -144,6 +144,39 @@ impl Etcd {
             .await
     }
 
+    /// Writes `key` if it does not exist (`Ok(None)`), else returns the
+    /// value it has (`Ok(Some(value))`), in one round trip.
+    pub async fn create_or_get(&self, key: &str, value: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+        let k = B64.encode(key);
+        let resp = self
+            .call(
+                "/v3/kv/txn",
+                json!({
+                    "compare": [{"key": k, "result": "EQUAL", "target": "CREATE", "create_revision": "0"}],
+                    "success": [{"request_put": {"key": k, "value": B64.encode(value)}}],
+                    "failure": [{"request_range": {"key": k}}],
+                }),
+            )
+            .await?;
+        if resp
+            .get("succeeded")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+        {
+            return Ok(None);
+        }
+        let kv = resp
+            .get("responses")
+            .and_then(Value::as_array)
+            .and_then(|r| r.first())
+            .and_then(|r| r.get("response_range"))
+            .and_then(|r| r.get("kvs"))
+            .and_then(Value::as_array)
+            .and_then(|k| k.first())
+            .ok_or_else(|| anyhow!("etcd txn on {key}: neither created nor found"))?;
+        Ok(Some(decode(kv, "value")?))
+    }
+
     async fn txn_put(&self, key: &str, value: &[u8], compare: Value) -> anyhow::Result<bool> {
         let resp = self
             .call(

@@ -5,6 +5,8 @@
 #[path = "tests/harness.rs"]
 mod harness;
 
+#[path = "tests/bench.rs"]
+mod bench;
 #[path = "tests/cluster.rs"]
 mod cluster;
 #[path = "tests/crash.rs"]
