@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use globular_cluster::protocol::{
-    ErrorBody, NodeList, RegisterRequest, ServiceList, TokenRequest, TokenResponse,
+    EnrollResponse, ErrorBody, NodeList, RegisterRequest, RenewRequest, ServiceList, TokenRequest,
+    TokenResponse,
 };
 use globular_cluster::registry::ServiceRecord;
 use globular_cluster::Role;
@@ -95,6 +96,19 @@ impl Client {
         self.call(
             reqwest::Method::POST,
             "/api/register",
+            Some(serde_json::to_value(req)?),
+        )
+        .await
+    }
+
+    /// Asks for a new certificate for this node (the CSR's key may be new).
+    pub async fn renew(&self, csr: &str) -> anyhow::Result<EnrollResponse> {
+        let req = RenewRequest {
+            csr: csr.to_owned(),
+        };
+        self.call(
+            reqwest::Method::POST,
+            "/v1/renew",
             Some(serde_json::to_value(req)?),
         )
         .await

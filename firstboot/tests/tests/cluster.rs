@@ -17,7 +17,8 @@ fn five_node_cluster() {
     let cp2 = cluster.node("cp2", Role::ControlPlane, false, &join);
     let cp3 = cluster.node("cp3", Role::ControlPlane, false, &join);
     let w1 = cluster.node("w1", Role::Worker, false, &join);
-    let w2 = cluster.node("w2", Role::Worker, false, &join);
+    // w2 boots with its seed on a config drive, as under QEMU.
+    let w2 = cluster.node_with_drive("w2", Role::Worker, &join);
     // The control-plane joiners run at the same time: etcd allows one learner
     // at a time and the agent waits its turn.
     std::thread::scope(|s| {
@@ -153,6 +154,36 @@ fn five_node_cluster() {
     assert!(
         globular_cluster::token::BootstrapToken::parse(token.trim()).is_ok(),
         "{token}"
+    );
+
+    // The agent says where it found w2's seed.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w2.layout().state()).unwrap()).unwrap();
+    let source = state["seed_source"].as_str().unwrap();
+    assert!(
+        source.starts_with("config drive") && source.ends_with("by-label/cidata"),
+        "{source}"
+    );
+
+    // Renewal: mTLS identity, a CSR for its own name (here with a new key).
+    let w1_client = Client::from_layout(&w1.layout()).unwrap();
+    let key = globular_cluster::pki::generate_key_pem().unwrap();
+    let csr = globular_cluster::pki::create_csr(&key, "w1").unwrap();
+    let renewed = rt.block_on(w1_client.renew(&csr)).unwrap();
+    let id = globular_cluster::pki::identity_of_pem(&renewed.certificate).unwrap();
+    assert_eq!(id.common_name, "w1");
+    assert_eq!(id.role, Some(Role::Worker));
+    let renewed_path = cluster.dir.path().join("w1-renewed.crt");
+    std::fs::write(&renewed_path, &renewed.certificate).unwrap();
+    openssl_verify(&ca, &renewed_path);
+    let nodes = rt.block_on(w1_client.nodes()).unwrap().nodes;
+    let record = nodes.iter().find(|n| n.name == "w1").unwrap();
+    assert_eq!(record.cert_serial, id.serial);
+    let other = globular_cluster::pki::create_csr(&key, "w2").unwrap();
+    let err = format!("{:#}", rt.block_on(w1_client.renew(&other)).unwrap_err());
+    assert!(
+        err.contains("403") && err.contains("caller is \"w1\""),
+        "{err}"
     );
 
     // Running the agent on an enrolled node changes nothing.

@@ -28,6 +28,9 @@ pub struct Node {
     pub root: PathBuf,
     pub seed_path: PathBuf,
     pub seed: Seed,
+    /// Boot "with a config drive": the seed is a `cidata` image under this
+    /// system root and the agent searches the datasources.
+    pub sysroot: Option<PathBuf>,
 }
 
 impl Node {
@@ -97,7 +100,21 @@ impl Cluster {
             root: self.dir.path().join(format!("{name}.root")),
             seed_path,
             seed,
+            sysroot: None,
         }
+    }
+
+    /// Like [`Cluster::node`], with the seed on a `cidata` config drive.
+    pub fn node_with_drive(&self, name: &str, role: Role, endpoints: &[String]) -> Node {
+        let mut node = self.node(name, role, false, endpoints);
+        let sysroot = self.dir.path().join(format!("{name}.sysroot"));
+        let by_label = sysroot.join("dev/disk/by-label");
+        std::fs::create_dir_all(&by_label).unwrap();
+        let image = globular_cluster::cidata::image(&node.seed).unwrap();
+        std::fs::write(by_label.join("cidata"), image).unwrap();
+        std::fs::remove_file(&node.seed_path).unwrap();
+        node.sysroot = Some(sysroot);
+        node
     }
 
     fn agent_task(node: &Node) -> Task {
@@ -113,8 +130,10 @@ impl Cluster {
                 "--root",
             ])
             .arg(&node.root)
-            .arg("--seed")
-            .arg(&node.seed_path)
+            .args(match &node.sysroot {
+                Some(sysroot) => ["--sysroot".as_ref(), sysroot.as_os_str()],
+                None => ["--seed".as_ref(), node.seed_path.as_os_str()],
+            })
             .env("RUST_LOG", "info")
     }
 
