@@ -6,6 +6,8 @@
 //! sets up logging and calls [`cli::run`].
 
 pub mod cli;
+pub mod disk;
+pub mod inspect;
 pub mod logging;
 pub mod pins;
 pub mod profile;

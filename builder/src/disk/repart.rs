@@ -1,0 +1,89 @@
+//! First-boot state: files the OS tree carries so that `systemd-repart`
+//! creates (or grows) the writable `/var` partition on first boot.
+//!
+//! The disk image has no state partition. On every boot `systemd-repart.service`
+//! (wanted by `sysinit.target`) reads `/usr/lib/repart.d/`, finds the disk
+//! behind the verity root, and adds the `state` partition (DPS type `var`,
+//! ext4) in the free space after the OS slots if it is missing. `/etc/fstab`
+//! mounts it on `/var` by partition label. Re-imaging the OS slots never
+//! touches it; `systemd-repart --factory-reset=yes` (or the
+//! `FactoryReset` EFI variable) wipes it.
+//!
+//! `/etc` stays the factory default from the read-only OS slot; programs keep
+//! their mutable state under `/var` (the firstboot agent uses
+//! `/var/lib/globular`) and `/run`. See `docs/disk-layout.md`.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+/// Partition label of the state partition.
+pub const STATE_LABEL: &str = "state";
+
+/// The repart definition of the state partition.
+pub const STATE_DEFINITION: &str = "\
+# Written by the Globular builder: the writable state partition for /var,
+# created on first boot in the free space after the OS slots.
+[Partition]
+Type=var
+Label=state
+Format=ext4
+SizeMinBytes=256M
+FactoryReset=yes
+";
+
+/// The `/etc/fstab` line that mounts the state partition.
+pub const FSTAB_LINE: &str = "PARTLABEL=state /var ext4 defaults,x-systemd.device-timeout=60s 0 2";
+
+/// Files to add to the OS tree, relative to its root.
+pub fn tree_files() -> Vec<(&'static str, &'static str)> {
+    vec![("usr/lib/repart.d/50-state.conf", STATE_DEFINITION)]
+}
+
+/// Installs the repart definitions into the OS tree at `root` and adds the
+/// `/var` mount to its `/etc/fstab` (kept if already there).
+pub fn install(root: &Path) -> anyhow::Result<()> {
+    for (path, contents) in tree_files() {
+        let dest = root.join(path);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&dest, contents).with_context(|| format!("writing {}", dest.display()))?;
+    }
+    let fstab = root.join("etc/fstab");
+    let mut text = match std::fs::read_to_string(&fstab) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", fstab.display())),
+    };
+    if !text.lines().any(|l| l.trim() == FSTAB_LINE) {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(FSTAB_LINE);
+        text.push('\n');
+        std::fs::create_dir_all(root.join("etc"))?;
+        std::fs::write(&fstab, text).with_context(|| format!("writing {}", fstab.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/fstab"), "# static\n").unwrap();
+        install(dir.path()).unwrap();
+        install(dir.path()).unwrap();
+        let fstab = std::fs::read_to_string(dir.path().join("etc/fstab")).unwrap();
+        assert_eq!(fstab, format!("# static\n{FSTAB_LINE}\n"));
+        let def =
+            std::fs::read_to_string(dir.path().join("usr/lib/repart.d/50-state.conf")).unwrap();
+        assert!(def.contains("Type=var"));
+    }
+}
