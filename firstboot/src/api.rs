@@ -54,6 +54,9 @@ pub struct Api {
     etcd: Etcd,
     cluster_name: String,
     endpoints: tokio::sync::Mutex<Option<(Instant, Endpoints)>>,
+    /// Node records to create, batched by [`create_batches`].
+    creates: tokio::sync::mpsc::UnboundedSender<CreateJob>,
+    creates_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<CreateJob>>>,
     /// Token records read in the last [`TOKEN_CACHE`].
     tokens: std::sync::Mutex<std::collections::HashMap<String, (Instant, TokenRecord)>>,
 }
@@ -125,7 +128,10 @@ fn now_unix() -> i64 {
 
 impl Api {
     pub fn new(ca: Ca, etcd: Etcd, cluster_name: String) -> Api {
+        let (creates, creates_rx) = tokio::sync::mpsc::unbounded_channel();
         Api {
+            creates,
+            creates_rx: std::sync::Mutex::new(Some(creates_rx)),
             ca,
             etcd,
             cluster_name,
@@ -144,6 +150,19 @@ impl Api {
             .route("/api/register", post(register))
             .route("/api/services", get(services))
             .with_state(self)
+    }
+
+    /// The group-commit writer, started on first use.
+    fn batcher(&self) -> &tokio::sync::mpsc::UnboundedSender<CreateJob> {
+        let rx = self
+            .creates_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(rx) = rx {
+            tokio::spawn(create_batches(self.etcd.clone(), rx));
+        }
+        &self.creates
     }
 
     async fn endpoints(&self) -> anyhow::Result<Endpoints> {
@@ -190,6 +209,59 @@ impl Api {
             api_endpoints: eps.api,
             cluster_name: self.cluster_name.clone(),
         })
+    }
+}
+
+/// A compare-and-create of one key and where its answer goes.
+type CreateJob = (
+    String,
+    Vec<u8>,
+    tokio::sync::oneshot::Sender<anyhow::Result<Option<Vec<u8>>>>,
+);
+
+/// Group commit of enrollments: the creates that queue up while one etcd
+/// transaction is in flight go into the next one (up to etcd's limit of
+/// operations per transaction). If any key of a batch exists, each is
+/// retried on its own so that one answer does not depend on another.
+async fn create_batches(etcd: Etcd, mut rx: tokio::sync::mpsc::UnboundedReceiver<CreateJob>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < crate::etcd::MAX_TXN_OPS {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut keys: Vec<&str> = batch.iter().map(|(k, _, _)| k.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if batch.len() > 1 && keys.len() == batch.len() {
+            let entries: Vec<(String, Vec<u8>)> = batch
+                .iter()
+                .map(|(k, v, _)| (k.clone(), v.clone()))
+                .collect();
+            match etcd.create_all(&entries).await {
+                Ok(true) => {
+                    for (_, _, reply) in batch {
+                        let _ = reply.send(Ok(None));
+                    }
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    for (_, _, reply) in batch {
+                        let _ = reply.send(Err(anyhow::anyhow!("{e:#}")));
+                    }
+                    continue;
+                }
+            }
+        }
+        for (key, value, reply) in batch {
+            let etcd = etcd.clone();
+            tokio::spawn(async move {
+                let _ = reply.send(etcd.create_or_get(&key, &value).await);
+            });
+        }
     }
 }
 
@@ -244,16 +316,14 @@ fn parse_ips(addresses: &[String]) -> Result<Vec<IpAddr>, ApiError> {
 }
 
 /// Records a newly enrolled node, or returns the certificate already issued
-/// to the same node and key. Shared by the API and the bootstrap node.
-pub async fn enroll_node(
-    ca: &Ca,
-    etcd: &Etcd,
-    node: &str,
-    role: Role,
-    addresses: &[String],
-    image_version: &str,
+/// to the same node and key.
+async fn enroll_node(
+    api: &Api,
+    req: &EnrollRequest,
     public_key_der: &[u8],
 ) -> Result<String, ApiError> {
+    let (ca, node, role) = (&api.ca, req.node.as_str(), req.role);
+    let (addresses, image_version) = (&req.addresses, &req.image_version);
     let key = registry::node_key(node);
     let key_id = pki::spki_pin(public_key_der);
     let existing = |rec: NodeRecord| -> Result<String, ApiError> {
@@ -286,7 +356,14 @@ pub async fn enroll_node(
         renewed_at: now,
     };
     let value = serde_json::to_vec(&record).context("encoding a node record")?;
-    match etcd.create_or_get(&key, &value).await? {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    api.batcher()
+        .send((key.clone(), value, tx))
+        .map_err(|_| anyhow::anyhow!("the enrollment writer stopped"))?;
+    let created = rx
+        .await
+        .map_err(|_| anyhow::anyhow!("the enrollment writer stopped"))??;
+    match created {
         None => {
             tracing::info!("enrolled {node} as {role}, certificate {}", issued.serial);
             Ok(issued.cert_pem)
@@ -311,16 +388,7 @@ async fn enroll(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> ApiResu
             csr.common_name, req.node
         )));
     }
-    let cert = enroll_node(
-        &api.ca,
-        &api.etcd,
-        &req.node,
-        req.role,
-        &req.addresses,
-        &req.image_version,
-        &csr.public_key_der,
-    )
-    .await?;
+    let cert = enroll_node(&api, &req, &csr.public_key_der).await?;
     Ok(Json(api.response(cert).await?))
 }
 

@@ -15,6 +15,9 @@ use serde_json::{json, Value};
 
 use crate::tls;
 
+/// etcd's default limit of operations in one transaction (`--max-txn-ops`).
+pub const MAX_TXN_OPS: usize = 128;
+
 /// An etcd cluster member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -44,7 +47,10 @@ impl Etcd {
         if endpoints.is_empty() {
             bail!("no etcd endpoints");
         }
-        let config = tls::client_config(ca_pem, Some((cert_pem, key_pem)))?;
+        let mut config = tls::client_config(ca_pem, Some((cert_pem, key_pem)))?;
+        // HTTP/2 lets every request share one connection; etcd sends
+        // non-gRPC HTTP/2 requests to its gateway.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Etcd {
             http: tls::http_client(config)?,
             endpoints,
@@ -175,6 +181,29 @@ impl Etcd {
             .and_then(|k| k.first())
             .ok_or_else(|| anyhow!("etcd txn on {key}: neither created nor found"))?;
         Ok(Some(decode(kv, "value")?))
+    }
+
+    /// Writes every key if none of them exists, in one transaction (at most
+    /// [`MAX_TXN_OPS`] keys, no duplicates); false if any existed.
+    pub async fn create_all(&self, entries: &[(String, Vec<u8>)]) -> anyhow::Result<bool> {
+        let compare: Vec<Value> = entries
+            .iter()
+            .map(|(k, _)| json!({"key": B64.encode(k), "result": "EQUAL", "target": "CREATE", "create_revision": "0"}))
+            .collect();
+        let success: Vec<Value> = entries
+            .iter()
+            .map(|(k, v)| json!({"request_put": {"key": B64.encode(k), "value": B64.encode(v)}}))
+            .collect();
+        let resp = self
+            .call(
+                "/v3/kv/txn",
+                json!({"compare": compare, "success": success}),
+            )
+            .await?;
+        Ok(resp
+            .get("succeeded")
+            .and_then(Value::as_bool)
+            .unwrap_or(false))
     }
 
     async fn txn_put(&self, key: &str, value: &[u8], compare: Value) -> anyhow::Result<bool> {

@@ -39,14 +39,25 @@ pub fn run(layout: &Layout) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener = TcpListener::bind(&listen)
-            .await
-            .with_context(|| format!("listening on {listen}"))?;
+        let listener = bind(&listen).with_context(|| format!("listening on {listen}"))?;
         tracing::info!("substrate API listening on {listen}");
         api::serve(listener, tls, api, shutdown_signal()).await;
         tracing::info!("substrate API stopped");
         Ok(())
     })
+}
+
+/// Binds with a deep accept queue: a crowd of joiners connects at once.
+fn bind(listen: &str) -> anyhow::Result<TcpListener> {
+    let addr: std::net::SocketAddr = listen.parse().context("not IP:PORT")?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket.listen(4096)?)
 }
 
 async fn shutdown_signal() {
