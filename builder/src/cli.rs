@@ -24,11 +24,75 @@ struct Cli {
 enum Command {
     /// Print the fully resolved configuration of a role or a directory.
     Summary(SummaryArgs),
+    /// Build an image: OS tree, output file, manifest, SBOM and checksums.
+    Build(BuildArgs),
+    /// Inspect or clean the build cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Manage offline cluster secrets.
     #[command(subcommand)]
     Cluster(ClusterCommand),
     /// Write a per-node seed (YAML or a `cidata` config drive image).
     Seed(SeedArgs),
+}
+
+#[derive(Debug, Args)]
+struct BuildArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Output format (overrides `Format=`): directory, tar, cpio, erofs, squashfs.
+    #[arg(long)]
+    format: Option<String>,
+    /// Where outputs go (default: `OutputDirectory=`, else `./output`).
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    #[command(flatten)]
+    cache: CacheDirArg,
+    /// Artifacts lock file (default: `artifacts.toml` next to or above the profile).
+    #[arg(long, value_name = "FILE")]
+    artifacts: Option<PathBuf>,
+    /// Rebuild the package stage even if it is cached.
+    #[arg(long)]
+    force: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct CacheDirArg {
+    /// Cache directory (default: `CacheDirectory=`, else `~/.cache/globular-builder`).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// List cached package stages and artifacts.
+    List(CacheListArgs),
+    /// Remove cache entries unused for a while (or all of them).
+    Prune(CachePruneArgs),
+}
+
+#[derive(Debug, Args)]
+struct CacheListArgs {
+    #[command(flatten)]
+    cache: CacheDirArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct CachePruneArgs {
+    #[command(flatten)]
+    cache: CacheDirArg,
+    /// Remove entries not used for this many days.
+    #[arg(long, default_value_t = 14, conflicts_with = "all")]
+    older_than_days: u64,
+    /// Remove every entry.
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +217,9 @@ pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Summary(args) => summary(args),
+        Command::Build(args) => build(args),
+        Command::Cache(CacheCommand::List(args)) => cache_list(args),
+        Command::Cache(CacheCommand::Prune(args)) => cache_prune(args),
         Command::Cluster(ClusterCommand::New(args)) => cluster_new(args),
         Command::Seed(args) => seed(args),
     }
@@ -203,6 +270,70 @@ fn seed(args: SeedArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn build(args: BuildArgs) -> anyhow::Result<()> {
+    let source_root = args.profile.source_root()?;
+    let options = crate::build::BuildOptions {
+        resolve: args.profile.resolve_options()?,
+        format: args.format,
+        output_dir: args.output_dir,
+        cache_dir: args.cache.cache_dir,
+        artifacts: args.artifacts,
+        force: args.force,
+        progress: crate::progress::Progress::new(args.quiet),
+        source_root,
+    };
+    let report = crate::build::build(&options)?;
+    let mut text = String::new();
+    for path in &report.outputs {
+        text.push_str(&format!("{}\n", path.display()));
+    }
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("writing the list of outputs")
+}
+
+fn cache_list(args: CacheListArgs) -> anyhow::Result<()> {
+    let cache = crate::rootfs::cache::Cache::open(&args.cache.resolve())?;
+    let listing = cache.list()?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&listing)? + "\n"
+    } else {
+        listing
+            .iter()
+            .map(|l| {
+                format!(
+                    "{:<8} {}  {:>8} MiB  {}\n",
+                    l.kind,
+                    crate::rootfs::cache::short(&l.key),
+                    l.bytes / (1 << 20),
+                    l.description
+                )
+            })
+            .collect()
+    };
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("writing the cache listing")
+}
+
+fn cache_prune(args: CachePruneArgs) -> anyhow::Result<()> {
+    let cache = crate::rootfs::cache::Cache::open(&args.cache.resolve())?;
+    let older_than =
+        (!args.all).then(|| std::time::Duration::from_secs(args.older_than_days * 86_400));
+    for removed in cache.prune(older_than)? {
+        tracing::info!("removed {removed}");
+    }
+    Ok(())
+}
+
+impl CacheDirArg {
+    fn resolve(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(crate::build::default_cache_dir)
+    }
+}
+
 fn summary(args: SummaryArgs) -> anyhow::Result<()> {
     let options = args.profile.resolve_options()?;
     let config = profile::resolve(&options)?;
@@ -223,6 +354,19 @@ fn summary(args: SummaryArgs) -> anyhow::Result<()> {
 }
 
 impl ProfileArgs {
+    /// The checkout the profile lives in: the parent of `profiles/` for a role,
+    /// the directory itself otherwise. Manifests record paths relative to it.
+    fn source_root(&self) -> anyhow::Result<PathBuf> {
+        let dir = match (&self.directory, &self.profiles_dir) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(profiles)) => profiles.join(".."),
+            (None, None) => find_profiles_dir()?.join(".."),
+        };
+        let dir =
+            std::path::absolute(&dir).with_context(|| format!("resolving {}", dir.display()))?;
+        Ok(profile::value::normalize(&dir))
+    }
+
     fn resolve_options(self) -> anyhow::Result<ResolveOptions> {
         let directory = match (&self.role, self.directory) {
             (_, Some(directory)) => directory,

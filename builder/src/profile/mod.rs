@@ -68,6 +68,44 @@ impl Config {
             _ => None,
         }
     }
+
+    /// `Environment=` as pairs; a bare `KEY` takes the builder's own value.
+    pub fn environment(&self) -> Vec<(String, String)> {
+        self.list("Environment")
+            .iter()
+            .filter_map(|item| match item.split_once('=') {
+                Some((k, v)) => Some((k.to_owned(), v.to_owned())),
+                None => std::env::var(item).ok().map(|v| (item.clone(), v)),
+            })
+            .collect()
+    }
+
+    /// The context overlay templates are rendered with: the same variables as
+    /// configuration templates, final values, plus `config` (the summary JSON).
+    pub fn template_context(&self, pins: &crate::pins::Pins) -> tera::Context {
+        let mut context = tera::Context::new();
+        if let Some(role) = &self.role {
+            context.insert("role", role);
+        }
+        for (key, setting) in [
+            ("version", "ImageVersion"),
+            ("distribution", "Distribution"),
+            ("release", "Release"),
+            ("architecture", "Architecture"),
+            ("image_id", "ImageId"),
+            ("format", "Format"),
+        ] {
+            if let Some(value) = self.get(setting) {
+                context.insert(key, &value.display());
+            }
+        }
+        context.insert("profiles", self.list("Profiles"));
+        context.insert("pins", &pins.table);
+        let env: BTreeMap<String, String> = self.environment().into_iter().collect();
+        context.insert("env", &env);
+        context.insert("config", &summary::to_json(self));
+        context
+    }
 }
 
 /// A setting the builder accepted but does not act on.

@@ -161,7 +161,7 @@ pub const FORMATS: &[&str] = &[
     "qcow2",
 ];
 
-pub const COMPRESSIONS: &[&str] = &["none", "zstd", "zlib", "gzip", "xz", "lz4", "lzma"];
+pub const COMPRESSIONS: &[&str] = &["none", "zstd", "zlib", "gzip", "xz", "lz4", "lz4hc", "lzma"];
 
 const BOOTLOADERS: &[&str] = &[
     "none",

@@ -1,0 +1,477 @@
+//! `builder build`: from a profile to published outputs.
+//!
+//! Stages, in order: resolve the profile; fetch and verify pinned artifacts
+//! (nothing is written before they check out); the package stage (mmdebstrap,
+//! cached by the digest of its inputs); a private copy of the cached tree;
+//! `ExtraTrees=` (and `mkosi.extra/`, `overlays/`) with `.tera` rendering;
+//! artifacts; `PostInstallationScripts=`; finalize (settings, presets,
+//! `RemoveFiles=`, host traces, timestamps); the output image; manifest, SBOM and
+//! checksums; atomic publication.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use globular_task::Task;
+
+use crate::artifacts;
+use crate::digest;
+use crate::output::{self, manifest, sbom, Format, OutputFile, Staging};
+use crate::profile::{self, summary, Config, ResolveOptions};
+use crate::progress::Progress;
+use crate::rootfs::{self, cache::Cache, finalize, PackageStage};
+use crate::scripts;
+
+/// The timestamp used when neither `SourceDateEpoch=` nor `$SOURCE_DATE_EPOCH`
+/// is set: 2024-01-01T00:00:00Z.
+pub const DEFAULT_SOURCE_DATE_EPOCH: u64 = 1_704_067_200;
+
+/// Everything `builder build` takes.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub resolve: ResolveOptions,
+    /// `--format`: overrides `Format=`.
+    pub format: Option<String>,
+    /// `--output-dir`: overrides `OutputDirectory=` (default `./output`).
+    pub output_dir: Option<PathBuf>,
+    /// `--cache-dir`: overrides `CacheDirectory=` (default `~/.cache/globular-builder`).
+    pub cache_dir: Option<PathBuf>,
+    /// `--artifacts`: the artifacts lock file (default: `artifacts.toml` next to
+    /// or above the profile, if there is one).
+    pub artifacts: Option<PathBuf>,
+    /// `--force`: rebuild the package stage even if cached.
+    pub force: bool,
+    pub progress: Progress,
+    /// Paths under this directory are recorded relative to it in the manifest.
+    pub source_root: PathBuf,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub name: String,
+    pub outputs: Vec<PathBuf>,
+    pub manifest: manifest::Manifest,
+    /// Whether the package stage came from the cache.
+    pub package_stage_reused: bool,
+}
+
+pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
+    let config = profile::resolve(&options.resolve)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let plan = Plan::new(&config, options)?;
+    for (tool, package) in plan.format.tools() {
+        if globular_task::which(tool).is_none() {
+            bail!("`{tool}` is not installed (install the Debian package `{package}`)");
+        }
+    }
+    let cache = Cache::open(&plan.cache_dir)?;
+    let progress = &options.progress;
+
+    // Artifacts first: a bad pin stops the build before anything is written.
+    let artifact_list = match &plan.artifacts_lock {
+        Some(lock) => artifacts::load(lock, config.role.as_deref())?,
+        None => Vec::new(),
+    };
+    let lock_dir = plan
+        .artifacts_lock
+        .as_ref()
+        .and_then(|l| l.parent())
+        .unwrap_or(Path::new("."));
+    let step = progress.step(&format!(
+        "verifying {} pinned artifacts",
+        artifact_list.len()
+    ));
+    let verified = artifacts::fetch(&artifact_list, lock_dir, &cache, progress)?;
+    step.done();
+
+    let stage = plan.package_stage(&config)?;
+    let key = stage.key();
+    let skeletons: Vec<PathBuf> = config
+        .list("SkeletonTrees")
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    let step = progress.step(&format!(
+        "package stage {} ({} packages)",
+        rootfs::cache::short(&key),
+        stage.packages.len()
+    ));
+    let entry = cache.rootfs(&key, options.force, |tmp| {
+        rootfs::install(&stage, &skeletons, tmp)
+    })?;
+    let package_stage_reused = !entry.built;
+    if entry.built {
+        step.done();
+    } else {
+        drop(step);
+        tracing::info!(
+            "package stage {} reused from the cache",
+            rootfs::cache::short(&key)
+        );
+    }
+    let packages = rootfs::recorded_packages(&entry.dir)?;
+
+    let work = cache.work_dir()?;
+    let tree = work.path().join("tree");
+    Task::new("copying the cached package tree", "cp")
+        .package("coreutils")
+        .args(["-a", "--reflink=auto"])
+        .arg(entry.tree())
+        .arg(&tree)
+        .run()?;
+    drop(entry);
+
+    let step = progress.step("copying extra trees");
+    let context = config.template_context(&options.resolve.pins);
+    for item in config.list("ExtraTrees") {
+        let (source, target) = match item.split_once(':') {
+            Some((s, t)) => (PathBuf::from(s), PathBuf::from(t)),
+            None => (PathBuf::from(item), PathBuf::from("/")),
+        };
+        crate::overlay::copy_tree(&source, &tree, &target, &context)
+            .with_context(|| format!("ExtraTrees={}", source.display()))?;
+    }
+    artifacts::install(&verified, &tree)?;
+    step.done();
+
+    let script_env = plan.script_env(&config, work.path());
+    for script in config.list("PostInstallationScripts") {
+        let step = progress.step(&format!("running {script}"));
+        scripts::run_postinst(Path::new(script), &tree, &config.directory, &script_env)?;
+        step.done();
+    }
+
+    finalize::finalize(
+        &tree,
+        &finalize::Finalize {
+            hostname: config.text("Hostname").map(str::to_owned),
+            locale: config.text("Locale").map(str::to_owned),
+            timezone: config.text("Timezone").map(str::to_owned),
+            remove_files: config.list("RemoveFiles").to_vec(),
+            source_date_epoch: plan.epoch,
+        },
+    )?;
+
+    let inputs_digest = plan.inputs_digest(&config, &key, &verified, options)?;
+    let staging = Staging::new(&plan.output_dir)?;
+    let image_file = format!("{}{}", plan.name, plan.format.extension(plan.compression));
+    let step = progress.step(&format!("writing {image_file}"));
+    let image_path = staging.path(&image_file);
+    match plan.format {
+        Format::Directory => {
+            std::fs::rename(&tree, &image_path)
+                .with_context(|| format!("moving the tree to {}", image_path.display()))?;
+        }
+        Format::Tar => {
+            output::archive::write_tar(&tree, &image_path, plan.compression, plan.epoch)?
+        }
+        Format::Cpio => {
+            output::archive::write_cpio(&tree, &image_path, plan.compression, plan.epoch)?
+        }
+        Format::Erofs => output::filesystem::write_erofs(
+            &tree,
+            &image_path,
+            plan.compression,
+            plan.epoch,
+            &output::filesystem::uuid_from_digest(&inputs_digest, "erofs"),
+        )?,
+        Format::Squashfs => {
+            output::filesystem::write_squashfs(&tree, &image_path, plan.compression, plan.epoch)?
+        }
+    }
+    step.done();
+    let (size, sha256) = if plan.format == Format::Directory {
+        (dir_size(&image_path), digest::tree(&image_path)?)
+    } else {
+        (
+            std::fs::metadata(&image_path)?.len(),
+            digest::file(&image_path)?,
+        )
+    };
+    let outputs = vec![OutputFile {
+        file: image_file.clone(),
+        format: format!("{:?}", plan.format).to_lowercase(),
+        compression: plan.compression.to_owned(),
+        size,
+        sha256,
+    }];
+
+    let manifest = manifest::Manifest {
+        schema: manifest::SCHEMA,
+        builder_version: env!("CARGO_PKG_VERSION").to_owned(),
+        image: manifest::Image {
+            name: plan.name.clone(),
+            id: config.text("ImageId").map(str::to_owned),
+            role: config.role.clone(),
+            version: plan.version.clone(),
+            distribution: stage.distribution.clone(),
+            release: stage.release.clone(),
+            architecture: stage.architecture.clone(),
+        },
+        inputs_digest,
+        source_date_epoch: plan.epoch,
+        package_stage: manifest::PackageStageInfo {
+            key: key.clone(),
+            mmdebstrap: stage.mmdebstrap.clone(),
+            sources: stage.sources.iter().map(|s| s.line()).collect(),
+        },
+        profile: plan.relative_profile(&config, &options.source_root),
+        packages,
+        artifacts: verified.iter().map(|v| (&v.artifact).into()).collect(),
+        outputs,
+    };
+    let manifest_file = format!("{}.manifest.json", plan.name);
+    let sbom_file = format!("{}.spdx.json", plan.name);
+    let sums_file = format!("{}.SHA256SUMS", plan.name);
+    write_json(
+        &staging.path(&manifest_file),
+        &serde_json::to_value(&manifest)?,
+    )?;
+    write_json(&staging.path(&sbom_file), &sbom::spdx(&manifest)?)?;
+    let mut sums = vec![
+        (
+            manifest_file.clone(),
+            digest::file(&staging.path(&manifest_file))?,
+        ),
+        (sbom_file.clone(), digest::file(&staging.path(&sbom_file))?),
+    ];
+    if plan.format != Format::Directory {
+        sums.push((image_file.clone(), manifest.outputs[0].sha256.clone()));
+    }
+    std::fs::write(staging.path(&sums_file), output::checksums(&sums))?;
+    let outputs = staging.publish(&[image_file, manifest_file, sbom_file, sums_file])?;
+    drop(work);
+    Ok(BuildReport {
+        name: plan.name,
+        outputs,
+        manifest,
+        package_stage_reused,
+    })
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn dir_size(path: &Path) -> u64 {
+    walkdir::WalkDir::new(path)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.path().symlink_metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Decisions derived from the configuration and the options.
+struct Plan {
+    format: Format,
+    compression: &'static str,
+    version: String,
+    name: String,
+    epoch: u64,
+    output_dir: PathBuf,
+    cache_dir: PathBuf,
+    artifacts_lock: Option<PathBuf>,
+}
+
+impl Plan {
+    fn new(config: &Config, options: &BuildOptions) -> anyhow::Result<Plan> {
+        let format_name = options
+            .format
+            .as_deref()
+            .or(config.text("Format"))
+            .unwrap_or("disk");
+        let format = Format::parse(format_name)?;
+        let compression = format.compression(config.text("CompressOutput"))?;
+        let version = config
+            .text("ImageVersion")
+            .map(str::to_owned)
+            .context("no image version: pass --version, set ImageVersion= or add mkosi.version")?;
+        let name = config
+            .text("Output")
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("image_{version}"));
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            bail!("Output={name:?} is not a file name");
+        }
+        let epoch = match config.int("SourceDateEpoch") {
+            Some(e) => e,
+            None => match std::env::var("SOURCE_DATE_EPOCH") {
+                Ok(v) => v.trim().parse().with_context(|| {
+                    format!("$SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+                })?,
+                Err(_) => DEFAULT_SOURCE_DATE_EPOCH,
+            },
+        };
+        let output_dir = options
+            .output_dir
+            .clone()
+            .or_else(|| config.text("OutputDirectory").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("output"));
+        let cache_dir = options
+            .cache_dir
+            .clone()
+            .or_else(|| config.text("CacheDirectory").map(PathBuf::from))
+            .unwrap_or_else(default_cache_dir);
+        let artifacts_lock = match &options.artifacts {
+            Some(path) => Some(path.clone()),
+            None => config
+                .directory
+                .ancestors()
+                .map(|d| d.join(artifacts::FILE_NAME))
+                .find(|p| p.is_file()),
+        };
+        Ok(Plan {
+            format,
+            compression,
+            version,
+            name,
+            epoch,
+            output_dir,
+            cache_dir,
+            artifacts_lock,
+        })
+    }
+
+    fn package_stage(&self, config: &Config) -> anyhow::Result<PackageStage> {
+        let distribution = config.text("Distribution").unwrap_or("debian").to_owned();
+        let release = config
+            .text("Release")
+            .context("no Release= for the package stage")?
+            .to_owned();
+        let architecture =
+            rootfs::dpkg_architecture(config.text("Architecture").unwrap_or("x86-64"))?.to_owned();
+        let sources = rootfs::mirror::sources(
+            &distribution,
+            &release,
+            config.text("Mirror"),
+            config.text("Snapshot"),
+            config.list("Repositories"),
+            Path::new("/etc/apt"),
+        );
+        let mut skeleton_trees = Vec::new();
+        for tree in config.list("SkeletonTrees") {
+            skeleton_trees.push(digest::tree(Path::new(tree))?);
+        }
+        Ok(PackageStage {
+            stage_version: rootfs::STAGE_VERSION,
+            distribution,
+            release,
+            architecture,
+            sources,
+            packages: config.list("Packages").to_vec(),
+            remove_packages: config.list("RemovePackages").to_vec(),
+            with_recommends: config.bool("WithRecommends").unwrap_or(false),
+            with_docs: config.bool("WithDocs").unwrap_or(false),
+            skeleton_trees,
+            source_date_epoch: self.epoch,
+            mmdebstrap: rootfs::mmdebstrap_version()?,
+        })
+    }
+
+    fn script_env(&self, config: &Config, work: &Path) -> scripts::ScriptEnv {
+        let mut vars = vec![
+            (
+                "DISTRIBUTION".to_owned(),
+                config.text("Distribution").unwrap_or_default().to_owned(),
+            ),
+            (
+                "RELEASE".to_owned(),
+                config.text("Release").unwrap_or_default().to_owned(),
+            ),
+            (
+                "ARCHITECTURE".to_owned(),
+                config.text("Architecture").unwrap_or_default().to_owned(),
+            ),
+            (
+                "IMAGE_ID".to_owned(),
+                config.text("ImageId").unwrap_or_default().to_owned(),
+            ),
+            ("IMAGE_VERSION".to_owned(), self.version.clone()),
+            ("PROFILES".to_owned(), config.list("Profiles").join(",")),
+            ("SOURCE_DATE_EPOCH".to_owned(), self.epoch.to_string()),
+            (
+                "OUTPUTDIR".to_owned(),
+                self.output_dir.display().to_string(),
+            ),
+            ("BUILDDIR".to_owned(), work.display().to_string()),
+        ];
+        vars.extend(config.environment());
+        scripts::ScriptEnv { vars }
+    }
+
+    /// Digest of every input: resolved profile (paths relative), package stage,
+    /// tree and script contents, artifacts, format and builder version.
+    fn inputs_digest(
+        &self,
+        config: &Config,
+        package_key: &str,
+        verified: &[artifacts::Verified],
+        options: &BuildOptions,
+    ) -> anyhow::Result<String> {
+        let mut trees = Vec::new();
+        for item in config.list("ExtraTrees") {
+            let source = item.split_once(':').map_or(item.as_str(), |(s, _)| s);
+            trees.push((item.clone(), digest::tree(Path::new(source))?));
+        }
+        let mut scripts = Vec::new();
+        for script in config.list("PostInstallationScripts") {
+            scripts.push(digest::tree(Path::new(script))?);
+        }
+        let artifacts: Vec<(&str, &str)> = verified
+            .iter()
+            .map(|v| (v.artifact.name.as_str(), v.artifact.sha256.as_str()))
+            .collect();
+        Ok(digest::json(&serde_json::json!({
+            "builder": env!("CARGO_PKG_VERSION"),
+            "profile": self.relative_profile(config, &options.source_root),
+            "package_stage": package_key,
+            "trees": trees.iter().map(|(_, d)| d).collect::<Vec<_>>(),
+            "scripts": scripts,
+            "artifacts": artifacts,
+            "pins": options.resolve.pins.table,
+            "format": format!("{:?}", self.format),
+            "compression": self.compression,
+            "epoch": self.epoch,
+        })))
+    }
+
+    /// The summary JSON with paths under `root` made relative, so the manifest
+    /// does not depend on where the checkout lives.
+    fn relative_profile(&self, config: &Config, root: &Path) -> serde_json::Value {
+        let prefix = format!("{}/", root.display());
+        relativize(summary::to_json(config), &prefix)
+    }
+}
+
+fn relativize(value: serde_json::Value, prefix: &str) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(s.strip_prefix(prefix).map(str::to_owned).unwrap_or(s)),
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(|v| relativize(v, prefix)).collect())
+        }
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, relativize(v, prefix)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// `$XDG_CACHE_HOME/globular-builder`, else `~/.cache/globular-builder`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("globular-builder");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache/globular-builder"),
+        None => PathBuf::from(".cache/globular-builder"),
+    }
+}

@@ -1,0 +1,197 @@
+//! The package stage: a distribution tree installed by `mmdebstrap`, cached by
+//! the digest of everything that affects it.
+
+pub mod cache;
+pub mod clean;
+pub mod finalize;
+pub mod mirror;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use globular_task::Task;
+
+use mirror::Source;
+
+/// Bumped whenever the way the package stage builds a tree changes, so older
+/// cache entries are not reused.
+pub const STAGE_VERSION: u32 = 1;
+
+/// Everything that decides the package-stage tree. Its JSON digest is the
+/// cache key, so every field here is an input and nothing else is.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PackageStage {
+    pub stage_version: u32,
+    pub distribution: String,
+    pub release: String,
+    /// dpkg architecture (`amd64`).
+    pub architecture: String,
+    pub sources: Vec<Source>,
+    /// Packages (`name` or `name=version`) in profile order.
+    pub packages: Vec<String>,
+    pub remove_packages: Vec<String>,
+    pub with_recommends: bool,
+    pub with_docs: bool,
+    /// Content digests of the skeleton trees, in order.
+    pub skeleton_trees: Vec<String>,
+    pub source_date_epoch: u64,
+    /// `mmdebstrap --version`: a different tool may build a different tree.
+    pub mmdebstrap: String,
+}
+
+impl PackageStage {
+    pub fn key(&self) -> String {
+        crate::digest::json(self)
+    }
+}
+
+/// An installed package, read back from the tree's dpkg database.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    /// Source package name (for the SBOM).
+    pub source: String,
+}
+
+/// dpkg's name for an mkosi architecture.
+pub fn dpkg_architecture(mkosi: &str) -> anyhow::Result<&'static str> {
+    Ok(match mkosi {
+        "x86-64" => "amd64",
+        "x86" => "i386",
+        "arm64" => "arm64",
+        "arm" => "armhf",
+        "riscv64" => "riscv64",
+        "s390x" => "s390x",
+        "ppc64-le" => "ppc64el",
+        "loongarch64" => "loong64",
+        "mips64-le" => "mips64el",
+        other => bail!("Architecture={other} has no Debian port"),
+    })
+}
+
+/// `mmdebstrap --version`, which also proves the tool is installed.
+pub fn mmdebstrap_version() -> anyhow::Result<String> {
+    let out = Task::new("checking mmdebstrap", "mmdebstrap")
+        .package("mmdebstrap")
+        .arg("--version")
+        .read_string()?;
+    Ok(out.trim().to_owned())
+}
+
+/// Installs the package stage into `dest` (which must not exist yet).
+pub fn install(stage: &PackageStage, skeletons: &[PathBuf], dest: &Path) -> anyhow::Result<()> {
+    if !matches!(stage.distribution.as_str(), "debian" | "ubuntu" | "kali") {
+        bail!(
+            "Distribution={} is not supported by the package stage (debian, ubuntu)",
+            stage.distribution
+        );
+    }
+    let mut task = Task::new(
+        format!(
+            "installing {} packages with mmdebstrap",
+            stage.packages.len()
+        ),
+        "mmdebstrap",
+    )
+    .package("mmdebstrap")
+    .env("SOURCE_DATE_EPOCH", stage.source_date_epoch.to_string())
+    .env("LC_ALL", "C.UTF-8")
+    .args(["--mode=root", "--variant=minbase", "--format=directory"])
+    .arg(format!("--architectures={}", stage.architecture));
+    let recommends = if stage.with_recommends {
+        "true"
+    } else {
+        "false"
+    };
+    task = task.arg(format!("--aptopt=APT::Install-Recommends \"{recommends}\""));
+    if !stage.with_docs {
+        for opt in [
+            "path-exclude=/usr/share/doc/*",
+            "path-include=/usr/share/doc/*/copyright",
+            "path-exclude=/usr/share/man/*",
+            "path-exclude=/usr/share/info/*",
+        ] {
+            task = task.arg(format!("--dpkgopt={opt}"));
+        }
+    }
+    if !stage.packages.is_empty() {
+        task = task.arg(format!("--include={}", stage.packages.join(",")));
+    }
+    for skeleton in skeletons {
+        task = task.arg(format!(
+            "--setup-hook=sync-in '{}' /",
+            skeleton.display().to_string().replace('\'', "'\\''")
+        ));
+    }
+    if !stage.remove_packages.is_empty() {
+        task = task.arg(format!(
+            "--customize-hook=chroot \"$1\" apt-get -y purge {}",
+            stage.remove_packages.join(" ")
+        ));
+    }
+    let tree = dest.join("tree");
+    std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    task = task.arg(&stage.release).arg(&tree);
+    for source in &stage.sources {
+        task = task.arg(source.line());
+    }
+    task.run()?;
+    clean::after_packages(&tree)?;
+    clean::scrub(&tree)?;
+    let packages = installed_packages(&tree)?;
+    std::fs::write(
+        dest.join("packages.json"),
+        serde_json::to_vec_pretty(&packages)?,
+    )?;
+    std::fs::write(dest.join("stage.json"), serde_json::to_vec_pretty(stage)?)?;
+    std::fs::write(
+        dest.join("description"),
+        format!(
+            "{} {} {}, {} packages",
+            stage.distribution,
+            stage.release,
+            stage.architecture,
+            packages.len()
+        ),
+    )?;
+    Ok(())
+}
+
+/// Reads the installed packages from a tree's dpkg database.
+pub fn installed_packages(tree: &Path) -> anyhow::Result<Vec<Package>> {
+    let out = Task::new("listing installed packages", "dpkg-query")
+        .package("dpkg")
+        .arg(format!(
+            "--admindir={}",
+            tree.join("var/lib/dpkg").display()
+        ))
+        .args([
+            "-W",
+            "-f=${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\t${source:Package}\n",
+        ])
+        .read_string()?;
+    let mut packages = Vec::new();
+    for line in out.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        if fields.len() != 5 || !fields[0].starts_with("ii") {
+            continue;
+        }
+        packages.push(Package {
+            name: fields[1].to_owned(),
+            version: fields[2].to_owned(),
+            architecture: fields[3].to_owned(),
+            source: fields[4].to_owned(),
+        });
+    }
+    packages.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(packages)
+}
+
+/// The packages recorded in a cache entry.
+pub fn recorded_packages(entry: &Path) -> anyhow::Result<Vec<Package>> {
+    let path = entry.join("packages.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+}
