@@ -212,6 +212,9 @@ impl Api {
     }
 }
 
+/// How long the group-commit writer waits for more enrollments.
+const BATCH_LINGER: Duration = Duration::from_millis(2);
+
 /// A compare-and-create of one key and where its answer goes.
 type CreateJob = (
     String,
@@ -226,10 +229,13 @@ type CreateJob = (
 async fn create_batches(etcd: Etcd, mut rx: tokio::sync::mpsc::UnboundedReceiver<CreateJob>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
+        // Linger briefly: an etcd transaction costs about a millisecond of
+        // etcd CPU however many keys it writes.
+        let linger = tokio::time::Instant::now() + BATCH_LINGER;
         while batch.len() < crate::etcd::MAX_TXN_OPS {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+            match tokio::time::timeout_at(linger, rx.recv()).await {
+                Ok(Some(job)) => batch.push(job),
+                Ok(None) | Err(_) => break,
             }
         }
         let mut keys: Vec<&str> = batch.iter().map(|(k, _, _)| k.as_str()).collect();
