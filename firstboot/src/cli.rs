@@ -32,6 +32,24 @@ enum Command {
     /// Bootstrap tokens (control-plane nodes).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The node's certificate.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Renew the node certificate (same key) when it is close to expiry.
+    Renew(CertRenewArgs),
+}
+
+#[derive(Debug, Args)]
+struct CertRenewArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// Renew when the certificate expires within this long (`30d`).
+    #[arg(long, default_value = "30d", value_parser = globular_cluster::token::parse_ttl)]
+    before: time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +152,12 @@ pub fn run() -> anyhow::Result<()> {
         Command::Service(ServiceCommand::List(args)) => node_cli::run(
             &Layout::new(args.root.root),
             node_cli::Command::ServiceList { name: args.name },
+        ),
+        Command::Cert(CertCommand::Renew(args)) => node_cli::run(
+            &Layout::new(args.root.root),
+            node_cli::Command::CertRenew {
+                before: args.before,
+            },
         ),
         Command::Token(TokenCommand::Create(args)) => node_cli::run(
             &Layout::new(args.root.root),

@@ -179,6 +179,42 @@ mod tests {
     }
 
     #[test]
+    fn drive_labelled_globular_wins_over_fw_cfg() {
+        let dir = tempfile::tempdir().unwrap();
+        let fw = dir
+            .path()
+            .join("sys/firmware/qemu_fw_cfg/by_name/opt/io.globular/seed");
+        std::fs::create_dir_all(&fw).unwrap();
+        std::fs::write(fw.join("raw"), "from fw_cfg").unwrap();
+        let by_label = dir.path().join("dev/disk/by-label");
+        std::fs::create_dir_all(&by_label).unwrap();
+        let seed = globular_cluster::seed::Seed {
+            version: 1,
+            cluster: globular_cluster::seed::ClusterRef {
+                name: "demo".into(),
+                id: "0".repeat(32),
+                ca_cert_hash: format!("sha256:{}", "0".repeat(64)),
+                endpoints: vec!["127.0.0.1:10016".into()],
+            },
+            node: globular_cluster::seed::NodeSpec {
+                name: "w1".into(),
+                role: globular_cluster::Role::Worker,
+                addresses: vec!["127.0.0.1/8".into()],
+                gateway: None,
+                ports: Default::default(),
+            },
+            bootstrap: false,
+            token: Some("abcdef.0123456789abcdef".into()),
+            ca: None,
+            tokens: vec![],
+        };
+        std::fs::write(by_label.join("GLOBULAR"), cidata::image(&seed).unwrap()).unwrap();
+        let (name, text) = find(&all(dir.path())).unwrap().unwrap();
+        assert!(name.ends_with("by-label/GLOBULAR"), "{name}");
+        assert_eq!(text, seed.to_yaml());
+    }
+
+    #[test]
     fn fw_cfg_wins_over_cmdline_and_nothing_is_none() {
         let dir = tempfile::tempdir().unwrap();
         assert!(find(&all(dir.path())).unwrap().is_none());

@@ -11,7 +11,7 @@ use globular_cluster::protocol::{
     TokenResponse,
 };
 use globular_cluster::registry::ServiceRecord;
-use globular_cluster::Role;
+use globular_cluster::{fsutil, pki, Role};
 use serde::de::DeserializeOwned;
 
 use crate::layout::Layout;
@@ -144,6 +144,38 @@ pub enum Command {
         roles: Vec<Role>,
         ttl: time::Duration,
     },
+    /// Renew the node certificate (same key) if it expires within `before`.
+    CertRenew {
+        before: time::Duration,
+    },
+}
+
+/// Renews the node certificate with the node's own key; only the certificate
+/// file changes (atomically), so a crash leaves the old or the new one.
+async fn renew(layout: &Layout, client: &Client, before: time::Duration) -> anyhow::Result<String> {
+    let cert_path = layout.node_cert();
+    let current = pki::identity_of_pem(&layout.read(&cert_path)?)
+        .with_context(|| format!("reading {}", cert_path.display()))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if current.not_after - now > before.whole_seconds() {
+        return Ok(format!(
+            "certificate {} is valid for {} more days; not renewed\n",
+            current.serial,
+            (current.not_after - now) / 86_400
+        ));
+    }
+    let key = layout.read(&layout.node_key())?;
+    let csr = pki::create_csr(&key, &current.common_name)?;
+    let response = client.renew(&csr).await?;
+    let renewed = pki::identity_of_pem(&response.certificate).context("the renewed certificate")?;
+    if renewed.public_key_der != current.public_key_der
+        || renewed.common_name != current.common_name
+    {
+        bail!("the server renewed a certificate for another key or name");
+    }
+    fsutil::write_atomic(&cert_path, response.certificate.as_bytes(), fsutil::PUBLIC)
+        .with_context(|| format!("writing {}", cert_path.display()))?;
+    Ok(format!("renewed: certificate {}\n", renewed.serial))
 }
 
 /// Runs a node CLI command and prints its result on stdout.
@@ -189,6 +221,7 @@ pub fn run(layout: &Layout, command: Command) -> anyhow::Result<()> {
                 let t = client.create_token(roles, ttl).await?;
                 format!("{}\n", t.token)
             }
+            Command::CertRenew { before } => renew(layout, &client, before).await?,
         })
     })?;
     std::io::stdout()

@@ -186,6 +186,39 @@ fn five_node_cluster() {
         "{err}"
     );
 
+    // The CLI renews with the node's own key when asked early enough.
+    let kept = Task::new("renewal not due", AGENT)
+        .args(["cert", "renew", "--root"])
+        .arg(&w2.root)
+        .read_string()
+        .unwrap();
+    assert!(kept.contains("not renewed"), "{kept}");
+    let old = globular_cluster::pki::identity_of_pem(
+        &std::fs::read_to_string(w2.layout().node_cert()).unwrap(),
+    )
+    .unwrap();
+    let out = Task::new("renewing", AGENT)
+        .args(["cert", "renew", "--before", "400d", "--root"])
+        .arg(&w2.root)
+        .read_string()
+        .unwrap();
+    let new = globular_cluster::pki::identity_of_pem(
+        &std::fs::read_to_string(w2.layout().node_cert()).unwrap(),
+    )
+    .unwrap();
+    assert!(out.contains(&new.serial), "{out}");
+    assert_ne!(new.serial, old.serial);
+    assert_eq!(new.public_key_der, old.public_key_der);
+    openssl_verify(&ca, &w2.layout().node_cert());
+    let nodes = rt
+        .block_on(Client::from_layout(&w2.layout()).unwrap().nodes())
+        .unwrap()
+        .nodes;
+    assert_eq!(
+        nodes.iter().find(|n| n.name == "w2").unwrap().cert_serial,
+        new.serial
+    );
+
     // Running the agent on an enrolled node changes nothing.
     let before = std::fs::read(cp2.layout().state()).unwrap();
     let cert = std::fs::read(cp2.layout().node_cert()).unwrap();
