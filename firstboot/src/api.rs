@@ -188,12 +188,7 @@ impl Api {
             .await?
             .into_iter()
             .filter_map(|(_, v)| serde_json::from_slice::<ServiceRecord>(&v).ok())
-            .map(|s| {
-                seed::host_port(
-                    s.address.parse().unwrap_or(IpAddr::from([127, 0, 0, 1])),
-                    s.port,
-                )
-            })
+            .filter_map(|s| Some(seed::host_port(s.address.parse().ok()?, s.port)))
             .collect();
         let eps = Endpoints { etcd, api };
         *cache = Some((Instant::now(), eps.clone()));
@@ -513,14 +508,52 @@ async fn register(
     body: axum::body::Bytes,
 ) -> ApiResult<ServiceRecord> {
     let id = identity(&peer)?;
+    let control_plane = id.role == Some(Role::ControlPlane);
     let req: RegisterRequest = parse_body(&body)?;
     let record = service_record(&id.common_name, req)?;
+    // Joiners and the node CLI find the substrate through `globular.*`
+    // records: only control-plane nodes may write them.
+    if record.name.starts_with(RESERVED_PREFIX) && !control_plane {
+        return Err(ApiError::forbidden(format!(
+            "name: services named {RESERVED_PREFIX}* are registered by control-plane nodes only"
+        )));
+    }
+    let key = registry::service_key(&record.name, &record.id);
     let value = serde_json::to_vec(&record).context("encoding a service record")?;
-    api.etcd
-        .put(&registry::service_key(&record.name, &record.id), &value)
-        .await?;
+    match api.etcd.get(&key).await? {
+        None => {
+            if !api.etcd.create(&key, &value).await? {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "registration raced; retry",
+                ));
+            }
+        }
+        Some((old, revision)) => {
+            let old: ServiceRecord =
+                serde_json::from_slice(&old).context("parsing a service record")?;
+            if old.node != record.node && !control_plane {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "{} instance {} belongs to node {}",
+                        record.name, record.id, old.node
+                    ),
+                ));
+            }
+            if !api.etcd.replace(&key, &value, revision).await? {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "registration raced; retry",
+                ));
+            }
+        }
+    }
     Ok(Json(record))
 }
+
+/// Service names only control-plane nodes may register.
+pub const RESERVED_PREFIX: &str = "globular.";
 
 /// Validates a registration; the node comes from the caller's certificate.
 pub fn service_record(node: &str, req: RegisterRequest) -> Result<ServiceRecord, ApiError> {

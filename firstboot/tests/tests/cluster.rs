@@ -112,6 +112,24 @@ fn five_node_cluster() {
         )
         .unwrap();
     assert_eq!(registered.node, "w1");
+    // A worker cannot pose as the substrate or take over another node's entry.
+    let w2_client = Client::from_layout(&w2.layout()).unwrap();
+    let register = |client: &Client, name: &str, id: Option<&str>| {
+        rt.block_on(client.register(&RegisterRequest {
+            name: name.into(),
+            id: id.map(str::to_owned),
+            address: "127.0.0.1".into(),
+            port: 1,
+            protocol: String::new(),
+            tags: vec![],
+            metadata: Default::default(),
+        }))
+        .map_err(|e| format!("{e:#}"))
+    };
+    let err = register(&w2_client, "globular.SubstrateApi", None).unwrap_err();
+    assert!(err.contains("control-plane nodes only"), "{err}");
+    let err = register(&w2_client, "kubernetes.KubernetesService", Some("w1")).unwrap_err();
+    assert!(err.contains("belongs to node w1"), "{err}");
     let out = Task::new("listing services", AGENT)
         .args([
             "service",
