@@ -639,6 +639,9 @@ pub async fn serve(
                 }
             },
         };
+        // Small requests and answers: do not let Nagle's algorithm wait for
+        // the peer's delayed ACK (40 ms per exchange).
+        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {
