@@ -465,3 +465,51 @@ mod tests {
         format!("-----BEGIN {label}-----\n{b64}\n-----END {label}-----\n")
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+
+    /// Untrusted CSRs and certificates never panic the parser: every
+    /// truncation and every single-byte corruption of a valid one is either
+    /// accepted or refused with an error.
+    #[test]
+    fn mangled_der_never_panics() {
+        use base64::Engine as _;
+        let ca = Ca::generate("test").unwrap();
+        let key = generate_key_pem().unwrap();
+        let csr = create_csr(&key, "w1").unwrap();
+        let csr_der = pem_block(&csr, "CERTIFICATE REQUEST").unwrap();
+        let cert = ca
+            .issue(
+                &public_key_of_key_pem(&key).unwrap(),
+                &LeafSpec::node("w1", Role::Worker, &[]),
+            )
+            .unwrap();
+        let cert_der = pem_block(&cert.cert_pem, "CERTIFICATE").unwrap();
+        let wrap = |der: &[u8]| {
+            format!(
+                "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+                base64::engine::general_purpose::STANDARD.encode(der)
+            )
+        };
+        let mut accepted = 0;
+        for len in 0..csr_der.len() {
+            accepted += usize::from(verify_csr(&wrap(&csr_der[..len])).is_ok());
+        }
+        for i in 0..csr_der.len() {
+            let mut der = csr_der.clone();
+            der[i] ^= 0xa5;
+            accepted += usize::from(verify_csr(&wrap(&der)).is_ok());
+        }
+        assert_eq!(accepted, 0, "a mangled CSR verified");
+        for len in 0..cert_der.len() {
+            let _ = identity_of_der(&cert_der[..len]);
+        }
+        for i in 0..cert_der.len() {
+            let mut der = cert_der.clone();
+            der[i] ^= 0xa5;
+            let _ = identity_of_der(&der);
+        }
+    }
+}

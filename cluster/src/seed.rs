@@ -327,3 +327,49 @@ token: abcdef.0123456789abcdef
         assert!(err.contains("seed.yaml"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+
+    /// Every prefix of a valid seed, and every line dropped, parses or fails
+    /// with an error; none panics.
+    #[test]
+    fn truncated_seeds_never_panic() {
+        let ca = pki::Ca::generate("demo").unwrap();
+        let seed = Seed {
+            version: VERSION,
+            cluster: ClusterRef {
+                name: "demo".into(),
+                id: "0".repeat(32),
+                ca_cert_hash: ca.pin(),
+                endpoints: vec![],
+            },
+            node: NodeSpec {
+                name: "cp1".into(),
+                role: Role::ControlPlane,
+                addresses: vec!["10.0.0.1/24".into()],
+                gateway: None,
+                ports: Ports::default(),
+            },
+            bootstrap: true,
+            token: None,
+            ca: Some(CaBundle {
+                certificate: ca.cert_pem().into(),
+                key: ca.key_pem().into(),
+            }),
+            tokens: vec![],
+        };
+        let text = seed.to_yaml();
+        assert_eq!(Seed::parse(&text, "seed").unwrap(), seed);
+        for end in (0..text.len()).filter(|&i| text.is_char_boundary(i)) {
+            let _ = Seed::parse(&text[..end], "seed");
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        for skip in 0..lines.len() {
+            let mut kept = lines.clone();
+            kept.remove(skip);
+            let _ = Seed::parse(&kept.join("\n"), "seed");
+        }
+    }
+}
