@@ -213,6 +213,13 @@ impl Agent {
             return Ok(Outcome::AlreadyEnrolled { node });
         }
         let seed = self.seed()?;
+        // After a power loss etcd may be down although its step is done; the
+        // steps after it need it (systemd would restart it; spawned, it is not).
+        if self.state.done.contains(&Step::EtcdStarted) {
+            self.ensure_etcd(&seed)
+                .await
+                .context("restarting etcd after an interruption")?;
+        }
         for step in Step::plan(&seed) {
             if self.state.done.contains(&step) {
                 tracing::debug!("step {} already done", step.name());
@@ -574,6 +581,11 @@ impl Agent {
             let initial = format!("{}={}", seed.node.name, Self::peer_url(seed));
             self.write_etcd_config(seed, &initial, "new")?;
         }
+        self.ensure_etcd(seed).await
+    }
+
+    /// Starts etcd if it is not running and waits until it is healthy.
+    async fn ensure_etcd(&self, seed: &Seed) -> anyhow::Result<()> {
         self.opts.services.start(&self.layout, Service::Etcd)?;
         let etcd = self.local_etcd(seed, &[])?;
         let deadline = tokio::time::Instant::now() + self.opts.timeout;

@@ -6,11 +6,12 @@ use globular_cluster::Role;
 use globular_firstboot::agent::Step;
 use globular_firstboot::node_cli::Client;
 
-use crate::harness::{etcdctl, runtime, Cluster, Node};
+use crate::harness::{etcdctl, kill_spawned, runtime, Cluster, Node};
 
 /// Runs the agent of `node` once per step, killing it (SIGKILL) after the
-/// step's work and before its checkpoint; then lets it finish.
-fn crash_through(cluster: &mut Cluster, node: &Node) {
+/// step's work and before its checkpoint; then lets it finish. At
+/// `power_loss`, the node's etcd and API are killed too.
+fn crash_through(cluster: &mut Cluster, node: &Node, power_loss: Option<Step>) {
     let mut first_cert: Option<Vec<u8>> = None;
     let mut paused = 0;
     for step in Step::plan(&node.seed) {
@@ -18,6 +19,9 @@ fn crash_through(cluster: &mut Cluster, node: &Node) {
         if cluster.wait_paused(node, agent) {
             cluster.kill_agent(agent);
             paused += 1;
+            if power_loss == Some(step) {
+                kill_spawned(&node.root);
+            }
         }
         if let (None, Ok(cert)) = (&first_cert, std::fs::read(node.layout().node_cert())) {
             first_cert = Some(cert);
@@ -42,12 +46,12 @@ fn crash_through(cluster: &mut Cluster, node: &Node) {
 fn kill_at_every_checkpoint_converges() {
     let mut cluster = Cluster::new();
     let cp1 = cluster.node("cp1", Role::ControlPlane, true, &[]);
-    crash_through(&mut cluster, &cp1);
+    crash_through(&mut cluster, &cp1, Some(Step::ApiStarted));
     let join = vec![cp1.api()];
     let cp2 = cluster.node("cp2", Role::ControlPlane, false, &join);
-    crash_through(&mut cluster, &cp2);
+    crash_through(&mut cluster, &cp2, Some(Step::EtcdPromoted));
     let w1 = cluster.node("w1", Role::Worker, false, &join);
-    crash_through(&mut cluster, &w1);
+    crash_through(&mut cluster, &w1, None);
 
     // One etcd member per control-plane node, all started and voting.
     let members: serde_json::Value = serde_json::from_str(&etcdctl(

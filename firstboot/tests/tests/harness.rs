@@ -194,28 +194,32 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        kill_spawned(self.dir.path());
+        kill_all_spawned(self.dir.path());
     }
 }
 
 /// Kills every service spawned under `dir` (pid files in `*/run/`).
-pub fn kill_spawned(dir: &Path) {
+pub fn kill_all_spawned(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let run = entry.path().join("run");
-        let Ok(pids) = std::fs::read_dir(&run) else {
-            continue;
-        };
-        for pid in pids.flatten() {
-            if let Ok(text) = std::fs::read_to_string(pid.path()) {
-                let pid = text.trim().to_owned();
-                if pid.parse::<u32>().is_ok() {
-                    let _ = Task::new("stopping a test service", "kill")
-                        .args(["-9", &pid])
-                        .run();
-                }
+        kill_spawned(&entry.path());
+    }
+}
+
+/// Kills (SIGKILL) the services spawned for one node root.
+pub fn kill_spawned(root: &Path) {
+    let Ok(pids) = std::fs::read_dir(root.join("run")) else {
+        return;
+    };
+    for pid in pids.flatten() {
+        if let Ok(text) = std::fs::read_to_string(pid.path()) {
+            let pid = text.trim().to_owned();
+            if pid.parse::<u32>().is_ok() {
+                let _ = Task::new("stopping a test service", "kill")
+                    .args(["-9", &pid])
+                    .run();
             }
         }
     }
