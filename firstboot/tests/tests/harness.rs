@@ -217,8 +217,9 @@ pub fn kill_spawned(root: &Path) {
         if let Ok(text) = std::fs::read_to_string(pid.path()) {
             let pid = text.trim().to_owned();
             if pid.parse::<u32>().is_ok() {
-                let _ = Task::new("stopping a test service", "kill")
-                    .args(["-9", &pid])
+                // The shell's kill builtin: no dependency on procps.
+                let _ = Task::new("stopping a test service", "sh")
+                    .args(["-c", "kill -9 \"$1\"", "sh", &pid])
                     .run();
             }
         }
