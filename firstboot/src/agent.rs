@@ -48,6 +48,10 @@ pub struct Options {
     pub image_version: Option<String>,
     /// How long to keep trying to reach the cluster.
     pub timeout: Duration,
+    /// Where to write the systemd-networkd configuration made from the
+    /// seed's addresses (`/etc/systemd/network`); `None` leaves the network
+    /// alone.
+    pub network_dir: Option<PathBuf>,
 }
 
 /// What a run did.
@@ -61,6 +65,7 @@ pub enum Outcome {
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
     Seed,
+    Network,
     Key,
     NodeCert,
     EtcdCerts,
@@ -76,6 +81,7 @@ impl Step {
     pub fn name(self) -> &'static str {
         match self {
             Step::Seed => "seed",
+            Step::Network => "network",
             Step::Key => "key",
             Step::NodeCert => "node-cert",
             Step::EtcdCerts => "etcd-certs",
@@ -94,6 +100,7 @@ impl Step {
         match (seed.node.role, seed.bootstrap) {
             (Role::ControlPlane, true) => vec![
                 Seed,
+                Network,
                 Key,
                 NodeCert,
                 EtcdCerts,
@@ -104,6 +111,7 @@ impl Step {
             ],
             (Role::ControlPlane, false) => vec![
                 Seed,
+                Network,
                 Key,
                 NodeCert,
                 EtcdCerts,
@@ -113,7 +121,7 @@ impl Step {
                 ApiStarted,
                 Enrolled,
             ],
-            (Role::Worker, _) => vec![Seed, Key, NodeCert, Enrolled],
+            (Role::Worker, _) => vec![Seed, Network, Key, NodeCert, Enrolled],
         }
     }
 }
@@ -166,6 +174,24 @@ fn pause(layout: &Layout, step: Step) -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
+}
+
+/// File name of the network configuration the agent writes.
+pub const NETWORK_FILE: &str = "10-globular.network";
+
+/// A systemd-networkd `.network` file for the seed's addresses.
+pub fn network_config(seed: &Seed) -> String {
+    let mut text = format!(
+        "# Written by globular firstboot from the seed of {}.\n[Match]\nType=ether\nName=en* eth*\n\n[Network]\n",
+        seed.node.name
+    );
+    for address in &seed.node.addresses {
+        text += &format!("Address={address}\n");
+    }
+    if let Some(gateway) = &seed.node.gateway {
+        text += &format!("Gateway={gateway}\n");
+    }
+    text
 }
 
 /// Runs the agent to completion.
@@ -269,6 +295,7 @@ impl Agent {
     async fn step(&mut self, step: Step, seed: &Seed) -> anyhow::Result<()> {
         match step {
             Step::Seed => Ok(()),
+            Step::Network => self.network(seed),
             Step::Key => self.key(),
             Step::NodeCert if seed.bootstrap => self.local_node_cert(seed),
             Step::NodeCert => self.enroll(seed).await,
@@ -295,6 +322,24 @@ impl Agent {
     fn write_public(&self, path: &std::path::Path, data: &str) -> anyhow::Result<()> {
         fsutil::write_atomic(path, data.as_bytes(), PUBLIC)
             .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The seed's addresses and gateway as a systemd-networkd configuration
+    /// for the node's Ethernet links, then `networkctl reload` (with systemd).
+    fn network(&self, seed: &Seed) -> anyhow::Result<()> {
+        let Some(dir) = &self.opts.network_dir else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(NETWORK_FILE);
+        self.write_public(&path, &network_config(seed))?;
+        if self.opts.services == Manager::Systemd {
+            globular_task::Task::new("applying the network configuration", "networkctl")
+                .package("systemd")
+                .arg("reload")
+                .run()?;
+        }
+        Ok(())
     }
 
     /// The node key, made here once; it never leaves the node.
@@ -778,5 +823,40 @@ pub async fn enroll_with(
                 .context("enrolling"));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_config_from_seed() {
+        let yaml = "version: 1
+cluster:
+  name: demo
+  id: 0123456789abcdef0123456789abcdef
+  ca_cert_hash: sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+  endpoints: [10.0.0.1:10016]
+node:
+  name: w1
+  role: worker
+  addresses: [10.0.0.5/24, fd00::5/64]
+  gateway: 10.0.0.254
+token: abcdef.0123456789abcdef
+";
+        let seed = Seed::parse(yaml, "test").unwrap();
+        let text = network_config(&seed);
+        assert!(
+            text.contains("[Match]\nType=ether\nName=en* eth*\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "[Network]\nAddress=10.0.0.5/24\nAddress=fd00::5/64\nGateway=10.0.0.254\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(Step::plan(&seed)[1], Step::Network);
     }
 }

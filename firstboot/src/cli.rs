@@ -86,6 +86,12 @@ struct FirstbootArgs {
     /// How long to keep trying to reach the cluster, in seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Where to write the network configuration made from the seed.
+    #[arg(long, default_value = "/etc/systemd/network")]
+    network_dir: PathBuf,
+    /// Leave the network configuration alone.
+    #[arg(long, conflicts_with = "network_dir")]
+    no_network: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +147,7 @@ pub fn run() -> anyhow::Result<()> {
                 },
                 image_version: args.image_version,
                 timeout: Duration::from_secs(args.timeout),
+                network_dir: (!args.no_network).then_some(args.network_dir),
             })?;
             tracing::info!("{outcome:?}");
             Ok(())

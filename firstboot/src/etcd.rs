@@ -8,12 +8,17 @@
 //! plain JSON there. etcd's gateway encodes bytes as base64 and 64-bit
 //! integers as strings.
 
+use std::time::Duration;
+
 use anyhow::{anyhow, bail, Context as _};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::tls;
+
+/// How long one etcd call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// etcd's default limit of operations in one transaction (`--max-txn-ops`).
 pub const MAX_TXN_OPS: usize = 128;
@@ -62,10 +67,26 @@ impl Etcd {
     }
 
     async fn call(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call_within(path, body, CALL_TIMEOUT).await
+    }
+
+    async fn call_within(
+        &self,
+        path: &str,
+        body: Value,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
         let mut last = None;
         for ep in &self.endpoints {
             let url = format!("{}{path}", ep.trim_end_matches('/'));
-            match self.http.post(&url).json(&body).send().await {
+            match self
+                .http
+                .post(&url)
+                .json(&body)
+                .timeout(timeout)
+                .send()
+                .await
+            {
                 Ok(resp) => {
                     let status = resp.status();
                     let text = resp
@@ -234,10 +255,13 @@ impl Etcd {
         peer_urls: &[String],
         learner: bool,
     ) -> anyhow::Result<(u64, Vec<Member>)> {
+        // A member add racing another one can hang in etcd; the caller
+        // retries sooner than the default timeout.
         let resp = self
-            .call(
+            .call_within(
                 "/v3/cluster/member/add",
                 json!({"peerURLs": peer_urls, "isLearner": learner}),
+                Duration::from_secs(3),
             )
             .await?;
         let id = resp

@@ -174,6 +174,13 @@ fn five_node_cluster() {
         "{token}"
     );
 
+    // Each node's network configuration comes from its seed.
+    let network = std::fs::read_to_string(w1.network_dir().join("10-globular.network")).unwrap();
+    assert!(
+        network.contains("[Network]\nAddress=127.0.0.1/8\n"),
+        "{network}"
+    );
+
     // The agent says where it found w2's seed.
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(w2.layout().state()).unwrap()).unwrap();

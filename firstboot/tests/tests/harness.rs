@@ -40,6 +40,10 @@ impl Node {
     pub fn api(&self) -> String {
         format!("127.0.0.1:{}", self.seed.node.ports.api)
     }
+    /// Where the agent writes this node's network configuration.
+    pub fn network_dir(&self) -> PathBuf {
+        self.root.with_extension("network")
+    }
     pub fn etcd_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.seed.node.ports.etcd_client)
     }
@@ -130,6 +134,8 @@ impl Cluster {
                 "--root",
             ])
             .arg(&node.root)
+            .arg("--network-dir")
+            .arg(node.network_dir())
             .args(match &node.sysroot {
                 Some(sysroot) => ["--sysroot".as_ref(), sysroot.as_os_str()],
                 None => ["--seed".as_ref(), node.seed_path.as_os_str()],
@@ -138,8 +144,24 @@ impl Cluster {
     }
 
     /// Runs the agent to completion; returns its stderr-tail error on failure.
+    /// Its log is appended to `<name>.agent.log` in the cluster directory
+    /// (kept after the test with `GLOBULAR_TEST_KEEP=1`).
     pub fn run_agent(&self, node: &Node) -> Result<(), String> {
-        Self::agent_task(node).run().map_err(|e| e.to_string())
+        let log = self.dir.path().join(format!("{}.agent.log", node.name));
+        let mut child = Self::agent_task(node)
+            .spawn_logged(&log)
+            .map_err(|e| e.to_string())?;
+        let status = child.wait().map_err(|e| e.to_string())?;
+        if status.success() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        Err(format!(
+            "agent of {} failed ({status}): {}",
+            node.name,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ))
     }
 
     /// Starts the agent with the crash hook set to pause before `step`.
@@ -195,6 +217,10 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
         kill_all_spawned(self.dir.path());
+        if std::env::var_os("GLOBULAR_TEST_KEEP").is_some() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+            let _kept = dir.keep();
+        }
     }
 }
 

@@ -155,7 +155,7 @@ fn malformed_seed_names_the_field_and_writes_nothing() {
     )
     .unwrap();
     let err = Task::new("running the agent", AGENT)
-        .args(["firstboot", "--services", "spawn", "--root"])
+        .args(["firstboot", "--services", "spawn", "--no-network", "--root"])
         .arg(&w1.root)
         .arg("--seed")
         .arg(&w1.seed_path)
