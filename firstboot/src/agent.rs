@@ -7,9 +7,9 @@
 //!
 //! | path | steps |
 //! |---|---|
-//! | bootstrap control-plane | seed, key, node-cert (signed locally), etcd-certs, etcd-started (new cluster), cluster-init, api-started, enrolled |
-//! | joining control-plane | seed, key, node-cert (enrolled over the API), etcd-certs, etcd-member (learner added), etcd-started (existing cluster), etcd-promoted, api-started, enrolled |
-//! | worker | seed, key, node-cert (enrolled over the API), enrolled |
+//! | bootstrap control-plane | seed, network, key, node-cert (signed locally), etcd-certs, etcd-started (new cluster), cluster-init, api-started, enrolled |
+//! | joining control-plane | seed, network, key, node-cert (enrolled over the API), etcd-certs, etcd-member (learner added), etcd-started (existing cluster), etcd-promoted, api-started, enrolled |
+//! | worker | seed, network, key, node-cert (enrolled over the API), enrolled |
 
 use std::net::IpAddr;
 use std::path::PathBuf;
