@@ -662,7 +662,10 @@ pub async fn serve(
                 .and_then(|certs| certs.first())
                 .and_then(|der| pki::identity_of_der(der).ok());
             let service = TowerToHyperService::new(router.layer(Extension(Peer(peer))));
+            // A peer gets 10 s to send each request's headers.
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(tls), service)
                 .await
             {
