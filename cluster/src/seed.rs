@@ -38,7 +38,7 @@ pub struct SeedError {
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Seed {
     pub version: u32,
@@ -105,6 +105,27 @@ pub struct CaBundle {
 impl std::fmt::Debug for CaBundle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("CaBundle { .. }")
+    }
+}
+
+/// Redacts the token secret and the CA key.
+impl std::fmt::Debug for Seed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seed")
+            .field("version", &self.version)
+            .field("cluster", &self.cluster)
+            .field("node", &self.node)
+            .field("bootstrap", &self.bootstrap)
+            .field(
+                "token",
+                &self
+                    .token
+                    .as_ref()
+                    .map(|t| format!("{}.<redacted>", t.split('.').next().unwrap_or_default())),
+            )
+            .field("ca", &self.ca)
+            .field("tokens", &self.tokens)
+            .finish()
     }
 }
 
@@ -281,6 +302,11 @@ token: abcdef.0123456789abcdef
     #[test]
     fn parses_worker_seed() {
         let seed = Seed::parse(WORKER, "seed.yaml").unwrap();
+        let debug = format!("{seed:?}");
+        assert!(
+            debug.contains("abcdef.<redacted>") && !debug.contains("abcdef.0123456789abcdef"),
+            "{debug}"
+        );
         assert_eq!(seed.node.role, Role::Worker);
         assert_eq!(seed.node.ports, Ports::default());
         assert_eq!(seed.primary_ip().to_string(), "10.0.0.5");
