@@ -176,6 +176,24 @@ fn pause(layout: &Layout, step: Step) -> ! {
     }
 }
 
+/// The etcd certificates of a control-plane node (`kind`: `server` or
+/// `peer`): the node's IPs and 127.0.0.1, client and server use.
+pub fn etcd_leaf_spec(seed: &Seed, kind: &str) -> LeafSpec {
+    let mut ips: Vec<IpAddr> = seed.ips();
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    if !ips.contains(&loopback) {
+        ips.push(loopback);
+    }
+    LeafSpec {
+        common_name: format!("{}-etcd-{kind}", seed.node.name),
+        role: None,
+        dns_names: vec![seed.node.name.clone()],
+        ips,
+        server: true,
+        client: true,
+    }
+}
+
 /// File name of the network configuration the agent writes.
 pub const NETWORK_FILE: &str = "10-globular.network";
 
@@ -499,20 +517,7 @@ impl Agent {
             if valid {
                 continue;
             }
-            let mut ips: Vec<IpAddr> = seed.ips();
-            let loopback = IpAddr::from([127, 0, 0, 1]);
-            if !ips.contains(&loopback) {
-                ips.push(loopback);
-            }
-            let spec = LeafSpec {
-                common_name: format!("{}-etcd-{kind}", seed.node.name),
-                role: None,
-                dns_names: vec![seed.node.name.clone()],
-                ips,
-                server: true,
-                client: true,
-            };
-            let (issued, key) = ca.issue_with_new_key(&spec)?;
+            let (issued, key) = ca.issue_with_new_key(&etcd_leaf_spec(seed, kind))?;
             self.write_secret(&key_path, &key)?;
             self.write_public(&cert_path, &issued.cert_pem)?;
         }

@@ -23,7 +23,7 @@ pub fn load(layout: &Layout) -> anyhow::Result<(Arc<Api>, Arc<rustls::ServerConf
     let cert = layout.read(&layout.node_cert())?;
     let key = layout.read(&layout.node_key())?;
     let etcd = Etcd::new(config.etcd_endpoints.clone(), &ca_pem, &cert, &key)?;
-    let tls = tls::server_config(&cert, &key, &ca_pem)?;
+    let tls = tls::server_config(&layout.node_cert(), &layout.node_key(), &ca_pem)?;
     Ok((
         Arc::new(Api::new(ca, etcd, config.cluster_name)),
         Arc::new(tls),

@@ -1,7 +1,9 @@
 //! rustls configurations (ring provider) for every connection the node makes
 //! or accepts: all of them pin the cluster CA.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use anyhow::{anyhow, Context as _};
 use globular_cluster::pki;
@@ -9,7 +11,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// ring, with the SHA-256 TLS 1.3 suite first: SHA-256 has CPU support
@@ -48,27 +51,94 @@ fn roots(ca_pem: &str) -> anyhow::Result<Arc<RootCertStore>> {
     Ok(Arc::new(roots))
 }
 
-/// The substrate API's server side: serves `cert_pem` (with the CA appended,
-/// so joiners can check it against their pin) and accepts, but does not
-/// require, client certificates signed by the CA.
+/// The substrate API's server side: serves the node certificate (with the CA
+/// appended, so joiners can check it against their pin), re-read when the
+/// file changes (`globular cert renew`), and accepts, but does not require,
+/// client certificates signed by the CA.
 pub fn server_config(
-    cert_pem: &str,
-    key_pem: &str,
+    cert_path: &Path,
+    key_path: &Path,
     ca_pem: &str,
 ) -> anyhow::Result<rustls::ServerConfig> {
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider())
         .allow_unauthenticated()
         .build()
         .context("building the client verifier")?;
-    let mut chain = certs_of_pem(cert_pem)?;
-    chain.extend(certs_of_pem(ca_pem)?);
+    let resolver = ReloadingCert::new(cert_path, key_path, ca_pem)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key_of_pem(key_pem)?)
-        .context("loading the server certificate")?;
+        .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// A served certificate that follows its file: each handshake checks the
+/// file's modification time and reloads the certificate and key when it
+/// changed (keeping the old pair if the new one does not load).
+#[derive(Debug)]
+struct ReloadingCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    ca_pem: String,
+    current: Mutex<(Option<SystemTime>, Arc<CertifiedKey>)>,
+}
+
+impl ReloadingCert {
+    fn new(cert_path: &Path, key_path: &Path, ca_pem: &str) -> anyhow::Result<ReloadingCert> {
+        let mtime = modified(cert_path);
+        let certified = load_certified(cert_path, key_path, ca_pem)?;
+        Ok(ReloadingCert {
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+            ca_pem: ca_pem.to_owned(),
+            current: Mutex::new((mtime, certified)),
+        })
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn load_certified(
+    cert_path: &Path,
+    key_path: &Path,
+    ca_pem: &str,
+) -> anyhow::Result<Arc<CertifiedKey>> {
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let mut chain = certs_of_pem(&read(cert_path)?)?;
+    chain.extend(certs_of_pem(ca_pem)?);
+    let key = provider()
+        .key_provider
+        .load_private_key(key_of_pem(&read(key_path)?)?)
+        .context("loading the server key")?;
+    let certified = CertifiedKey::new(chain, key);
+    certified
+        .keys_match()
+        .context("the server certificate does not match its key")?;
+    Ok(Arc::new(certified))
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mtime = modified(&self.cert_path);
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if mtime != current.0 {
+            match load_certified(&self.cert_path, &self.key_path, &self.ca_pem) {
+                Ok(certified) => {
+                    tracing::info!(
+                        "serving the renewed certificate {}",
+                        self.cert_path.display()
+                    );
+                    *current = (mtime, certified);
+                }
+                Err(e) => tracing::warn!("keeping the served certificate: {e:#}"),
+            }
+        }
+        Some(current.1.clone())
+    }
 }
 
 /// A client that trusts the CA and presents the node's certificate.

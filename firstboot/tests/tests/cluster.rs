@@ -244,6 +244,49 @@ fn five_node_cluster() {
         new.serial
     );
 
+    // On a control-plane node, renewal covers etcd's certificates; etcd and
+    // the API serve the new files on the next handshake.
+    let cert_serial = |path: &std::path::Path| {
+        globular_cluster::pki::identity_of_pem(&std::fs::read_to_string(path).unwrap())
+            .unwrap()
+            .serial
+    };
+    let l3 = cp3.layout();
+    let before =
+        [l3.node_cert(), l3.etcd_cert("server"), l3.etcd_cert("peer")].map(|p| cert_serial(&p));
+    let out = Task::new("renewing a control-plane node", AGENT)
+        .args(["cert", "renew", "--before", "400d", "--root"])
+        .arg(&cp3.root)
+        .read_string()
+        .unwrap();
+    let after =
+        [l3.node_cert(), l3.etcd_cert("server"), l3.etcd_cert("peer")].map(|p| cert_serial(&p));
+    for (old, new) in before.iter().zip(&after) {
+        assert_ne!(old, new, "{out}");
+        assert!(out.contains(new.as_str()), "{out}");
+    }
+    for path in [l3.etcd_cert("server"), l3.etcd_cert("peer")] {
+        openssl_verify(&ca, &path);
+    }
+    let served = |addr: &str| {
+        let text = Task::new("reading a served certificate", "openssl")
+            .args(["s_client", "-connect", addr, "-cert"])
+            .arg(w1.layout().node_cert())
+            .arg("-key")
+            .arg(w1.layout().node_key())
+            .stdin("")
+            .read_string()
+            .unwrap();
+        let pem = &text[text.find("-----BEGIN CERTIFICATE-----").unwrap()
+            ..text.find("-----END CERTIFICATE-----").unwrap() + 25];
+        globular_cluster::pki::identity_of_pem(pem).unwrap().serial
+    };
+    assert_eq!(served(&cp3.api()), after[0]);
+    let etcd_addr = cp3.etcd_url().trim_start_matches("https://").to_owned();
+    assert_eq!(served(&etcd_addr), after[1]);
+    let health = etcdctl(&w1, &cp3.etcd_url(), &["endpoint", "health", "-w", "json"]);
+    assert!(health.contains("\"health\":true"), "{health}");
+
     // Running the agent on an enrolled node changes nothing.
     let before = std::fs::read(cp2.layout().state()).unwrap();
     let cert = std::fs::read(cp2.layout().node_cert()).unwrap();
