@@ -6,7 +6,7 @@ use crate::registry::{NodeRecord, ServiceRecord};
 use crate::Role;
 
 /// `POST /v1/enroll`: a bootstrap token and a CSR made on the node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     pub token: String,
@@ -19,6 +19,22 @@ pub struct EnrollRequest {
     pub addresses: Vec<String>,
     #[serde(default)]
     pub image_version: String,
+}
+
+/// Redacts the token secret.
+impl std::fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field(
+                "token_id",
+                &self.token.split('.').next().unwrap_or_default(),
+            )
+            .field("node", &self.node)
+            .field("role", &self.role)
+            .field("addresses", &self.addresses)
+            .field("image_version", &self.image_version)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Answer to an enrollment or a renewal.
