@@ -34,6 +34,17 @@ enum Command {
     Cluster(ClusterCommand),
     /// Write a per-node seed (YAML or a `cidata` config drive image).
     Seed(SeedArgs),
+    /// Show a disk image's partitions, slots, verity root hashes and UKI command line.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// The disk image (raw or qcow2).
+    image: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +233,9 @@ pub fn run() -> anyhow::Result<()> {
         Command::Cache(CacheCommand::Prune(args)) => cache_prune(args),
         Command::Cluster(ClusterCommand::New(args)) => cluster_new(args),
         Command::Seed(args) => seed(args),
+        Command::Inspect(args) => std::io::stdout()
+            .write_all(crate::inspect::report(&args.image, args.json)?.as_bytes())
+            .context("writing the report"),
     }
 }
 

@@ -363,3 +363,17 @@ pub fn render(i: &Inspection) -> String {
     }
     out
 }
+
+/// `builder inspect`: the report as text, or as JSON with `json`.
+pub fn report(image: &Path, json: bool) -> anyhow::Result<String> {
+    let inspection = inspect(image)?;
+    let mut text = if json {
+        serde_json::to_string_pretty(&inspection)?
+    } else {
+        render(&inspection)
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
+}
