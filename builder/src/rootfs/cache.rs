@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use globular_task::Task;
 
 /// The cache directory.
 #[derive(Debug, Clone)]
@@ -257,12 +258,67 @@ fn remove_leftovers(dir: &Path, key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes a directory tree. A package-stage tree whose mmdebstrap was killed
+/// can still have `proc`, `sys` and `dev/pts` mounted inside: those are
+/// unmounted first, and nothing is deleted while a mount remains below `path`.
 fn remove_dir(path: &Path) -> anyhow::Result<()> {
+    let mounts = mounts_below(path);
+    for mount in &mounts {
+        Task::new("unmounting a leftover of an interrupted build", "umount")
+            .package("mount")
+            .arg("--lazy")
+            .arg(mount)
+            .run()?;
+    }
+    if let Some(mount) = mounts_below(path).first() {
+        anyhow::bail!(
+            "refusing to remove {}: {} is still mounted",
+            path.display(),
+            mount.display()
+        );
+    }
     match std::fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
     }
+}
+
+/// Mount points at or below `path`, deepest first.
+fn mounts_below(path: &Path) -> Vec<PathBuf> {
+    let Ok(base) = std::fs::canonicalize(path) else {
+        return Vec::new();
+    };
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mount(m)))
+        .filter(|m| m.starts_with(&base))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+    mounts.dedup();
+    mounts
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mount(field: &str) -> String {
+    let mut out = String::new();
+    let mut chars = field.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let code: String = chars.by_ref().take(3).collect();
+            if let Ok(byte) = u8::from_str_radix(&code, 8) {
+                out.push(byte as char);
+                continue;
+            }
+            out.push(c);
+            out.push_str(&code);
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn touch(path: &Path) -> anyhow::Result<()> {

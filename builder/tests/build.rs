@@ -1,0 +1,407 @@
+//! `builder build` on a small real tree (mmdebstrap minbase + a few packages):
+//! outputs, reproducibility, caching, pinned artifacts, refusals and
+//! interrupted builds. The package stage is cached in one directory shared by
+//! these tests, so the suite pays for mmdebstrap about twice.
+
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use globular_task::Task;
+
+use crate::common::workspace;
+
+/// The cache shared by every build test (kept for the whole test run).
+fn cache_dir() -> &'static Path {
+    static CACHE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    CACHE.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// A private copy of the `mini` fixture profile, safe to modify.
+fn mini() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build/mini");
+    Task::new("copying the fixture", "cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(dir.path())
+        .run()
+        .unwrap();
+    dir
+}
+
+fn build_command(profile: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_builder"));
+    cmd.arg("build")
+        .arg("--directory")
+        .arg(profile)
+        .arg("--output-dir")
+        .arg(out)
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .args(["--version", "1.0"])
+        .args(extra)
+        .current_dir(workspace())
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+fn build(profile: &Path, out: &Path, extra: &[&str]) -> Output {
+    build_command(profile, out, extra)
+        .output()
+        .expect("running builder")
+}
+
+fn ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "build failed: {stderr}");
+    stderr
+}
+
+fn failed(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "expected failure: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+/// Names in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn rootfs_entries() -> Vec<String> {
+    listing(&cache_dir().join("rootfs"))
+        .into_iter()
+        .filter(|n| !n.contains('.'))
+        .collect()
+}
+
+#[test]
+fn tar_output_is_reproducible_with_manifest_sbom_and_checksums() {
+    let profile = mini();
+    let out1 = tempfile::tempdir().unwrap();
+    let out2 = tempfile::tempdir().unwrap();
+    ok(&build(profile.path(), out1.path(), &[]));
+    let stderr = ok(&build(profile.path(), out2.path(), &[]));
+    assert!(stderr.contains("reused from the cache"), "{stderr}");
+    assert_eq!(
+        listing(out1.path()),
+        [
+            "mini_1.0.SHA256SUMS",
+            "mini_1.0.manifest.json",
+            "mini_1.0.spdx.json",
+            "mini_1.0.tar.zst"
+        ]
+    );
+    for name in listing(out1.path()) {
+        assert_eq!(
+            std::fs::read(out1.path().join(&name)).unwrap(),
+            std::fs::read(out2.path().join(&name)).unwrap(),
+            "{name} differs between two builds"
+        );
+    }
+    Task::new("checking sums", "sha256sum")
+        .args(["-c", "mini_1.0.SHA256SUMS"])
+        .current_dir(out1.path())
+        .run()
+        .unwrap();
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out1.path().join("mini_1.0.manifest.json")).unwrap())
+            .unwrap();
+    let packages = manifest["packages"].as_array().unwrap();
+    let tzdata = packages
+        .iter()
+        .find(|p| p["name"] == "tzdata")
+        .expect("tzdata listed");
+    assert!(!tzdata["version"].as_str().unwrap().is_empty());
+    assert_eq!(manifest["image"]["version"], "1.0");
+    assert_eq!(manifest["outputs"][0]["file"], "mini_1.0.tar.zst");
+    let sbom: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out1.path().join("mini_1.0.spdx.json")).unwrap())
+            .unwrap();
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
+    assert_eq!(
+        sbom["packages"].as_array().unwrap().len(),
+        packages.len() + 1
+    );
+
+    // The tree: overlay template rendered, postinst ran, settings applied,
+    // no build-host traces.
+    let list = Task::new("listing", "tar")
+        .args(["--zstd", "-tvf"])
+        .arg(out1.path().join("mini_1.0.tar.zst"))
+        .read_string()
+        .unwrap();
+    for expected in [
+        "etc/globular/image",
+        "etc/postinst-ran",
+        "etc/hostname",
+        "etc/localtime -> ../usr/share/zoneinfo/Etc/UTC",
+    ] {
+        assert!(list.contains(expected), "{expected} missing");
+    }
+    assert!(!list.contains("etc/resolv.conf"), "host resolv.conf leaked");
+    assert!(!list.contains("var/lib/apt/lists/deb"), "apt lists leaked");
+    assert!(list
+        .lines()
+        .all(|l| !l.contains("var/log/") || l.starts_with('d')));
+    let extract = tempfile::tempdir().unwrap();
+    Task::new("extracting", "tar")
+        .args(["--zstd", "-xf"])
+        .arg(out1.path().join("mini_1.0.tar.zst"))
+        .args(["-C"])
+        .arg(extract.path())
+        .args(["etc/globular/image", "etc/hostname"])
+        .run()
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(extract.path().join("etc/globular/image")).unwrap(),
+        "id=mini version=1.0 release=bookworm\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(extract.path().join("etc/hostname")).unwrap(),
+        "mini\n"
+    );
+}
+
+#[test]
+fn every_tree_format_is_readable_by_its_tool() {
+    let profile = mini();
+    let out = tempfile::tempdir().unwrap();
+    for format in ["cpio", "erofs", "squashfs", "directory"] {
+        ok(&build(
+            profile.path(),
+            out.path(),
+            &["--format", format, "--quiet"],
+        ));
+    }
+    let cpio = Task::new("listing cpio", "sh")
+        .arg("-c")
+        .arg(format!(
+            "zstd -dc {}/mini_1.0.cpio.zst | cpio -it --quiet",
+            out.path().display()
+        ))
+        .read_string()
+        .unwrap();
+    assert!(cpio.lines().any(|l| l == "etc/hostname"), "{cpio}");
+    Task::new("checking erofs", "fsck.erofs")
+        .arg(out.path().join("mini_1.0.erofs"))
+        .run()
+        .unwrap();
+    let squash = Task::new("listing squashfs", "unsquashfs")
+        .args(["-l", "-d", "/r"])
+        .arg(out.path().join("mini_1.0.squashfs"))
+        .read_string()
+        .unwrap();
+    assert!(squash.contains("/r/etc/postinst-ran"), "{squash}");
+    assert!(out.path().join("mini_1.0/etc/postinst-ran").is_file());
+    // Re-building a directory output replaces it.
+    ok(&build(
+        profile.path(),
+        out.path(),
+        &["--format", "directory", "--quiet"],
+    ));
+    assert!(listing(out.path())
+        .iter()
+        .all(|n| !n.starts_with(".builder")));
+}
+
+#[test]
+fn overlay_change_reuses_the_package_stage_and_package_change_does_not() {
+    let profile = mini();
+    let out = tempfile::tempdir().unwrap();
+    ok(&build(profile.path(), out.path(), &[]));
+    let before = rootfs_entries();
+    std::fs::write(profile.path().join("mkosi.extra/etc/motd"), "changed\n").unwrap();
+    let stderr = ok(&build(profile.path(), out.path(), &[]));
+    assert!(stderr.contains("reused from the cache"), "{stderr}");
+    assert_eq!(before, rootfs_entries());
+
+    let conf = profile.path().join("mkosi.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace("    tzdata\n", "    tzdata\n    less\n"),
+    )
+    .unwrap();
+    let stderr = ok(&build(profile.path(), out.path(), &["--quiet"]));
+    assert!(!stderr.contains("reused from the cache"), "{stderr}");
+    assert!(rootfs_entries().len() > before.len());
+}
+
+#[test]
+fn artifact_mismatch_stops_before_anything_is_written() {
+    let profile = mini();
+    let out = tempfile::tempdir().unwrap();
+    let kubectl = Path::new("/usr/bin/kubectl");
+    let sha = builder::digest::file(kubectl).unwrap();
+    let lock = profile.path().join("artifacts.toml");
+    let entry = |sha: &str| {
+        format!(
+            "[[artifact]]\nname = \"kubectl\"\npath = \"/usr/bin/kubectl\"\nsha256 = \"{sha}\"\ninstall = \"/usr/local/bin/kubectl\"\nmode = \"0755\"\n"
+        )
+    };
+    std::fs::write(&lock, entry(&sha)).unwrap();
+    ok(&build(
+        profile.path(),
+        out.path(),
+        &["--quiet", "--format", "directory"],
+    ));
+    let installed = out.path().join("mini_1.0/usr/local/bin/kubectl");
+    assert_eq!(builder::digest::file(&installed).unwrap(), sha);
+    let manifest = std::fs::read_to_string(out.path().join("mini_1.0.manifest.json")).unwrap();
+    assert!(manifest.contains(&sha));
+
+    let empty = tempfile::tempdir().unwrap();
+    let wrong = sha.replace(|c: char| c.is_ascii_digit(), "0");
+    std::fs::write(&lock, entry(&wrong)).unwrap();
+    let stderr = failed(&build(profile.path(), empty.path(), &["--quiet"]));
+    assert!(stderr.contains("sha256 mismatch"), "{stderr}");
+    assert!(stderr.contains("kubectl"), "{stderr}");
+    assert!(
+        listing(empty.path()).is_empty(),
+        "{:?}",
+        listing(empty.path())
+    );
+}
+
+#[test]
+fn overlay_escaping_the_tree_is_refused() {
+    let profile = mini();
+    let out = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        "../../../../../../etc/shadow",
+        profile.path().join("mkosi.extra/etc/leak"),
+    )
+    .unwrap();
+    let stderr = failed(&build(profile.path(), out.path(), &["--quiet"]));
+    assert!(stderr.contains("etc/leak"), "{stderr}");
+    assert!(stderr.contains("escapes"), "{stderr}");
+    assert!(listing(out.path()).is_empty());
+}
+
+#[test]
+fn missing_tool_is_named_with_its_package() {
+    let profile = mini();
+    let out = tempfile::tempdir().unwrap();
+    let output = build_command(profile.path(), out.path(), &["--format", "erofs"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let stderr = failed(&output);
+    assert!(stderr.contains("erofs-utils"), "{stderr}");
+}
+
+/// Kill the build at a point in the package stage, then check that nothing is
+/// published and no cache entry is trusted, and that the next build works.
+fn interrupted(signal: &str) {
+    let profile = mini();
+    let out = tempfile::tempdir().unwrap();
+    let conf = profile.path().join("mkosi.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    // A package set no other test uses, so this build runs mmdebstrap.
+    let extra = if signal == "INT" { "file" } else { "bzip2" };
+    std::fs::write(
+        &conf,
+        text.replace("    tzdata\n", &format!("    tzdata\n    {extra}\n")),
+    )
+    .unwrap();
+    let before = rootfs_entries();
+    let mut child = build_command(profile.path(), out.path(), &["--quiet"])
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // Wait until mmdebstrap is busy writing the cache entry.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let busy = listing(&cache_dir().join("rootfs")).iter().any(|n| {
+            n.contains(".tmp-") && cache_dir().join("rootfs").join(n).join("tree/usr").exists()
+        });
+        if busy {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the build never reached the package stage"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the build ended early");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Signal the whole process group, as a terminal's Ctrl-C (or kill -9 of the
+    // builder, whose children then die with it here) would.
+    Task::new("interrupting the build", "kill")
+        .arg(format!("-{signal}"))
+        .arg("--")
+        .arg(format!("-{}", child.id()))
+        .run()
+        .unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        rootfs_entries(),
+        before,
+        "an interrupted build left a cache entry"
+    );
+    assert!(
+        listing(out.path())
+            .iter()
+            .all(|n| n.starts_with(".builder-staging")),
+        "{:?}",
+        listing(out.path())
+    );
+    // The next build cleans up and succeeds.
+    ok(&build(profile.path(), out.path(), &["--quiet"]));
+    assert!(listing(out.path()).contains(&"mini_1.0.tar.zst".to_owned()));
+}
+
+#[test]
+fn sigint_during_the_package_stage_leaves_nothing_trusted() {
+    interrupted("INT");
+}
+
+#[test]
+fn kill_9_during_the_package_stage_leaves_nothing_trusted() {
+    interrupted("KILL");
+}
+
+#[test]
+fn write_failure_leaves_no_output_and_a_sound_cache() {
+    let profile = mini();
+    let out = tempfile::tempdir().unwrap();
+    ok(&build(profile.path(), out.path(), &["--quiet"]));
+    let entries = rootfs_entries();
+    let full = tempfile::tempdir().unwrap();
+    // A file size limit makes every write past 20 MiB fail (EFBIG), as a full
+    // disk would (ENOSPC) once the cached tree is being copied and written.
+    let builder = env!("CARGO_BIN_EXE_builder");
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 20480; exec {builder} build --directory {} --output-dir {} --cache-dir {} --version 1.0 --quiet --format cpio",
+        profile.path().display(),
+        full.path().display(),
+        cache_dir().display()
+    );
+    let output = Command::new("bash").arg("-c").arg(script).output().unwrap();
+    let stderr = failed(&output);
+    assert!(stderr.contains("error:"), "{stderr}");
+    assert!(
+        listing(full.path()).is_empty(),
+        "{:?}",
+        listing(full.path())
+    );
+    assert_eq!(rootfs_entries(), entries);
+    // The cache still serves a good build.
+    ok(&build(profile.path(), full.path(), &["--quiet"]));
+}
