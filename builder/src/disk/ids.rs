@@ -81,6 +81,16 @@ impl Serialize for Uuid {
     }
 }
 
+/// Parses an inputs digest as the manifest writes it: 64 hex digits,
+/// optionally prefixed with `sha256:`.
+pub fn digest_from_hex(text: &str) -> anyhow::Result<[u8; 32]> {
+    let hex_text = text.strip_prefix("sha256:").unwrap_or(text);
+    let bytes =
+        hex::decode(hex_text).map_err(|_| anyhow::anyhow!("inputs digest `{text}` is not hex"))?;
+    <[u8; 32]>::try_from(bytes)
+        .map_err(|_| anyhow::anyhow!("inputs digest `{text}` is not 32 bytes"))
+}
+
 /// `HMAC-SHA256(digest, "globular-disk/v1/" + purpose)`.
 pub fn derive_bytes(digest: &[u8; 32], purpose: &str) -> [u8; 32] {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, digest);
@@ -159,6 +169,17 @@ mod tests {
         assert!("89ab".contains(&text[19..20]), "{text}");
         assert_ne!(Ids::derive(&[8u8; 32]).disk, a.disk);
         assert_eq!(a.verity_salt.len(), 64);
+    }
+
+    #[test]
+    fn digests_parse_from_hex() {
+        let text = "ab".repeat(32);
+        assert_eq!(digest_from_hex(&text).unwrap(), [0xab; 32]);
+        assert_eq!(
+            digest_from_hex(&format!("sha256:{text}")).unwrap(),
+            [0xab; 32]
+        );
+        assert!(digest_from_hex("abcd").is_err());
     }
 
     #[test]
