@@ -5,14 +5,20 @@ set -euo pipefail
 
 # Host tools by purpose. Keep in sync with docs/architecture.md ("Host tools").
 packages=(
-    # Rust crates with C parts, and etcd-client's protobuf build step
-    build-essential pkg-config protobuf-compiler
+    # Rust crates with C parts
+    build-essential pkg-config
+    # The package stage and the OS-tree formats
+    mmdebstrap erofs-utils squashfs-tools cpio zstd
+    # Disk images: verity, ESP, UKI, systemd-boot, qcow2, layout checks
+    cryptsetup-bin mtools dosfstools binutils systemd-boot-efi qemu-utils fdisk
+    # Booting images in tests
+    qemu-system-x86 ovmf
+    # Stand-in pinned artifact in the build tests (kubectl)
+    kubernetes-client
     # Certificates and verification in tests (openssl verify)
     openssl ca-certificates
     # Substrate services in tests: real etcd
     etcd-server etcd-client
-    # Seed config drives (FAT, label cidata) and their checks
-    mtools dosfstools
 )
 
 missing=()
@@ -33,13 +39,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The Rust toolchain: the workspace needs rustc >= 1.85 (Debian 12's own is older).
+# The Rust toolchain: the workspace needs rustc >= 1.89 (Debian 12's own is older).
 if ! command -v cargo >/dev/null; then
-    echo "install-deps: cargo not found; install a Rust toolchain >= 1.85 (rustup)" >&2
+    echo "install-deps: cargo not found; install a Rust toolchain >= 1.89 (rustup)" >&2
     exit 1
 fi
 version=$(rustc --version | awk '{print $2}')
-if [ "$(printf '%s\n1.85.0\n' "$version" | sort -V | head -n1)" != "1.85.0" ]; then
-    echo "install-deps: rustc $version is older than 1.85" >&2
+if [ "$(printf '%s\n1.89.0\n' "$version" | sort -V | head -n1)" != "1.89.0" ]; then
+    echo "install-deps: rustc $version is older than 1.89" >&2
     exit 1
 fi

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Quick start: install host tools, build the builder, and resolve the default
-# worker profile. (`builder build --role worker` joins here once the build stage
-# lands; see the README.)
+# Quick start: install host tools, build the builder, and build the worker disk
+# image with the default profile into ./output/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 cargo build --release --workspace --bins
 ./target/release/builder summary --role worker
+./target/release/builder build --role worker --output-dir output

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests.
+# The whole test suite: formatting, lints, unit and integration tests (real
+# mmdebstrap builds, real etcd, QEMU boots), and one full worker image build.
 # This is what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,3 +17,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "full worker image build"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+cargo run --release --locked -q -p builder -- build --role worker --output-dir "$out" --quiet
+(cd "$out" && sha256sum -c ./*.SHA256SUMS)
+cargo run --release --locked -q -p builder -- inspect "$out"/globular-worker_*.raw

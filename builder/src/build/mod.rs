@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use globular_task::Task;
 
+mod bootable;
+
 use crate::artifacts;
 use crate::digest;
 use crate::output::{self, manifest, sbom, Format, OutputFile, Staging};
@@ -143,6 +145,14 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         step.done();
     }
 
+    let bootable_format = matches!(plan.format, Format::Disk | Format::Qcow2);
+    let image_id = config.text("ImageId").unwrap_or("image").to_owned();
+    let os_release = if bootable_format {
+        Some(bootable::prepare_os_tree(&tree, &image_id, &plan.version)?)
+    } else {
+        None
+    };
+
     finalize::finalize(
         &tree,
         &finalize::Finalize {
@@ -154,8 +164,56 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         },
     )?;
 
-    let inputs_digest = plan.inputs_digest(&config, &key, &verified, options)?;
+    // A disk image boots the tree's kernel with an initrd from the `initrd`
+    // profile, built from its own (cached) package stage.
+    let mut initrd = None;
+    if bootable_format {
+        let kernel = bootable::kernel(&tree)?;
+        let initrd_options = ResolveOptions {
+            directory: bootable::initrd_profile(&config)?,
+            role: Some("initrd".to_owned()),
+            ..options.resolve.clone()
+        };
+        let initrd_config = profile::resolve(&initrd_options)?;
+        let initrd_stage = plan.package_stage(&initrd_config)?;
+        let step = progress.step(&format!(
+            "initrd package stage {}",
+            rootfs::cache::short(&initrd_stage.key())
+        ));
+        let entry = bootable::initrd_entry(&cache, &initrd_stage, options.force)?;
+        step.done();
+        let mut modules: Vec<String> = config.list("KernelModulesInitrdInclude").to_vec();
+        for module in initrd_config.list("KernelModulesInclude") {
+            if !modules.contains(module) {
+                modules.push(module.clone());
+            }
+        }
+        let step = progress.step(&format!(
+            "building the initrd for kernel {}",
+            kernel.version
+        ));
+        let initrd_path = work.path().join("initrd.cpio.zst");
+        bootable::build_initrd(&bootable::InitrdInput {
+            config: &initrd_config,
+            entry_tree: &entry.tree(),
+            os_tree: &tree,
+            kernel_version: &kernel.version,
+            modules,
+            epoch: plan.epoch,
+            work: work.path(),
+            output: &initrd_path,
+        })?;
+        step.done();
+        let vmlinuz = work.path().join("vmlinuz");
+        std::fs::copy(&kernel.image, &vmlinuz)
+            .with_context(|| format!("copying {}", kernel.image.display()))?;
+        initrd = Some((initrd_stage.key(), initrd_path, vmlinuz, kernel.version));
+    }
+
+    let extra_key = initrd.as_ref().map(|(k, ..)| k.as_str());
+    let inputs_digest = plan.inputs_digest(&config, &key, extra_key, &verified, options)?;
     let staging = Staging::new(&plan.output_dir)?;
+    let mut disk_layout = None;
     let image_file = format!("{}{}", plan.name, plan.format.extension(plan.compression));
     let step = progress.step(&format!("writing {image_file}"));
     let image_path = staging.path(&image_file);
@@ -179,6 +237,49 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         )?,
         Format::Squashfs => {
             output::filesystem::write_squashfs(&tree, &image_path, plan.compression, plan.epoch)?
+        }
+        Format::Disk | Format::Qcow2 => {
+            let (_, initrd_path, vmlinuz, kernel_version) =
+                initrd.as_ref().expect("bootable formats build an initrd");
+            let digest_bytes = crate::disk::ids::digest_from_hex(&inputs_digest)?;
+            let ids = crate::disk::ids::Ids::derive(&digest_bytes);
+            let os_image = work.path().join("os.erofs");
+            output::filesystem::write_erofs(
+                &tree,
+                &os_image,
+                Format::Erofs.compression(None)?,
+                plan.epoch,
+                &ids.filesystem.to_string(),
+            )?;
+            let raw = if plan.format == Format::Disk {
+                image_path.clone()
+            } else {
+                work.path().join("disk.raw")
+            };
+            let layout = crate::disk::assemble(&crate::disk::DiskInput {
+                os_image,
+                os_filesystem: crate::disk::OsFilesystem::Erofs,
+                kernel: vmlinuz.clone(),
+                kernel_version: Some(kernel_version.clone()),
+                initrd: initrd_path.clone(),
+                cmdline: config.list("KernelCommandLine").join(" "),
+                os_release: os_release.clone().unwrap_or_default(),
+                image_id: image_id.clone(),
+                image_version: plan.version.clone(),
+                inputs_digest: digest_bytes,
+                source_date_epoch: plan.epoch,
+                slot_size: None,
+                esp_size: None,
+                boot_tries: crate::disk::DEFAULT_BOOT_TRIES,
+                stub: None,
+                systemd_boot: None,
+                output: raw.clone(),
+                work_dir: work.path().join("disk"),
+            })?;
+            if plan.format == Format::Qcow2 {
+                crate::disk::qcow2::convert(&raw, &image_path)?;
+            }
+            disk_layout = Some(serde_json::to_value(&layout)?);
         }
     }
     step.done();
@@ -221,6 +322,7 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         packages,
         artifacts: verified.iter().map(|v| (&v.artifact).into()).collect(),
         outputs,
+        disk: disk_layout,
     };
     let manifest_file = format!("{}.manifest.json", plan.name);
     let sbom_file = format!("{}.spdx.json", plan.name);
@@ -411,6 +513,7 @@ impl Plan {
         &self,
         config: &Config,
         package_key: &str,
+        initrd_key: Option<&str>,
         verified: &[artifacts::Verified],
         options: &BuildOptions,
     ) -> anyhow::Result<String> {
@@ -431,6 +534,7 @@ impl Plan {
             "builder": env!("CARGO_PKG_VERSION"),
             "profile": self.relative_profile(config, &options.source_root),
             "package_stage": package_key,
+            "initrd_package_stage": initrd_key,
             "trees": trees.iter().map(|(_, d)| d).collect::<Vec<_>>(),
             "scripts": scripts,
             "artifacts": artifacts,

@@ -22,6 +22,9 @@ pub struct Manifest {
     pub packages: Vec<Package>,
     pub artifacts: Vec<ArtifactInfo>,
     pub outputs: Vec<OutputFile>,
+    /// For `disk`/`qcow2`: the partition table, verity root hash and UKI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -20,6 +20,10 @@ pub enum Format {
     Cpio,
     Erofs,
     Squashfs,
+    /// A bootable GPT disk image (raw).
+    Disk,
+    /// The same disk as qcow2.
+    Qcow2,
 }
 
 impl Format {
@@ -30,12 +34,10 @@ impl Format {
             "cpio" => Format::Cpio,
             "erofs" => Format::Erofs,
             "squashfs" => Format::Squashfs,
-            "disk" | "qcow2" => bail!(
-                "Format={name}: disk images are not built yet (they arrive with the disk \
-                 stage); choose directory, tar, cpio, erofs or squashfs (--format)"
-            ),
+            "disk" => Format::Disk,
+            "qcow2" => Format::Qcow2,
             other => bail!(
-                "Format={other} is not supported by builder build (directory, tar, cpio, erofs, squashfs)"
+                "Format={other} is not supported by builder build (directory, tar, cpio, erofs, squashfs, disk, qcow2)"
             ),
         })
     }
@@ -43,7 +45,7 @@ impl Format {
     /// Compression algorithms this format accepts, the default first.
     pub fn compressions(self) -> &'static [&'static str] {
         match self {
-            Format::Directory => &["none"],
+            Format::Directory | Format::Disk | Format::Qcow2 => &["none"],
             Format::Tar | Format::Cpio => &["zstd", "gzip", "none"],
             Format::Erofs => &["lz4hc", "lz4", "none"],
             Format::Squashfs => &["zstd", "xz", "gzip", "lz4", "none"],
@@ -77,6 +79,8 @@ impl Format {
             Format::Cpio => "cpio",
             Format::Erofs => return ".erofs".to_owned(),
             Format::Squashfs => return ".squashfs".to_owned(),
+            Format::Disk => return ".raw".to_owned(),
+            Format::Qcow2 => return ".qcow2".to_owned(),
         };
         match compression {
             "zstd" => format!(".{base}.zst"),
@@ -90,10 +94,25 @@ impl Format {
         match self {
             Format::Erofs => &[("mkfs.erofs", "erofs-utils")],
             Format::Squashfs => &[("mksquashfs", "squashfs-tools")],
+            Format::Disk => DISK_TOOLS,
+            Format::Qcow2 => &[
+                ("mkfs.erofs", "erofs-utils"),
+                ("veritysetup", "cryptsetup-bin"),
+                ("mformat", "mtools"),
+                ("objcopy", "binutils"),
+                ("qemu-img", "qemu-utils"),
+            ],
             _ => &[],
         }
     }
 }
+
+const DISK_TOOLS: &[(&str, &str)] = &[
+    ("mkfs.erofs", "erofs-utils"),
+    ("veritysetup", "cryptsetup-bin"),
+    ("mformat", "mtools"),
+    ("objcopy", "binutils"),
+];
 
 /// One published output, as the manifest records it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -201,7 +220,8 @@ mod tests {
         assert!(Format::Erofs.compression(Some("zstd")).is_err());
         assert_eq!(Format::Cpio.extension("zstd"), ".cpio.zst");
         assert_eq!(Format::Tar.extension("none"), ".tar");
-        assert!(Format::parse("disk").is_err());
+        assert_eq!(Format::parse("disk").unwrap(), Format::Disk);
+        assert!(Format::parse("vhd").is_err());
     }
 
     #[test]

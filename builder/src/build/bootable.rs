@@ -1,0 +1,186 @@
+//! What a `disk` (or `qcow2`) output needs beyond the OS tree: the tree made
+//! bootable (repart definitions for the state partition, os-release stamped
+//! with the image id and version), its kernel, and an initrd built from the
+//! `initrd` profile with the boot modules of that kernel.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use globular_task::Task;
+
+use crate::disk;
+use crate::output::archive;
+use crate::profile::Config;
+use crate::rootfs::{self, cache::Cache, finalize};
+
+/// The kernel found in an OS tree.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    pub version: String,
+    /// Path of `vmlinuz` inside the tree.
+    pub image: PathBuf,
+}
+
+/// Finds the (newest) kernel of the tree.
+pub fn kernel(tree: &Path) -> anyhow::Result<Kernel> {
+    let modules = tree.join("usr/lib/modules");
+    let mut versions: Vec<String> = std::fs::read_dir(&modules)
+        .with_context(|| {
+            format!(
+                "a disk image needs a kernel: {} is missing (add linux-image-amd64 to Packages=)",
+                modules.display()
+            )
+        })?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|v| tree.join(format!("boot/vmlinuz-{v}")).is_file())
+        .collect();
+    versions.sort_by(|a, b| crate::profile::conditions::compare_versions(a, b));
+    let version = versions
+        .pop()
+        .context("a disk image needs a kernel: no /boot/vmlinuz-* with modules in the tree")?;
+    Ok(Kernel {
+        image: tree.join(format!("boot/vmlinuz-{version}")),
+        version,
+    })
+}
+
+/// Prepares the OS tree for a disk image; returns its stamped os-release.
+pub fn prepare_os_tree(tree: &Path, image_id: &str, version: &str) -> anyhow::Result<String> {
+    disk::repart::install(tree)?;
+    let path = tree.join("usr/lib/os-release");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let stamped = disk::stamp_os_release(&text, image_id, version);
+    std::fs::write(&path, &stamped).with_context(|| format!("writing {}", path.display()))?;
+    // The distribution's own initrds are not used (the UKI carries ours).
+    rootfs::clean::remove_glob(tree, "boot/initrd.img*")?;
+    Ok(stamped)
+}
+
+/// Everything [`build_initrd`] needs.
+#[derive(Debug)]
+pub struct InitrdInput<'a> {
+    /// The resolved `initrd` profile.
+    pub config: &'a Config,
+    /// Its package stage, already in the cache.
+    pub entry_tree: &'a Path,
+    /// The finished OS tree (source of the kernel modules).
+    pub os_tree: &'a Path,
+    pub kernel_version: &'a str,
+    /// Module names to include, with their dependencies.
+    pub modules: Vec<String>,
+    pub epoch: u64,
+    pub work: &'a Path,
+    pub output: &'a Path,
+}
+
+/// Builds the initrd: the initrd profile's tree with systemd as `/init`,
+/// `/etc/initrd-release`, the OS kernel's boot modules, written as cpio.zst.
+pub fn build_initrd(input: &InitrdInput<'_>) -> anyhow::Result<()> {
+    let tree = input.work.join("initrd-tree");
+    Task::new("copying the cached initrd tree", "cp")
+        .package("coreutils")
+        .args(["-a", "--reflink=auto"])
+        .arg(input.entry_tree)
+        .arg(&tree)
+        .run()?;
+    replace_symlink("usr/lib/systemd/systemd", &tree.join("init"))?;
+    let release = format!(
+        "NAME=\"Globular initrd\"\nID={}\nVERSION_ID={}\n",
+        input.config.text("Distribution").unwrap_or("debian"),
+        input.config.text("Release").unwrap_or_default()
+    );
+    std::fs::write(tree.join("etc/initrd-release"), release)?;
+    let kver = input.kernel_version;
+    let mut files = Vec::new();
+    for module in &input.modules {
+        // The OS tree's own kmod resolves dependencies (chroot, no mounts).
+        let deps = Task::new(
+            format!("resolving the dependencies of module {module}"),
+            "chroot",
+        )
+        .package("coreutils")
+        .arg(input.os_tree)
+        .args(["modprobe", "-S", kver, "--show-depends", module])
+        .read_string()?;
+        for line in deps.lines() {
+            if let Some(rest) = line.strip_prefix("insmod ") {
+                let path = rest.split_whitespace().next().unwrap_or_default();
+                if !files.iter().any(|f| f == path) {
+                    files.push(path.to_owned());
+                }
+            }
+        }
+    }
+    let moddir = format!("usr/lib/modules/{kver}");
+    for file in &files {
+        let rel = file.trim_start_matches('/');
+        // Merged /usr: lib/modules is usr/lib/modules.
+        let rel = rel
+            .strip_prefix("lib/")
+            .map_or(rel.to_owned(), |r| format!("usr/lib/{r}"));
+        let dest = tree.join(&rel);
+        std::fs::create_dir_all(dest.parent().expect("module path has a parent"))?;
+        std::fs::copy(input.os_tree.join(&rel), &dest)
+            .with_context(|| format!("copying module {rel}"))?;
+    }
+    std::fs::create_dir_all(tree.join(&moddir))?;
+    for file in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
+        let from = input.os_tree.join(&moddir).join(file);
+        if from.exists() {
+            std::fs::copy(&from, tree.join(&moddir).join(file))?;
+        }
+    }
+    Task::new("indexing the initrd's modules", "chroot")
+        .package("coreutils")
+        .arg(&tree)
+        .args(["depmod", kver])
+        .run()?;
+    finalize::finalize(
+        &tree,
+        &finalize::Finalize {
+            remove_files: input.config.list("RemoveFiles").to_vec(),
+            source_date_epoch: input.epoch,
+            ..finalize::Finalize::default()
+        },
+    )?;
+    std::fs::write(tree.join("etc/machine-id"), b"")?;
+    finalize::clamp_mtimes(&tree, input.epoch)?;
+    archive::write_cpio(&tree, input.output, "zstd", input.epoch)?;
+    std::fs::remove_dir_all(&tree).ok();
+    Ok(())
+}
+
+fn replace_symlink(target: &str, link: &Path) -> anyhow::Result<()> {
+    if link.symlink_metadata().is_ok() {
+        std::fs::remove_file(link)?;
+    }
+    std::os::unix::fs::symlink(target, link).with_context(|| format!("linking {}", link.display()))
+}
+
+/// The `initrd` profile next to a role profile (`profiles/initrd/`).
+pub fn initrd_profile(config: &Config) -> anyhow::Result<PathBuf> {
+    let candidate = config.directory.join("../initrd");
+    let candidate = crate::profile::value::normalize(&candidate);
+    if !candidate.join("mkosi.conf").is_file() {
+        bail!(
+            "a disk image needs an initrd profile: {} has no mkosi.conf",
+            candidate.display()
+        );
+    }
+    Ok(candidate)
+}
+
+/// Ensures the package stage of the initrd profile is in the cache.
+pub fn initrd_entry(
+    cache: &Cache,
+    stage: &rootfs::PackageStage,
+    force: bool,
+) -> anyhow::Result<rootfs::cache::Entry> {
+    cache.rootfs(&stage.key(), force, |tmp| rootfs::install(stage, &[], tmp))
+}
