@@ -54,6 +54,10 @@ struct BuildArgs {
     /// Output format (overrides `Format=`): directory, tar, cpio, erofs, squashfs.
     #[arg(long)]
     format: Option<String>,
+    /// Compression (overrides `CompressOutput=`): zstd, gzip, xz, lz4, lz4hc or none,
+    /// as the format allows.
+    #[arg(long, value_name = "ALGORITHM")]
+    compress_output: Option<String>,
     /// Where outputs go (default: `OutputDirectory=`, else `./output`).
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
@@ -289,6 +293,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     let options = crate::build::BuildOptions {
         resolve: args.profile.resolve_options()?,
         format: args.format,
+        compression: args.compress_output,
         output_dir: args.output_dir,
         cache_dir: args.cache.cache_dir,
         artifacts: args.artifacts,

@@ -33,6 +33,8 @@ pub struct BuildOptions {
     pub resolve: ResolveOptions,
     /// `--format`: overrides `Format=`.
     pub format: Option<String>,
+    /// `--compress-output`: overrides `CompressOutput=`.
+    pub compression: Option<String>,
     /// `--output-dir`: overrides `OutputDirectory=` (default `./output`).
     pub output_dir: Option<PathBuf>,
     /// `--cache-dir`: overrides `CacheDirectory=` (default `~/.cache/globular-builder`).
@@ -389,7 +391,8 @@ impl Plan {
             .or(config.text("Format"))
             .unwrap_or("disk");
         let format = Format::parse(format_name)?;
-        let compression = format.compression(config.text("CompressOutput"))?;
+        let compression =
+            format.compression(options.compression.as_deref().or(config.text("CompressOutput")))?;
         let version = config
             .text("ImageVersion")
             .map(str::to_owned)
