@@ -391,8 +391,12 @@ impl Plan {
             .or(config.text("Format"))
             .unwrap_or("disk");
         let format = Format::parse(format_name)?;
-        let compression =
-            format.compression(options.compression.as_deref().or(config.text("CompressOutput")))?;
+        let compression = format.compression(
+            options
+                .compression
+                .as_deref()
+                .or(config.text("CompressOutput")),
+        )?;
         let version = config
             .text("ImageVersion")
             .map(str::to_owned)
