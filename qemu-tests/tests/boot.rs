@@ -28,6 +28,15 @@ fn record(name: &str, elapsed: Duration) {
         .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
 }
 
+fn record_text(text: &str) {
+    let file = boot_image().dir.join("../boot-times.txt");
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{text}\n").as_bytes()));
+}
+
 fn fresh_disk(dir: &Path) -> std::path::PathBuf {
     let image = boot_image();
     let disk = dir.join("disk.qcow2");
@@ -81,6 +90,23 @@ fn disk_boots_reports_version_and_keeps_state_across_reboot() {
     );
     vm.powerdown(Duration::from_secs(120)).unwrap();
     drop(vm);
+
+    // Offline, on the VM's disk: repart added the state partition, and the
+    // boot was counted (systemd-boot renamed +3 to +2-1) and then blessed
+    // (systemd-bless-boot after boot-complete.target dropped the counter).
+    let after = builder::inspect::inspect(&disk).unwrap();
+    let state = after.partitions.get(5).expect("a sixth partition");
+    assert_eq!(
+        (state.label.as_str(), state.type_name.as_str()),
+        ("state", "var")
+    );
+    let ukis: Vec<&str> = after.ukis.iter().map(|u| u.path.as_str()).collect();
+    assert_eq!(ukis.len(), 1, "{ukis:?}");
+    assert_eq!(
+        ukis[0], "/EFI/Linux/globular-test_0.1.0.efi",
+        "the good boot was not blessed"
+    );
+    record_text(&format!("UKI name after the first boot: {}", ukis[0]));
 
     // Second boot: the state partition (vda6) and its boot counter survived.
     let mut vm = start(dir.path());

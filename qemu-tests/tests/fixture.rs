@@ -18,13 +18,15 @@ use builder::disk::{self, DiskInput, DiskLayout, OsFilesystem};
 use globular_task::Task;
 
 /// Bump when the recipe changes.
-const KEY: &str = "boot-fixture-v3";
+const KEY: &str = "boot-fixture-v5";
 pub const IMAGE_ID: &str = "globular-test";
 pub const IMAGE_VERSION: &str = "0.1.0";
 pub const SOURCE_DATE_EPOCH: u64 = 1_700_000_000;
 pub const CMDLINE: &str = "console=ttyS0,115200 systemd.firstboot=no panic=-1";
 
-const OS_PACKAGES: &str = "systemd,systemd-sysv,udev,kmod,dbus,e2fsprogs,linux-image-amd64";
+/// `systemd-boot` carries systemd-bless-boot (boot counting) in bookworm.
+const OS_PACKAGES: &str =
+    "systemd,systemd-sysv,systemd-boot,udev,kmod,dbus,e2fsprogs,linux-image-amd64";
 const INITRD_PACKAGES: &str = "systemd,udev,kmod,libcryptsetup12";
 /// Kernel modules the initrd needs to find and mount a verity erofs root on virtio.
 const INITRD_MODULES: &[&str] = &[
@@ -90,8 +92,10 @@ fn cache_root() -> PathBuf {
 pub fn run_dir() -> tempfile::TempDir {
     let runs = cache_root().join("runs");
     std::fs::create_dir_all(&runs).expect("creating the runs directory");
+    // GLOBULAR_QEMU_KEEP=1 keeps the console logs and disks for a post-mortem.
     tempfile::Builder::new()
         .prefix("vm-")
+        .disable_cleanup(std::env::var_os("GLOBULAR_QEMU_KEEP").is_some())
         .tempdir_in(runs)
         .expect("creating a run directory")
 }

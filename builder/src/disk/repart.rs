@@ -9,6 +9,8 @@
 //! touches it; `systemd-repart --factory-reset=yes` (or the
 //! `FactoryReset` EFI variable) wipes it.
 //!
+//! The ESP is mounted on `/efi` on demand (automount), for boot counting.
+//!
 //! `/etc` stays the factory default from the read-only OS slot; programs keep
 //! their mutable state under `/var` (the firstboot agent uses
 //! `/var/lib/globular`) and `/run`. See `docs/disk-layout.md`.
@@ -35,6 +37,11 @@ FactoryReset=yes
 /// The `/etc/fstab` line that mounts the state partition.
 pub const FSTAB_LINE: &str = "PARTLABEL=state /var ext4 defaults,x-systemd.device-timeout=60s 0 2";
 
+/// The `/etc/fstab` line that mounts the ESP on `/efi` on first access, so
+/// `systemd-bless-boot` can drop the boot counter of a good boot.
+/// (systemd-gpt-auto-generator does not find the ESP behind a verity root here.)
+pub const ESP_FSTAB_LINE: &str = "PARTLABEL=esp /efi vfat umask=0077,noauto,x-systemd.automount,x-systemd.idle-timeout=1min,nofail 0 0";
+
 /// Files to add to the OS tree, relative to its root.
 pub fn tree_files() -> Vec<(&'static str, &'static str)> {
     vec![("usr/lib/repart.d/50-state.conf", STATE_DEFINITION)]
@@ -57,15 +64,23 @@ pub fn install(root: &Path) -> anyhow::Result<()> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(err) => return Err(err).with_context(|| format!("reading {}", fstab.display())),
     };
-    if !text.lines().any(|l| l.trim() == FSTAB_LINE) {
-        if !text.is_empty() && !text.ends_with('\n') {
+    let before = text.clone();
+    for line in [FSTAB_LINE, ESP_FSTAB_LINE] {
+        if !text.lines().any(|l| l.trim() == line) {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(line);
             text.push('\n');
         }
-        text.push_str(FSTAB_LINE);
-        text.push('\n');
+    }
+    if text != before {
         std::fs::create_dir_all(root.join("etc"))?;
         std::fs::write(&fstab, text).with_context(|| format!("writing {}", fstab.display()))?;
     }
+    // The ESP's mount point: the root is read-only at run time.
+    let efi = root.join("efi");
+    std::fs::create_dir_all(&efi).with_context(|| format!("creating {}", efi.display()))?;
     Ok(())
 }
 
@@ -81,7 +96,8 @@ mod tests {
         install(dir.path()).unwrap();
         install(dir.path()).unwrap();
         let fstab = std::fs::read_to_string(dir.path().join("etc/fstab")).unwrap();
-        assert_eq!(fstab, format!("# static\n{FSTAB_LINE}\n"));
+        assert_eq!(fstab, format!("# static\n{FSTAB_LINE}\n{ESP_FSTAB_LINE}\n"));
+        assert!(dir.path().join("efi").is_dir());
         let def =
             std::fs::read_to_string(dir.path().join("usr/lib/repart.d/50-state.conf")).unwrap();
         assert!(def.contains("Type=var"));
