@@ -119,12 +119,14 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
 
     let work = cache.work_dir()?;
     let tree = work.path().join("tree");
+    let step = progress.step("copying the cached package tree");
     Task::new("copying the cached package tree", "cp")
         .package("coreutils")
         .args(["-a", "--reflink=auto"])
         .arg(entry.tree())
         .arg(&tree)
         .run()?;
+    step.done();
     drop(entry);
 
     let step = progress.step("copying extra trees");
@@ -155,6 +157,7 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         None
     };
 
+    let step = progress.step("finalizing the tree");
     finalize::finalize(
         &tree,
         &finalize::Finalize {
@@ -165,6 +168,7 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
             source_date_epoch: plan.epoch,
         },
     )?;
+    step.done();
 
     // A disk image boots the tree's kernel with an initrd from the `initrd`
     // profile, built from its own (cached) package stage.

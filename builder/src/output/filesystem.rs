@@ -62,6 +62,9 @@ pub fn write_squashfs(
         ]);
     task = match compression {
         "none" => task.args(["-noI", "-noD", "-noF", "-noX"]),
+        // mksquashfs's default zstd level (15) writes the worker tree ~20x
+        // slower for ~12% less size; level 3 is the measured sweet spot.
+        "zstd" => task.args(["-comp", "zstd", "-Xcompression-level", "3"]),
         other => task.args(["-comp", other]),
     };
     task.run()?;
