@@ -18,7 +18,7 @@ use builder::disk::{self, DiskInput, DiskLayout, OsFilesystem};
 use globular_task::Task;
 
 /// Bump when the recipe changes.
-const KEY: &str = "boot-fixture-v5";
+const KEY: &str = "boot-fixture-v6";
 pub const IMAGE_ID: &str = "globular-test";
 pub const IMAGE_VERSION: &str = "0.1.0";
 pub const SOURCE_DATE_EPOCH: u64 = 1_700_000_000;
