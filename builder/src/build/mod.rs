@@ -239,7 +239,11 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
             &image_path,
             plan.compression,
             plan.epoch,
-            &output::filesystem::uuid_from_digest(&inputs_digest, "erofs"),
+            &crate::disk::ids::derive_uuid(
+                &crate::disk::ids::digest_from_hex(&inputs_digest)?,
+                "erofs",
+            )
+            .to_string(),
         )?,
         Format::Squashfs => {
             output::filesystem::write_squashfs(&tree, &image_path, plan.compression, plan.epoch)?
@@ -290,7 +294,10 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     }
     step.done();
     let (size, sha256) = if plan.format == Format::Directory {
-        (dir_size(&image_path), digest::tree(&image_path)?)
+        (
+            rootfs::cache::disk_usage(&image_path),
+            digest::tree(&image_path)?,
+        )
     } else {
         (
             std::fs::metadata(&image_path)?.len(),
@@ -363,16 +370,6 @@ fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
-fn dir_size(path: &Path) -> u64 {
-    walkdir::WalkDir::new(path)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.path().symlink_metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
 }
 
 /// Decisions derived from the configuration and the options.

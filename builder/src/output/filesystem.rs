@@ -5,23 +5,6 @@ use std::path::Path;
 
 use globular_task::Task;
 
-/// A filesystem UUID derived from the inputs digest (RFC 4122 variant, v4 layout).
-pub fn uuid_from_digest(digest: &str, purpose: &str) -> String {
-    let hash = crate::digest::bytes(format!("{purpose}:{digest}").as_bytes());
-    let mut b = hex::decode(&hash[..32]).expect("hex digest");
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
 /// `mkfs.erofs` with a fixed UUID and timestamp.
 pub fn write_erofs(
     tree: &Path,
@@ -69,18 +52,4 @@ pub fn write_squashfs(
     };
     task.run()?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uuid_is_stable_and_well_formed() {
-        let a = uuid_from_digest("abc", "root");
-        assert_eq!(a, uuid_from_digest("abc", "root"));
-        assert_ne!(a, uuid_from_digest("abc", "usr"));
-        assert_eq!(a.len(), 36);
-        assert_eq!(&a[14..15], "4");
-    }
 }

@@ -325,7 +325,8 @@ fn touch(path: &Path) -> anyhow::Result<()> {
     std::fs::write(path, b"").with_context(|| format!("writing {}", path.display()))
 }
 
-fn disk_usage(path: &Path) -> u64 {
+/// Bytes in the regular files under `path`.
+pub fn disk_usage(path: &Path) -> u64 {
     walkdir::WalkDir::new(path)
         .into_iter()
         .filter_map(Result::ok)
