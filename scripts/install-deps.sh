@@ -13,13 +13,17 @@ packages=(
     cryptsetup-bin mtools dosfstools binutils systemd-boot-efi qemu-utils fdisk
     # Booting images in tests
     qemu-system-x86 ovmf
-    # Stand-in pinned artifact in the build tests (kubectl)
-    kubernetes-client
     # Certificates and verification in tests (openssl verify)
     openssl ca-certificates
     # Substrate services in tests: real etcd
     etcd-server etcd-client
 )
+
+# Stand-in pinned artifact in the build tests: Debian's kubectl, unless the
+# machine already has a kubectl (another package may own /usr/bin/kubectl).
+if ! command -v kubectl >/dev/null; then
+    packages+=(kubernetes-client)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

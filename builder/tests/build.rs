@@ -245,12 +245,15 @@ fn overlay_change_reuses_the_package_stage_and_package_change_does_not() {
 fn artifact_mismatch_stops_before_anything_is_written() {
     let profile = mini();
     let out = tempfile::tempdir().unwrap();
-    let kubectl = Path::new("/usr/bin/kubectl");
+    let kubectl =
+        globular_task::which("kubectl").expect("kubectl is installed (scripts/install-deps.sh)");
+    let kubectl = kubectl.as_path();
     let sha = builder::digest::file(kubectl).unwrap();
     let lock = profile.path().join("artifacts.toml");
     let entry = |sha: &str| {
         format!(
-            "[[artifact]]\nname = \"kubectl\"\npath = \"/usr/bin/kubectl\"\nsha256 = \"{sha}\"\ninstall = \"/usr/local/bin/kubectl\"\nmode = \"0755\"\n"
+            "[[artifact]]\nname = \"kubectl\"\npath = \"{}\"\nsha256 = \"{sha}\"\ninstall = \"/usr/local/bin/kubectl\"\nmode = \"0755\"\n",
+            kubectl.display()
         )
     };
     std::fs::write(&lock, entry(&sha)).unwrap();
