@@ -80,6 +80,19 @@ fn listing(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The package-stage cache key recorded in an output's manifest.
+fn stage_key(out: &Path) -> String {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("mini_1.0.manifest.json")).unwrap())
+            .unwrap();
+    manifest["package_stage"]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+// Other tests add cache entries concurrently: assertions name the entry of
+// the build under test (its key, from its manifest) rather than the listing.
 fn rootfs_entries() -> Vec<String> {
     listing(&cache_dir().join("rootfs"))
         .into_iter()
@@ -223,11 +236,11 @@ fn overlay_change_reuses_the_package_stage_and_package_change_does_not() {
     let profile = mini();
     let out = tempfile::tempdir().unwrap();
     ok(&build(profile.path(), out.path(), &[]));
-    let before = rootfs_entries();
+    let key = stage_key(out.path());
     std::fs::write(profile.path().join("mkosi.extra/etc/motd"), "changed\n").unwrap();
     let stderr = ok(&build(profile.path(), out.path(), &[]));
     assert!(stderr.contains("reused from the cache"), "{stderr}");
-    assert_eq!(before, rootfs_entries());
+    assert_eq!(stage_key(out.path()), key);
 
     let conf = profile.path().join("mkosi.conf");
     let text = std::fs::read_to_string(&conf).unwrap();
@@ -238,7 +251,9 @@ fn overlay_change_reuses_the_package_stage_and_package_change_does_not() {
     .unwrap();
     let stderr = ok(&build(profile.path(), out.path(), &["--quiet"]));
     assert!(!stderr.contains("reused from the cache"), "{stderr}");
-    assert!(rootfs_entries().len() > before.len());
+    let new_key = stage_key(out.path());
+    assert_ne!(new_key, key);
+    assert!(rootfs_entries().contains(&key) && rootfs_entries().contains(&new_key));
 }
 
 #[test]
@@ -321,7 +336,6 @@ fn interrupted(signal: &str) {
         text.replace("    tzdata\n", &format!("    tzdata\n    {extra}\n")),
     )
     .unwrap();
-    let before = rootfs_entries();
     let mut child = build_command(profile.path(), out.path(), &["--quiet"])
         .stderr(std::process::Stdio::null())
         .process_group(0)
@@ -330,8 +344,10 @@ fn interrupted(signal: &str) {
     // Wait until mmdebstrap is busy writing the cache entry.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
+        // Its entry is built in KEY.tmp-PID (PID of this builder).
+        let suffix = format!(".tmp-{}", child.id());
         let busy = listing(&cache_dir().join("rootfs")).iter().any(|n| {
-            n.contains(".tmp-") && cache_dir().join("rootfs").join(n).join("tree/usr").exists()
+            n.ends_with(&suffix) && cache_dir().join("rootfs").join(n).join("tree/usr").exists()
         });
         if busy {
             break;
@@ -353,11 +369,7 @@ fn interrupted(signal: &str) {
         .unwrap();
     child.wait().unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(
-        rootfs_entries(),
-        before,
-        "an interrupted build left a cache entry"
-    );
+    let after_interruption = rootfs_entries();
     assert!(
         listing(out.path())
             .iter()
@@ -365,9 +377,16 @@ fn interrupted(signal: &str) {
         "{:?}",
         listing(out.path())
     );
-    // The next build cleans up and succeeds.
-    ok(&build(profile.path(), out.path(), &["--quiet"]));
+    // The next build cleans up and succeeds, building the entry anew: the
+    // interrupted build left none under its key.
+    let stderr = ok(&build(profile.path(), out.path(), &["--quiet"]));
     assert!(listing(out.path()).contains(&"mini_1.0.tar.zst".to_owned()));
+    assert!(!stderr.contains("reused from the cache"), "{stderr}");
+    let key = stage_key(out.path());
+    assert!(
+        !after_interruption.contains(&key),
+        "an interrupted build left a cache entry"
+    );
 }
 
 #[test]
@@ -385,7 +404,7 @@ fn write_failure_leaves_no_output_and_a_sound_cache() {
     let profile = mini();
     let out = tempfile::tempdir().unwrap();
     ok(&build(profile.path(), out.path(), &["--quiet"]));
-    let entries = rootfs_entries();
+    let key = stage_key(out.path());
     let full = tempfile::tempdir().unwrap();
     // A file size limit makes every write past 20 MiB fail (EFBIG), as a full
     // disk would (ENOSPC) once the cached tree is being copied and written.
@@ -404,7 +423,9 @@ fn write_failure_leaves_no_output_and_a_sound_cache() {
         "{:?}",
         listing(full.path())
     );
-    assert_eq!(rootfs_entries(), entries);
+    assert!(rootfs_entries().contains(&key));
     // The cache still serves a good build.
-    ok(&build(profile.path(), full.path(), &["--quiet"]));
+    let stderr = ok(&build(profile.path(), full.path(), &["--quiet"]));
+    assert!(stderr.contains("reused from the cache"), "{stderr}");
+    assert_eq!(stage_key(full.path()), key);
 }
