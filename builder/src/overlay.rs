@@ -200,6 +200,27 @@ pub fn write_file(
     set_owner_mode(&dest, Some(mode))
 }
 
+/// Replaces the file at `path` (a host path inside an image tree) with
+/// `contents` through a new inode: write a sibling, then rename over. The work
+/// tree shares unchanged files with the package-stage cache by hard links, so
+/// nothing may write into an existing file in place. Keeps the old mode (or
+/// uses 0644).
+pub fn replace_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let mode = path
+        .symlink_metadata()
+        .ok()
+        .filter(|m| m.is_file())
+        .map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.builder-new"));
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
 /// A relative symlink whose target climbs above the image root is refused.
 fn check_link_target(root: &Path, link: &Path, target: &Path) -> anyhow::Result<()> {
     if target.is_absolute() {

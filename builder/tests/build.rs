@@ -234,13 +234,35 @@ fn every_tree_format_is_readable_by_its_tool() {
 #[test]
 fn overlay_change_reuses_the_package_stage_and_package_change_does_not() {
     let profile = mini();
+    // Without post-installation scripts the work tree shares files with the
+    // cache through hard links: overwriting files must not reach the cache.
+    std::fs::remove_file(profile.path().join("mkosi.postinst")).unwrap();
     let out = tempfile::tempdir().unwrap();
     ok(&build(profile.path(), out.path(), &[]));
     let key = stage_key(out.path());
+    let cached = cache_dir().join("rootfs").join(&key).join("tree");
+    let cached_digest = builder::digest::tree(&cached).unwrap();
     std::fs::write(profile.path().join("mkosi.extra/etc/motd"), "changed\n").unwrap();
+    std::fs::write(
+        profile.path().join("mkosi.extra/etc/debian_version"),
+        "overlaid\n",
+    )
+    .unwrap();
     let stderr = ok(&build(profile.path(), out.path(), &[]));
     assert!(stderr.contains("reused from the cache"), "{stderr}");
     assert_eq!(stage_key(out.path()), key);
+    assert_eq!(
+        builder::digest::tree(&cached).unwrap(),
+        cached_digest,
+        "the build wrote into the cache"
+    );
+    let list = Task::new("listing", "tar")
+        .args(["--zstd", "-xOf"])
+        .arg(out.path().join("mini_1.0.tar.zst"))
+        .arg("etc/debian_version")
+        .read_string()
+        .unwrap();
+    assert_eq!(list, "overlaid\n");
 
     let conf = profile.path().join("mkosi.conf");
     let text = std::fs::read_to_string(&conf).unwrap();

@@ -52,7 +52,7 @@ pub fn prepare_os_tree(tree: &Path, image_id: &str, version: &str) -> anyhow::Re
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let stamped = disk::stamp_os_release(&text, image_id, version);
-    std::fs::write(&path, &stamped).with_context(|| format!("writing {}", path.display()))?;
+    crate::overlay::replace_file(&path, stamped.as_bytes())?;
     // The distribution's own initrds are not used (the UKI carries ours).
     rootfs::clean::remove_glob(tree, "boot/initrd.img*")?;
     Ok(stamped)

@@ -119,10 +119,21 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
 
     let work = cache.work_dir()?;
     let tree = work.path().join("tree");
+    // The work tree shares unchanged files with the cache through hard links
+    // (every writer of the builder replaces files through a new inode, see
+    // overlay::replace_file). Post-installation scripts may write into files
+    // in place and a directory output is handed to the user, so those get a
+    // full copy.
+    let share =
+        config.list("PostInstallationScripts").is_empty() && plan.format != Format::Directory;
     let step = progress.step("copying the cached package tree");
     Task::new("copying the cached package tree", "cp")
         .package("coreutils")
-        .args(["-a", "--reflink=auto"])
+        .args(if share {
+            &["-al"][..]
+        } else {
+            &["-a", "--reflink=auto"][..]
+        })
         .arg(entry.tree())
         .arg(&tree)
         .run()?;

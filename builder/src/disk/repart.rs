@@ -60,7 +60,7 @@ pub fn install(root: &Path) -> anyhow::Result<()> {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        std::fs::write(&dest, contents).with_context(|| format!("writing {}", dest.display()))?;
+        crate::overlay::replace_file(&dest, contents.as_bytes())?;
     }
     let fstab = root.join("etc/fstab");
     let mut text = match std::fs::read_to_string(&fstab) {
@@ -80,7 +80,7 @@ pub fn install(root: &Path) -> anyhow::Result<()> {
     }
     if text != before {
         std::fs::create_dir_all(root.join("etc"))?;
-        std::fs::write(&fstab, text).with_context(|| format!("writing {}", fstab.display()))?;
+        crate::overlay::replace_file(&fstab, text.as_bytes())?;
     }
     // The ESP's mount point: the root is read-only at run time.
     let efi = root.join("efi");

@@ -23,7 +23,7 @@ pub fn scrub(tree: &Path) -> anyhow::Result<()> {
     // An empty machine-id makes systemd generate one on first boot.
     let machine_id = tree.join("etc/machine-id");
     if machine_id.symlink_metadata().is_ok() {
-        std::fs::write(&machine_id, b"")
+        crate::overlay::replace_file(&machine_id, b"")
             .with_context(|| format!("emptying {}", machine_id.display()))?;
     }
     for pattern in [
