@@ -109,3 +109,13 @@ pub struct ServiceList {
 pub struct ErrorBody {
     pub error: String,
 }
+
+impl ErrorBody {
+    /// The message of a refusal's body: the `error` field of an [`ErrorBody`],
+    /// or the raw text when a peer answered with something else.
+    pub fn message(body: String) -> String {
+        serde_json::from_str::<ErrorBody>(&body)
+            .map(|b| b.error)
+            .unwrap_or(body)
+    }
+}

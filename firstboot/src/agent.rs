@@ -805,9 +805,7 @@ pub async fn enroll_with(
                 Ok(resp) => {
                     let status = resp.status();
                     let body = resp.text().await.unwrap_or_default();
-                    let msg = serde_json::from_str::<ErrorBody>(&body)
-                        .map(|b| b.error)
-                        .unwrap_or(body);
+                    let msg = ErrorBody::message(body);
                     if status.is_client_error() {
                         bail!("enrollment refused by {ep}: {msg}");
                     }

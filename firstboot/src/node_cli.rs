@@ -72,9 +72,7 @@ impl Client {
                 Ok(resp) => {
                     let status = resp.status();
                     let text = resp.text().await.unwrap_or_default();
-                    let msg = serde_json::from_str::<ErrorBody>(&text)
-                        .map(|b| b.error)
-                        .unwrap_or(text);
+                    let msg = ErrorBody::message(text);
                     bail!("{url}: {status}: {msg}");
                 }
                 Err(e) => last = Some(anyhow!(e).context(url)),
