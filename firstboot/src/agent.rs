@@ -3,13 +3,19 @@
 //! Each step's work is idempotent and its completion is recorded in
 //! `state.json` (written atomically) before the next step starts, so a node
 //! that loses power at any point converges when the agent runs again. The
-//! last step writes `enrolled`; on an enrolled node the agent changes nothing.
+//! last step writes `enrolled`; on an enrolled node the agent changes no
+//! durable state.
+//!
+//! The image's `/etc` is read-only, so what the seed says about the running
+//! system is applied on every boot, enrolled or not, from the stored seed
+//! (see [`Agent::apply_boot_config`]): the systemd-networkd configuration in
+//! `/run/systemd/network` and the transient hostname.
 //!
 //! | path | steps |
 //! |---|---|
-//! | bootstrap control-plane | seed, network, key, node-cert (signed locally), etcd-certs, etcd-started (new cluster), cluster-init, api-started, enrolled |
-//! | joining control-plane | seed, network, key, node-cert (enrolled over the API), etcd-certs, etcd-member (learner added), etcd-started (existing cluster), etcd-promoted, api-started, enrolled |
-//! | worker | seed, network, key, node-cert (enrolled over the API), enrolled |
+//! | bootstrap control-plane | seed, key, node-cert (signed locally), etcd-certs, etcd-started (new cluster), cluster-init, api-started, enrolled |
+//! | joining control-plane | seed, key, node-cert (enrolled over the API), etcd-certs, etcd-member (learner added), etcd-started (existing cluster), etcd-promoted, api-started, enrolled |
+//! | worker | seed, key, node-cert (enrolled over the API), enrolled |
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -49,9 +55,12 @@ pub struct Options {
     /// How long to keep trying to reach the cluster.
     pub timeout: Duration,
     /// Where to write the systemd-networkd configuration made from the
-    /// seed's addresses (`/etc/systemd/network`); `None` leaves the network
-    /// alone.
+    /// seed's addresses, on every run (`/run/systemd/network`: `/etc` is
+    /// read-only on images); `None` leaves the network alone.
     pub network_dir: Option<PathBuf>,
+    /// Where to write the node name as the transient hostname, on every run
+    /// (`/proc/sys/kernel/hostname`); `None` leaves the hostname alone.
+    pub hostname_file: Option<PathBuf>,
 }
 
 /// What a run did.
@@ -65,7 +74,6 @@ pub enum Outcome {
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
     Seed,
-    Network,
     Key,
     NodeCert,
     EtcdCerts,
@@ -81,7 +89,6 @@ impl Step {
     pub fn name(self) -> &'static str {
         match self {
             Step::Seed => "seed",
-            Step::Network => "network",
             Step::Key => "key",
             Step::NodeCert => "node-cert",
             Step::EtcdCerts => "etcd-certs",
@@ -100,7 +107,6 @@ impl Step {
         match (seed.node.role, seed.bootstrap) {
             (Role::ControlPlane, true) => vec![
                 Seed,
-                Network,
                 Key,
                 NodeCert,
                 EtcdCerts,
@@ -111,7 +117,6 @@ impl Step {
             ],
             (Role::ControlPlane, false) => vec![
                 Seed,
-                Network,
                 Key,
                 NodeCert,
                 EtcdCerts,
@@ -121,7 +126,7 @@ impl Step {
                 ApiStarted,
                 Enrolled,
             ],
-            (Role::Worker, _) => vec![Seed, Network, Key, NodeCert, Enrolled],
+            (Role::Worker, _) => vec![Seed, Key, NodeCert, Enrolled],
         }
     }
 }
@@ -247,16 +252,13 @@ impl Agent {
     }
 
     async fn run(mut self) -> anyhow::Result<Outcome> {
+        let seed = self.seed()?;
+        self.apply_boot_config(&seed)?;
         if self.layout.enrolled().exists() {
-            let node = self
-                .layout
-                .load_node_config()
-                .map(|c| c.name)
-                .unwrap_or_default();
-            tracing::info!("node {node} is already enrolled; nothing to do");
+            let node = seed.node.name.clone();
+            tracing::info!("node {node} is already enrolled; nothing else to do");
             return Ok(Outcome::AlreadyEnrolled { node });
         }
-        let seed = self.seed()?;
         // After a power loss etcd may be down although its step is done; the
         // steps after it need it (systemd would restart it; spawned, it is not).
         if self.state.done.contains(&Step::EtcdStarted) {
@@ -313,7 +315,6 @@ impl Agent {
     async fn step(&mut self, step: Step, seed: &Seed) -> anyhow::Result<()> {
         match step {
             Step::Seed => Ok(()),
-            Step::Network => self.network(seed),
             Step::Key => self.key(),
             Step::NodeCert if seed.bootstrap => self.local_node_cert(seed),
             Step::NodeCert => self.enroll(seed).await,
@@ -342,21 +343,53 @@ impl Agent {
             .with_context(|| format!("writing {}", path.display()))
     }
 
+    /// What the seed says about the running system, applied on every run
+    /// (every boot): `/etc` is read-only and `/run` starts empty. Both are
+    /// left as they are when they already say the same.
+    fn apply_boot_config(&self, seed: &Seed) -> anyhow::Result<()> {
+        self.network(seed)?;
+        self.hostname(seed)
+    }
+
     /// The seed's addresses and gateway as a systemd-networkd configuration
-    /// for the node's Ethernet links, then `networkctl reload` (with systemd).
+    /// for the node's Ethernet links, then `networkctl reload` (with systemd)
+    /// if the file changed.
     fn network(&self, seed: &Seed) -> anyhow::Result<()> {
         let Some(dir) = &self.opts.network_dir else {
             return Ok(());
         };
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(NETWORK_FILE);
-        self.write_public(&path, &network_config(seed))?;
+        let config = network_config(seed);
+        if std::fs::read_to_string(&path).is_ok_and(|old| old == config) {
+            tracing::debug!("{} is up to date", path.display());
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        self.write_public(&path, &config)?;
+        tracing::info!("network configuration written to {}", path.display());
         if self.opts.services == Manager::Systemd {
             globular_task::Task::new("applying the network configuration", "networkctl")
                 .package("systemd")
                 .arg("reload")
                 .run()?;
         }
+        Ok(())
+    }
+
+    /// The node name as the transient hostname (the kernel's; the static
+    /// one in `/etc/hostname` is the image's and read-only).
+    fn hostname(&self, seed: &Seed) -> anyhow::Result<()> {
+        let Some(path) = &self.opts.hostname_file else {
+            return Ok(());
+        };
+        let name = &seed.node.name;
+        if std::fs::read_to_string(path).is_ok_and(|old| old.trim_end() == name) {
+            return Ok(());
+        }
+        // procfs: written in place, no temporary file.
+        std::fs::write(path, format!("{name}\n"))
+            .with_context(|| format!("setting the hostname: writing {}", path.display()))?;
+        tracing::info!("hostname set to {name}");
         Ok(())
     }
 
@@ -860,6 +893,9 @@ token: abcdef.0123456789abcdef
             ),
             "{text}"
         );
-        assert_eq!(Step::plan(&seed)[1], Step::Network);
+        assert_eq!(
+            Step::plan(&seed),
+            [Step::Seed, Step::Key, Step::NodeCert, Step::Enrolled]
+        );
     }
 }

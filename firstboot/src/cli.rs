@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Turn this node into a cluster member (runs once per boot until enrolled).
+    /// Apply the seed's network and hostname (every boot) and turn this node
+    /// into a cluster member (until enrolled).
     Firstboot(FirstbootArgs),
     /// Run the substrate API of a control-plane node.
     Serve(RootArgs),
@@ -86,12 +87,17 @@ struct FirstbootArgs {
     /// How long to keep trying to reach the cluster, in seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
-    /// Where to write the network configuration made from the seed.
-    #[arg(long, default_value = "/etc/systemd/network")]
+    /// Where to write the network configuration made from the seed (on
+    /// every run; /etc is read-only on images).
+    #[arg(long, default_value = "/run/systemd/network")]
     network_dir: PathBuf,
     /// Leave the network configuration alone.
     #[arg(long, conflicts_with = "network_dir")]
     no_network: bool,
+    /// Leave the hostname alone (else the node name is written to
+    /// SYSROOT/proc/sys/kernel/hostname on every run).
+    #[arg(long)]
+    no_hostname: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,7 +145,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Firstboot(args) => {
             let outcome = agent::run(&agent::Options {
                 root: args.root.root,
-                sysroot: args.sysroot,
                 seed: args.seed,
                 services: match args.services {
                     ManagerArg::Systemd => services::Manager::Systemd,
@@ -148,6 +153,9 @@ pub fn run() -> anyhow::Result<()> {
                 image_version: args.image_version,
                 timeout: Duration::from_secs(args.timeout),
                 network_dir: (!args.no_network).then_some(args.network_dir),
+                hostname_file: (!args.no_hostname)
+                    .then(|| args.sysroot.join("proc/sys/kernel/hostname")),
+                sysroot: args.sysroot,
             })?;
             tracing::info!("{outcome:?}");
             Ok(())

@@ -7,6 +7,8 @@ mod harness;
 
 #[path = "tests/bench.rs"]
 mod bench;
+#[path = "tests/boot.rs"]
+mod boot;
 #[path = "tests/cluster.rs"]
 mod cluster;
 #[path = "tests/crash.rs"]

@@ -28,9 +28,14 @@ pub struct Node {
     pub root: PathBuf,
     pub seed_path: PathBuf,
     pub seed: Seed,
-    /// Boot "with a config drive": the seed is a `cidata` image under this
+    /// The node's system root (`--sysroot`): devices, `/proc` (the hostname
+    /// is written to `proc/sys/kernel/hostname` here, never the host's).
+    pub sysroot: PathBuf,
+    /// Boot "with a config drive": the seed is a `cidata` image under the
     /// system root and the agent searches the datasources.
-    pub sysroot: Option<PathBuf>,
+    pub seed_on_drive: bool,
+    /// The image version the agent records.
+    pub image_version: String,
 }
 
 impl Node {
@@ -43,6 +48,10 @@ impl Node {
     /// Where the agent writes this node's network configuration.
     pub fn network_dir(&self) -> PathBuf {
         self.root.with_extension("network")
+    }
+    /// The hostname the agent set.
+    pub fn hostname(&self) -> Option<String> {
+        std::fs::read_to_string(self.sysroot.join("proc/sys/kernel/hostname")).ok()
     }
     pub fn etcd_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.seed.node.ports.etcd_client)
@@ -99,46 +108,46 @@ impl Cluster {
             &seed_path,
         )
         .unwrap();
+        let sysroot = self.dir.path().join(format!("{name}.sysroot"));
+        std::fs::create_dir_all(sysroot.join("proc/sys/kernel")).unwrap();
         Node {
             name: name.into(),
             root: self.dir.path().join(format!("{name}.root")),
             seed_path,
             seed,
-            sysroot: None,
+            sysroot,
+            seed_on_drive: false,
+            image_version: "test-1".into(),
         }
     }
 
     /// Like [`Cluster::node`], with the seed on a `cidata` config drive.
     pub fn node_with_drive(&self, name: &str, role: Role, endpoints: &[String]) -> Node {
         let mut node = self.node(name, role, false, endpoints);
-        let sysroot = self.dir.path().join(format!("{name}.sysroot"));
-        let by_label = sysroot.join("dev/disk/by-label");
+        let by_label = node.sysroot.join("dev/disk/by-label");
         std::fs::create_dir_all(&by_label).unwrap();
         let image = globular_cluster::cidata::image(&node.seed).unwrap();
         std::fs::write(by_label.join("cidata"), image).unwrap();
         std::fs::remove_file(&node.seed_path).unwrap();
-        node.sysroot = Some(sysroot);
+        node.seed_on_drive = true;
         node
     }
 
     fn agent_task(node: &Node) -> Task {
         Task::new(format!("running the agent of {}", node.name), AGENT)
-            .args([
-                "firstboot",
-                "--services",
-                "spawn",
-                "--image-version",
-                "test-1",
-                "--timeout",
-                "60",
-                "--root",
-            ])
+            .args(["firstboot", "--services", "spawn", "--timeout", "60"])
+            .arg("--image-version")
+            .arg(&node.image_version)
+            .arg("--root")
             .arg(&node.root)
             .arg("--network-dir")
             .arg(node.network_dir())
-            .args(match &node.sysroot {
-                Some(sysroot) => ["--sysroot".as_ref(), sysroot.as_os_str()],
-                None => ["--seed".as_ref(), node.seed_path.as_os_str()],
+            .arg("--sysroot")
+            .arg(&node.sysroot)
+            .args(if node.seed_on_drive {
+                vec![]
+            } else {
+                vec!["--seed".as_ref(), node.seed_path.as_os_str()]
             })
             .env("RUST_LOG", "info")
     }

@@ -155,7 +155,14 @@ fn malformed_seed_names_the_field_and_writes_nothing() {
     )
     .unwrap();
     let err = Task::new("running the agent", AGENT)
-        .args(["firstboot", "--services", "spawn", "--no-network", "--root"])
+        .args([
+            "firstboot",
+            "--services",
+            "spawn",
+            "--no-network",
+            "--no-hostname",
+            "--root",
+        ])
         .arg(&w1.root)
         .arg("--seed")
         .arg(&w1.seed_path)
