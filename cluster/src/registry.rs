@@ -67,6 +67,46 @@ pub struct NodeRecord {
     pub enrolled_at: i64,
     /// Unix time of the last certificate (enrollment or renewal).
     pub renewed_at: i64,
+    /// The certificates (keys) this name had before it was enrolled again
+    /// with a new key (a wiped or reimaged node), oldest first, at most
+    /// [`MAX_SUPERSEDED`]. The substrate API refuses them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<Superseded>,
+}
+
+/// How many superseded certificates a node record remembers.
+pub const MAX_SUPERSEDED: usize = 16;
+
+/// A certificate of a node that was replaced by a re-enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Superseded {
+    /// Serial (hex) of the replaced certificate.
+    pub cert_serial: String,
+    /// `sha256:` of its public key: every certificate of that key is refused.
+    pub key_id: String,
+    /// Unix time of the re-enrollment.
+    pub superseded_at: i64,
+}
+
+impl NodeRecord {
+    /// This record after the node enrolled again as `new`: `new`, with the
+    /// history of this one and this one's certificate marked superseded.
+    pub fn reenrolled(self, mut new: NodeRecord) -> NodeRecord {
+        new.superseded = self.superseded;
+        new.superseded.push(Superseded {
+            cert_serial: self.cert_serial,
+            key_id: self.key_id,
+            superseded_at: new.enrolled_at,
+        });
+        let excess = new.superseded.len().saturating_sub(MAX_SUPERSEDED);
+        new.superseded.drain(..excess);
+        new
+    }
+
+    /// Whether a certificate for the key `key_id` was superseded.
+    pub fn is_superseded(&self, key_id: &str) -> bool {
+        self.superseded.iter().any(|s| s.key_id == key_id)
+    }
 }
 
 /// A registered service instance, e.g. `kubernetes.KubernetesService`.

@@ -321,7 +321,7 @@ impl Agent {
             Step::EtcdCerts => self.etcd_certs(seed),
             Step::EtcdMember => self.etcd_member(seed).await,
             Step::EtcdStarted => self.etcd_started(seed).await,
-            Step::EtcdPromoted => self.etcd_promoted().await,
+            Step::EtcdPromoted => self.etcd_promoted(seed).await,
             Step::ClusterInit => self.cluster_init(seed).await,
             Step::ApiStarted => self.api_started(seed).await,
             Step::Enrolled => fsutil::write_atomic(
@@ -611,6 +611,19 @@ impl Agent {
         )
     }
 
+    /// The cluster's etcd without this node's own endpoint: a joining node's
+    /// etcd is a learner, which answers no membership calls; and a reimaged
+    /// node's endpoint is still listed for the member it replaces.
+    fn other_members(&self, seed: &Seed) -> anyhow::Result<Etcd> {
+        let own = Self::client_url(seed);
+        let mut endpoints = self.layout.load_node_config()?.etcd_endpoints;
+        endpoints.retain(|e| *e != own);
+        if endpoints.is_empty() {
+            bail!("no etcd endpoint of another control-plane node is known");
+        }
+        self.etcd(endpoints)
+    }
+
     /// Join as a control-plane: add this node to etcd as a learner (removing
     /// a stale member with the same name or peer URL first).
     async fn etcd_member(&mut self, seed: &Seed) -> anyhow::Result<()> {
@@ -618,8 +631,7 @@ impl Agent {
             tracing::info!("etcd data directory exists; this member joined before");
             return Ok(());
         }
-        let config = self.layout.load_node_config()?;
-        let etcd = self.etcd(config.etcd_endpoints.clone())?;
+        let etcd = self.other_members(seed)?;
         let peer = Self::peer_url(seed);
         let deadline = tokio::time::Instant::now() + self.opts.timeout;
         let (id, members) = loop {
@@ -681,9 +693,9 @@ impl Agent {
         Ok(())
     }
 
-    async fn etcd_promoted(&self) -> anyhow::Result<()> {
+    async fn etcd_promoted(&self, seed: &Seed) -> anyhow::Result<()> {
         let config = self.layout.load_node_config()?;
-        let etcd = self.etcd(config.etcd_endpoints.clone())?;
+        let etcd = self.other_members(seed)?;
         let members = etcd.members().await?;
         let id = match self.state.member_id {
             Some(id) => id,
@@ -742,6 +754,7 @@ impl Agent {
             certificate: cert,
             enrolled_at: now,
             renewed_at: now,
+            superseded: Vec::new(),
         };
         etcd.create(
             &registry::node_key(&seed.node.name),
@@ -761,9 +774,9 @@ impl Agent {
         config.etcd_endpoints.retain(|e| *e != local);
         config.etcd_endpoints.insert(0, local);
         let listen = seed::host_port(seed.primary_ip(), seed.node.ports.api);
-        if !config.api_endpoints.contains(&listen) {
-            config.api_endpoints.insert(0, listen.clone());
-        }
+        // ... and its own API (the CLI on this node asks it first).
+        config.api_endpoints.retain(|e| *e != listen);
+        config.api_endpoints.insert(0, listen.clone());
         config.api_listen = Some(listen.clone());
         self.write_public(
             &self.layout.node_config(),

@@ -210,12 +210,12 @@ impl Api {
 /// How long the group-commit writer waits for more enrollments.
 const BATCH_LINGER: Duration = Duration::from_millis(2);
 
+/// The answer to a compare-and-create: `None` if created, else the stored
+/// value and its mod revision.
+type Created = anyhow::Result<Option<(Vec<u8>, i64)>>;
+
 /// A compare-and-create of one key and where its answer goes.
-type CreateJob = (
-    String,
-    Vec<u8>,
-    tokio::sync::oneshot::Sender<anyhow::Result<Option<Vec<u8>>>>,
-);
+type CreateJob = (String, Vec<u8>, tokio::sync::oneshot::Sender<Created>);
 
 /// Group commit of enrollments: the creates that queue up while one etcd
 /// transaction is in flight go into the next one (up to etcd's limit of
@@ -316,8 +316,13 @@ fn parse_ips(addresses: &[String]) -> Result<Vec<IpAddr>, ApiError> {
         .collect()
 }
 
-/// Records a newly enrolled node, or returns the certificate already issued
-/// to the same node and key.
+/// How often a re-enrollment retries when the record changes under it.
+const REENROLL_ATTEMPTS: usize = 3;
+
+/// Records a newly enrolled node, returns the certificate already issued to
+/// the same node and key, or re-enrolls a node of the same role that comes
+/// back with a new key (a wiped or reimaged node: its old certificate is
+/// recorded as superseded).
 async fn enroll_node(
     api: &Api,
     req: &EnrollRequest,
@@ -327,19 +332,9 @@ async fn enroll_node(
     let (addresses, image_version) = (&req.addresses, &req.image_version);
     let key = registry::node_key(node);
     let key_id = pki::spki_pin(public_key_der);
-    let existing = |rec: NodeRecord| -> Result<String, ApiError> {
-        if rec.key_id == key_id && rec.role == role {
-            Ok(rec.certificate)
-        } else {
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("node {node} is already enrolled with another key or role"),
-            ))
-        }
-    };
     // Issue first, then compare-and-create: one etcd round trip. If the node
-    // exists, the fresh certificate is dropped unsent and never recorded, and
-    // the answer is the stored certificate (same key) or a refusal.
+    // exists with this key, the fresh certificate is dropped unsent and never
+    // recorded, and the answer is the stored certificate.
     let ips = parse_ips(addresses)?;
     let issued = ca
         .issue(public_key_der, &LeafSpec::node(node, role, &ips))
@@ -355,6 +350,7 @@ async fn enroll_node(
         certificate: issued.cert_pem.clone(),
         enrolled_at: now,
         renewed_at: now,
+        superseded: Vec::new(),
     };
     let value = serde_json::to_vec(&record).context("encoding a node record")?;
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -364,13 +360,52 @@ async fn enroll_node(
     let created = rx
         .await
         .map_err(|_| anyhow::anyhow!("the enrollment writer stopped"))??;
-    match created {
-        None => {
-            tracing::info!("enrolled {node} as {role}, certificate {}", issued.serial);
-            Ok(issued.cert_pem)
+    let Some(mut stored) = created else {
+        tracing::info!("enrolled {node} as {role}, certificate {}", issued.serial);
+        return Ok(issued.cert_pem);
+    };
+    for _ in 0..REENROLL_ATTEMPTS {
+        let (value, revision) = stored;
+        let old: NodeRecord = serde_json::from_slice(&value).context("parsing a node record")?;
+        if old.role != role {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "node {node} is enrolled as {}; a {role} enrollment cannot take its name",
+                    old.role
+                ),
+            ));
         }
-        Some(stored) => existing(serde_json::from_slice(&stored).context("parsing a node record")?),
+        if old.key_id == key_id {
+            return Ok(old.certificate);
+        }
+        if old.is_superseded(&key_id) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("node {node}: this key was superseded by a later enrollment"),
+            ));
+        }
+        let old_serial = old.cert_serial.clone();
+        let new = old.reenrolled(record.clone());
+        let value = serde_json::to_vec(&new).context("encoding a node record")?;
+        if api.etcd.replace(&key, &value, revision).await? {
+            tracing::warn!(
+                "re-enrolled {node} as {role} with a new key: certificate {} supersedes {old_serial}",
+                issued.serial
+            );
+            return Ok(issued.cert_pem);
+        }
+        stored = api.etcd.get(&key).await?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("node {node} was removed during its enrollment; retry"),
+            )
+        })?;
     }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        format!("node {node}: its record kept changing during the enrollment; retry"),
+    ))
 }
 
 async fn enroll(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> ApiResult<EnrollResponse> {
@@ -402,12 +437,35 @@ fn identity(peer: &Peer) -> Result<&CertIdentity, ApiError> {
     })
 }
 
+/// The caller's identity, checked against its node record: the node is
+/// enrolled and the certificate's key was not superseded by a
+/// re-enrollment. Returns the record and its mod revision.
+async fn authenticate<'p>(
+    api: &Api,
+    peer: &'p Peer,
+) -> Result<(&'p CertIdentity, NodeRecord, i64), ApiError> {
+    let id = identity(peer)?;
+    let (value, revision) = api
+        .etcd
+        .get(&registry::node_key(&id.common_name))
+        .await?
+        .ok_or_else(|| ApiError::forbidden(format!("node {} is not enrolled", id.common_name)))?;
+    let rec: NodeRecord = serde_json::from_slice(&value).context("parsing a node record")?;
+    if rec.is_superseded(&pki::spki_pin(&id.public_key_der)) {
+        return Err(ApiError::forbidden(format!(
+            "the certificate {} of node {} was superseded when the node enrolled again",
+            id.serial, id.common_name
+        )));
+    }
+    Ok((id, rec, revision))
+}
+
 async fn renew(
     State(api): State<Arc<Api>>,
     Extension(peer): Extension<Peer>,
     body: axum::body::Bytes,
 ) -> ApiResult<EnrollResponse> {
-    let id = identity(&peer)?;
+    let (id, mut rec, revision) = authenticate(&api, &peer).await?;
     let req: RenewRequest = parse_body(&body)?;
     let csr = pki::verify_csr(&req.csr).map_err(|e| ApiError::bad(format!("csr: {e}")))?;
     if csr.common_name != id.common_name {
@@ -417,11 +475,6 @@ async fn renew(
         )));
     }
     let key = registry::node_key(&id.common_name);
-    let (value, revision) =
-        api.etcd.get(&key).await?.ok_or_else(|| {
-            ApiError::forbidden(format!("node {} is not enrolled", id.common_name))
-        })?;
-    let mut rec: NodeRecord = serde_json::from_slice(&value).context("parsing a node record")?;
     let ips = parse_ips(&rec.addresses)?;
     let issued = api
         .ca
@@ -449,7 +502,7 @@ async fn nodes(
     State(api): State<Arc<Api>>,
     Extension(peer): Extension<Peer>,
 ) -> ApiResult<NodeList> {
-    identity(&peer)?;
+    authenticate(&api, &peer).await?;
     let mut nodes = Vec::new();
     for (_, v) in api.etcd.list(&registry::nodes_prefix()).await? {
         nodes.push(serde_json::from_slice(&v).context("parsing a node record")?);
@@ -462,7 +515,7 @@ async fn tokens(
     Extension(peer): Extension<Peer>,
     body: axum::body::Bytes,
 ) -> ApiResult<TokenResponse> {
-    let id = identity(&peer)?;
+    let (id, _, _) = authenticate(&api, &peer).await?;
     if id.role != Some(Role::ControlPlane) {
         return Err(ApiError::forbidden(
             "only control-plane nodes may create tokens",
@@ -507,7 +560,7 @@ async fn register(
     Extension(peer): Extension<Peer>,
     body: axum::body::Bytes,
 ) -> ApiResult<ServiceRecord> {
-    let id = identity(&peer)?;
+    let (id, _, _) = authenticate(&api, &peer).await?;
     let control_plane = id.role == Some(Role::ControlPlane);
     let req: RegisterRequest = parse_body(&body)?;
     let record = service_record(&id.common_name, req)?;
@@ -605,7 +658,7 @@ async fn services(
     Extension(peer): Extension<Peer>,
     Query(q): Query<ServiceQuery>,
 ) -> ApiResult<ServiceList> {
-    identity(&peer)?;
+    authenticate(&api, &peer).await?;
     let prefix = match &q.name {
         Some(name) => format!("{}{name}/", registry::services_prefix()),
         None => registry::services_prefix(),

@@ -103,7 +103,14 @@ impl Etcd {
                                     .map(str::to_owned)
                             })
                             .unwrap_or(text);
-                        bail!("etcd {path} at {ep}: {status}: {msg}");
+                        let err = anyhow!("etcd {path} at {ep}: {status}: {msg}");
+                        // A member that cannot answer (a learner, no leader)
+                        // is a reason to ask the next one.
+                        if status.is_server_error() {
+                            last = Some(err);
+                            continue;
+                        }
+                        return Err(err);
                     }
                     return serde_json::from_str(&text)
                         .with_context(|| format!("etcd {path} at {ep}: bad JSON"));
@@ -172,8 +179,12 @@ impl Etcd {
     }
 
     /// Writes `key` if it does not exist (`Ok(None)`), else returns the
-    /// value it has (`Ok(Some(value))`), in one round trip.
-    pub async fn create_or_get(&self, key: &str, value: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+    /// value and mod revision it has (`Ok(Some(..))`), in one round trip.
+    pub async fn create_or_get(
+        &self,
+        key: &str,
+        value: &[u8],
+    ) -> anyhow::Result<Option<(Vec<u8>, i64)>> {
         let k = B64.encode(key);
         let resp = self
             .call(
@@ -201,7 +212,7 @@ impl Etcd {
             .and_then(Value::as_array)
             .and_then(|k| k.first())
             .ok_or_else(|| anyhow!("etcd txn on {key}: neither created nor found"))?;
-        Ok(Some(decode(kv, "value")?))
+        Ok(Some((decode(kv, "value")?, int(kv, "mod_revision"))))
     }
 
     /// Writes every key if none of them exists, in one transaction (at most

@@ -15,3 +15,5 @@ mod cluster;
 mod crash;
 #[path = "tests/refusals.rs"]
 mod refusals;
+#[path = "tests/reimage.rs"]
+mod reimage;

@@ -118,19 +118,31 @@ fn refusals_issue_nothing() {
         ["cp1"]
     );
 
-    // The same key enrolling twice gets the same certificate; another key
-    // asking for an enrolled name is refused.
+    // The same key enrolling twice gets the same certificate.
     let (req, _key) = request(&worker_token, "w1", "w1", Role::Worker);
     let first = enroll(&req, &pin).unwrap();
     let second = enroll(&req, &pin).unwrap();
     assert_eq!(first.certificate, second.certificate);
+    // A worker token cannot take a control-plane node's name.
     refused(
-        &request(&worker_token, "w1", "w1", Role::Worker).0,
+        &request(&worker_token, "cp1", "cp1", Role::Worker).0,
         &pin,
-        "already enrolled",
+        "node cp1 is enrolled as control-plane",
     );
+    // A new key for w1 with a valid worker token is a re-enrollment (a
+    // wiped node): the old certificate is superseded and its key cannot
+    // enroll again (the reimage test checks that the API refuses it).
+    let (again, _) = request(&worker_token, "w1", "w1", Role::Worker);
+    let third = enroll(&again, &pin).unwrap();
+    assert_ne!(third.certificate, first.certificate);
+    refused(&req, &pin, "superseded");
     let nodes = rt.block_on(client.nodes()).unwrap().nodes;
     assert_eq!(nodes.len(), 2);
+    let w1 = nodes.iter().find(|n| n.name == "w1").unwrap();
+    let old = pki::identity_of_pem(&first.certificate).unwrap();
+    assert_eq!(w1.certificate, third.certificate);
+    assert_eq!(w1.superseded.len(), 1);
+    assert_eq!(w1.superseded[0].cert_serial, old.serial);
 }
 
 #[test]
