@@ -25,22 +25,38 @@ if ! command -v kubectl >/dev/null; then
     packages+=(kubernetes-client)
 fi
 
-missing=()
-for p in "${packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$p")
-    fi
-done
+missing_packages() {
+    local p
+    for p in "${packages[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+            printf '%s\n' "$p"
+        fi
+    done
+}
 
-if [ "${#missing[@]}" -gt 0 ]; then
-    sudo=""
+sudo=""
+updated=""
+# Two passes: installing one package can remove another that conflicts with
+# it (a machine with a backported qemu-utils loses it when Debian 12's
+# qemu-system-x86 comes in); the second pass installs the matching version.
+for pass in 1 2; do
+    mapfile -t missing < <(missing_packages)
+    [ "${#missing[@]}" -eq 0 ] && break
     if [ "$(id -u)" -ne 0 ]; then
         command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
         sudo="sudo"
     fi
-    echo "install-deps: installing ${missing[*]}" >&2
-    $sudo apt-get update -qq
+    echo "install-deps: installing ${missing[*]} (pass $pass)" >&2
+    if [ -z "$updated" ]; then
+        $sudo apt-get update -qq
+        updated=1
+    fi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+done
+mapfile -t missing < <(missing_packages)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-deps: still not installed after two passes: ${missing[*]}" >&2
+    exit 1
 fi
 
 # The Rust toolchain: the workspace needs rustc >= 1.89 (Debian 12's own is older).

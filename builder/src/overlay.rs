@@ -96,12 +96,13 @@ pub fn resolve_in_root(
 }
 
 /// Copies `source` (a directory tree) into the image at `target` (an image path,
-/// `/` by default), rendering `.tera` files with `context`.
+/// `/` by default), rendering `.tera` files with `context` (with a context;
+/// without one every file is copied as it is).
 pub fn copy_tree(
     source: &Path,
     root: &Path,
     target: &Path,
-    context: &tera::Context,
+    context: Option<&tera::Context>,
 ) -> anyhow::Result<()> {
     if !source.is_dir() {
         bail!("{}: not a directory", source.display());
@@ -123,23 +124,24 @@ pub fn copy_tree(
         let kind = meta.file_type();
         let mode = meta.permissions().mode() & 0o7777;
         let mut image_path = target.join(rel);
-        let rendered = if kind.is_file() && has_template_suffix(rel) {
-            let text = std::fs::read_to_string(entry.path())
-                .with_context(|| format!("reading template {}", entry.path().display()))?;
-            let out =
-                template::render(&entry.path().to_string_lossy(), &text, context).map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}:{}: template error: {}",
-                        entry.path().display(),
-                        e.line,
-                        e.message
-                    )
-                })?;
-            image_path = strip_template_suffix(&image_path);
-            Some(out)
-        } else {
-            None
-        };
+        let rendered =
+            if let Some(context) = context.filter(|_| kind.is_file() && has_template_suffix(rel)) {
+                let text = std::fs::read_to_string(entry.path())
+                    .with_context(|| format!("reading template {}", entry.path().display()))?;
+                let out = template::render(&entry.path().to_string_lossy(), &text, context)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{}:{}: template error: {}",
+                            entry.path().display(),
+                            e.line,
+                            e.message
+                        )
+                    })?;
+                image_path = strip_template_suffix(&image_path);
+                Some(out)
+            } else {
+                None
+            };
         if kind.is_dir() {
             let dest = resolve_in_root(root, &image_path, true)?;
             if dest.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
@@ -311,7 +313,7 @@ mod tests {
         symlink("/run/resolv.conf", src.path().join("resolv.conf")).unwrap();
         let mut context = tera::Context::new();
         context.insert("who", "there");
-        copy_tree(src.path(), r.path(), Path::new("/"), &context).unwrap();
+        copy_tree(src.path(), r.path(), Path::new("/"), Some(&context)).unwrap();
         assert_eq!(
             std::fs::read_to_string(r.path().join("usr/lib/systemd/a.conf")).unwrap(),
             "x"
@@ -328,7 +330,7 @@ mod tests {
         let bad = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(bad.path().join("etc")).unwrap();
         symlink("../../../../etc/shadow", bad.path().join("etc/leak")).unwrap();
-        let err = copy_tree(bad.path(), r.path(), Path::new("/"), &context).unwrap_err();
+        let err = copy_tree(bad.path(), r.path(), Path::new("/"), Some(&context)).unwrap_err();
         assert!(format!("{err:#}").contains("etc/leak"), "{err:#}");
     }
 }

@@ -1,16 +1,48 @@
-//! `PostInstallationScripts=` (`mkosi.postinst`), run with mkosi's environment.
-//! A script whose name ends in `.chroot` runs inside the image with `chroot`;
-//! others run on the host with `$BUILDROOT` pointing at the image tree.
+//! Profile scripts, run with mkosi's environment:
+//! - `BuildScripts=` (`mkosi.build`) run on the host before the extra trees are
+//!   copied in; what they install into `$DESTDIR` is copied into the image.
+//!   They get no `$BUILDROOT`: the work tree shares files with the package
+//!   cache by hard links, so a build script must not write into it (mkosi runs
+//!   them in an overlay for the same reason).
+//! - `PostInstallationScripts=` (`mkosi.postinst`) run after the extra trees;
+//!   a script whose name ends in `.chroot` runs inside the image with `chroot`,
+//!   others run on the host with `$BUILDROOT` pointing at the image tree.
 
 use std::path::Path;
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use globular_task::Task;
 
 /// The variables mkosi gives scripts, plus `Environment=`.
 #[derive(Debug, Clone, Default)]
 pub struct ScriptEnv {
     pub vars: Vec<(String, String)>,
+}
+
+/// Where a build script reads its sources and writes its results.
+#[derive(Debug)]
+pub struct BuildDirs<'a> {
+    /// `$SRCDIR`: the first `BuildSources=` entry (default: the profile).
+    pub sources: &'a Path,
+    /// `$DESTDIR`: installed into the image afterwards.
+    pub dest: &'a Path,
+    /// `$BUILDDIR`: `BuildDirectory=`, kept between builds when set.
+    pub build: &'a Path,
+}
+
+pub fn run_build(script: &Path, dirs: &BuildDirs<'_>, env: &ScriptEnv) -> anyhow::Result<()> {
+    let setting = format!("BuildScripts={}", script.display());
+    if script.extension().is_some_and(|e| e == "chroot") {
+        bail!(
+            "{setting}: build scripts run on the host; `.chroot` build scripts are not implemented"
+        );
+    }
+    let task = Task::new(format!("running {}", script.display()), script)
+        .env("SRCDIR", dirs.sources)
+        .env("DESTDIR", dirs.dest)
+        .env("BUILDDIR", dirs.build)
+        .current_dir(dirs.sources);
+    with_env(task, env).run().context(setting)
 }
 
 pub fn run_postinst(
@@ -25,7 +57,7 @@ pub fn run_postinst(
         .unwrap_or_default();
     let description = format!("running {}", script.display());
     let mut cleanup = None;
-    let mut task = if name.ends_with(".chroot") {
+    let task = if name.ends_with(".chroot") {
         let inside = tree.join("work");
         if !inside.exists() {
             cleanup = Some(inside.clone());
@@ -46,13 +78,17 @@ pub fn run_postinst(
             .env("SRCDIR", src_dir)
             .current_dir(src_dir)
     };
-    task = task.env("MKOSI_UID", "0").env("MKOSI_GID", "0");
-    for (k, v) in &env.vars {
-        task = task.env(k, v);
-    }
-    let result = task.run();
+    let result = with_env(task, env).run();
     if let Some(dir) = cleanup {
         let _ = std::fs::remove_dir_all(dir);
     }
     result.with_context(|| format!("PostInstallationScripts={}", script.display()))
+}
+
+fn with_env(mut task: Task, env: &ScriptEnv) -> Task {
+    task = task.env("MKOSI_UID", "0").env("MKOSI_GID", "0");
+    for (k, v) in &env.vars {
+        task = task.env(k, v);
+    }
+    task
 }

@@ -160,6 +160,7 @@ fn tar_output_is_reproducible_with_manifest_sbom_and_checksums() {
     for expected in [
         "etc/globular/image",
         "etc/postinst-ran",
+        "usr/share/mini/build-output",
         "etc/hostname",
         "etc/localtime -> ../usr/share/zoneinfo/Etc/UTC",
     ] {
@@ -330,6 +331,34 @@ fn overlay_escaping_the_tree_is_refused() {
     assert!(stderr.contains("etc/leak"), "{stderr}");
     assert!(stderr.contains("escapes"), "{stderr}");
     assert!(listing(out.path()).is_empty());
+}
+
+#[test]
+fn failing_build_script_stops_the_build_and_its_output_changes_the_image() {
+    let profile = mini();
+    let out = tempfile::tempdir().unwrap();
+    ok(&build(profile.path(), out.path(), &["--quiet"]));
+    let manifest = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("mini_1.0.manifest.json")).unwrap()).unwrap()
+    };
+    let before = manifest(out.path())["inputs_digest"].clone();
+    assert!(before.is_string(), "{before}");
+
+    // A build script installing something else: a different image.
+    let script = profile.path().join("mkosi.build");
+    let text = std::fs::read_to_string(&script).unwrap();
+    std::fs::write(&script, text.replace("built by", "rebuilt by")).unwrap();
+    let changed = tempfile::tempdir().unwrap();
+    ok(&build(profile.path(), changed.path(), &["--quiet"]));
+    assert_ne!(manifest(changed.path())["inputs_digest"], before);
+
+    // A failing build script: named, and nothing is published.
+    std::fs::write(&script, "#!/bin/sh\necho compiler exploded >&2\nexit 3\n").unwrap();
+    let failed_out = tempfile::tempdir().unwrap();
+    let stderr = failed(&build(profile.path(), failed_out.path(), &["--quiet"]));
+    assert!(stderr.contains("BuildScripts="), "{stderr}");
+    assert!(stderr.contains("mkosi.build"), "{stderr}");
+    assert!(listing(failed_out.path()).is_empty());
 }
 
 #[test]

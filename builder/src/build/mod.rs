@@ -140,6 +140,9 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     step.done();
     drop(entry);
 
+    let script_env = plan.script_env(&config, work.path());
+    let build_outputs = run_build_scripts(&config, &tree, work.path(), &script_env, progress)?;
+
     let step = progress.step("copying extra trees");
     let context = config.template_context(&options.resolve.pins);
     for item in config.list("ExtraTrees") {
@@ -147,13 +150,12 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
             Some((s, t)) => (PathBuf::from(s), PathBuf::from(t)),
             None => (PathBuf::from(item), PathBuf::from("/")),
         };
-        crate::overlay::copy_tree(&source, &tree, &target, &context)
+        crate::overlay::copy_tree(&source, &tree, &target, Some(&context))
             .with_context(|| format!("ExtraTrees={}", source.display()))?;
     }
     artifacts::install(&verified, &tree)?;
     step.done();
 
-    let script_env = plan.script_env(&config, work.path());
     for script in config.list("PostInstallationScripts") {
         let step = progress.step(&format!("running {script}"));
         scripts::run_postinst(Path::new(script), &tree, &config.directory, &script_env)?;
@@ -228,7 +230,14 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     }
 
     let extra_key = initrd.as_ref().map(|(k, ..)| k.as_str());
-    let inputs_digest = plan.inputs_digest(&config, &key, extra_key, &verified, options)?;
+    let inputs_digest = plan.inputs_digest(
+        &config,
+        &key,
+        extra_key,
+        build_outputs.as_deref(),
+        &verified,
+        options,
+    )?;
     let staging = Staging::new(&plan.output_dir)?;
     let mut disk_layout = None;
     let image_file = format!("{}{}", plan.name, plan.format.extension(plan.compression));
@@ -375,6 +384,50 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         manifest,
         package_stage_reused,
     })
+}
+
+/// Runs `BuildScripts=` with a fresh `$DESTDIR` and copies what they
+/// installed into the tree. Returns the digest of the installed files (an
+/// input of the image: partition UUIDs and salts follow it), or `None`
+/// without build scripts.
+fn run_build_scripts(
+    config: &Config,
+    tree: &Path,
+    work: &Path,
+    env: &scripts::ScriptEnv,
+    progress: &Progress,
+) -> anyhow::Result<Option<String>> {
+    let build_scripts = config.list("BuildScripts");
+    if build_scripts.is_empty() {
+        return Ok(None);
+    }
+    let sources = match config.list("BuildSources") {
+        [] => config.directory.clone(),
+        [one] if !one.contains(':') => PathBuf::from(one),
+        _ => bail!(
+            "BuildSources=: only one source directory without a target is implemented (it becomes $SRCDIR)"
+        ),
+    };
+    let dest = work.join("destdir");
+    std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
+    let build = match config.text("BuildDirectory") {
+        Some(dir) => PathBuf::from(dir),
+        None => work.join("builddir"),
+    };
+    std::fs::create_dir_all(&build).with_context(|| format!("creating {}", build.display()))?;
+    let dirs = scripts::BuildDirs {
+        sources: &sources,
+        dest: &dest,
+        build: &build,
+    };
+    for script in build_scripts {
+        let step = progress.step(&format!("running {script}"));
+        scripts::run_build(Path::new(script), &dirs, env)?;
+        step.done();
+    }
+    crate::overlay::copy_tree(&dest, tree, Path::new("/"), None)
+        .context("installing what the build scripts put in $DESTDIR")?;
+    Ok(Some(digest::tree(&dest)?))
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
@@ -533,6 +586,7 @@ impl Plan {
         config: &Config,
         package_key: &str,
         initrd_key: Option<&str>,
+        build_outputs: Option<&str>,
         verified: &[artifacts::Verified],
         options: &BuildOptions,
     ) -> anyhow::Result<String> {
@@ -554,6 +608,7 @@ impl Plan {
             "profile": self.relative_profile(config, &options.source_root),
             "package_stage": package_key,
             "initrd_package_stage": initrd_key,
+            "build_outputs": build_outputs,
             "trees": trees.iter().map(|(_, d)| d).collect::<Vec<_>>(),
             "scripts": scripts,
             "artifacts": artifacts,

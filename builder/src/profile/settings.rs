@@ -260,7 +260,7 @@ settings! {
         SourceDateEpoch: INT, YES;
         SyncScripts: PATHS, NO;
         PrepareScripts: PATHS, NO;
-        BuildScripts: PATHS, NO;
+        BuildScripts: PATHS, YES;
         PostInstallationScripts: PATHS, YES;
         FinalizeScripts: PATHS, NO;
         PostOutputScripts: PATHS, NO;
@@ -341,9 +341,9 @@ settings! {
         SandboxTrees: PATHS, NO;
         WorkspaceDirectory: OUT_PATH, NO;
         PackageCacheDirectory: OUT_PATH, NO;
-        BuildDirectory: OUT_PATH, NO;
+        BuildDirectory: OUT_PATH, YES;
         History: BOOL, NO;
-        BuildSources: NAMES, NO;
+        BuildSources: PATHS, YES;
         BuildSourcesEphemeral: TEXT, NO;
         WithTests: BOOL, NO;
         WithNetwork: BOOL, NO;
