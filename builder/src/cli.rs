@@ -161,6 +161,10 @@ struct SeedArgs {
     /// Join endpoint (`IP:PORT`); may be repeated (default: those of the bundle).
     #[arg(long = "endpoint", value_name = "IP:PORT")]
     endpoints: Vec<String>,
+    /// Bootstrap token to put in the seed instead of the bundle's token for
+    /// the role (e.g. one made with `globular token create` on the cluster).
+    #[arg(long, value_name = "ID.SECRET")]
+    token: Option<String>,
     /// Substrate API port of this node.
     #[arg(long, default_value_t = globular_cluster::API_PORT)]
     api_port: u16,
@@ -274,6 +278,7 @@ fn seed(args: SeedArgs) -> anyhow::Result<()> {
             etcd_client: args.etcd_client_port,
             etcd_peer: args.etcd_peer_port,
         },
+        token: args.token,
     };
     let format = match args.format {
         SeedFormatArg::Yaml => SeedFormat::Yaml,

@@ -37,12 +37,16 @@ pub fn run_build(script: &Path, dirs: &BuildDirs<'_>, env: &ScriptEnv) -> anyhow
             "{setting}: build scripts run on the host; `.chroot` build scripts are not implemented"
         );
     }
-    let task = Task::new(format!("running {}", script.display()), script)
-        .env("SRCDIR", dirs.sources)
-        .env("DESTDIR", dirs.dest)
-        .env("BUILDDIR", dirs.build)
-        .current_dir(dirs.sources);
-    with_env(task, env).run().context(setting)
+    // The directories last: they win over `Environment=`.
+    let task = with_env(
+        Task::new(format!("running {}", script.display()), script),
+        env,
+    )
+    .env("SRCDIR", dirs.sources)
+    .env("DESTDIR", dirs.dest)
+    .env("BUILDDIR", dirs.build)
+    .current_dir(dirs.sources);
+    task.run().context(setting)
 }
 
 pub fn run_postinst(

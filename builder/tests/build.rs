@@ -352,6 +352,22 @@ fn failing_build_script_stops_the_build_and_its_output_changes_the_image() {
     ok(&build(profile.path(), changed.path(), &["--quiet"]));
     assert_ne!(manifest(changed.path())["inputs_digest"], before);
 
+    // BuildDirectory= is $BUILDDIR and outlives the build (incremental
+    // builds): a counter kept there counts both builds.
+    let conf = profile.path().join("mkosi.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\n[Build]\nBuildDirectory=build-cache\n");
+    std::fs::write(&conf, text).unwrap();
+    let counter = "n=$(cat \"$BUILDDIR/count\" 2>/dev/null || echo 0); echo $((n + 1)) > \"$BUILDDIR/count\"\n";
+    let text = std::fs::read_to_string(&script).unwrap();
+    std::fs::write(&script, format!("{text}{counter}")).unwrap();
+    for _ in 0..2 {
+        let again = tempfile::tempdir().unwrap();
+        ok(&build(profile.path(), again.path(), &["--quiet"]));
+    }
+    let count = std::fs::read_to_string(profile.path().join("build-cache/count")).unwrap();
+    assert_eq!(count.trim(), "2");
+
     // A failing build script: named, and nothing is published.
     std::fs::write(&script, "#!/bin/sh\necho compiler exploded >&2\nexit 3\n").unwrap();
     let failed_out = tempfile::tempdir().unwrap();

@@ -209,7 +209,15 @@ impl ClusterSecrets {
             endpoints = self.info.endpoints.clone();
         }
         let token = if opts.bootstrap {
+            if opts.token.is_some() {
+                anyhow::bail!("seed for {}: a bootstrap seed takes no token", opts.node);
+            }
             None
+        } else if let Some(token) = &opts.token {
+            // A token made later on the cluster (`globular token create`):
+            // checked for its form here, for its role by the cluster.
+            BootstrapToken::parse(token).map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+            Some(token.clone())
         } else {
             let entry = self
                 .tokens
@@ -265,6 +273,9 @@ pub struct SeedOptions {
     /// Join endpoints (`IP:PORT`); default: those of `cluster.yaml`.
     pub endpoints: Vec<String>,
     pub ports: Ports,
+    /// A bootstrap token to use instead of the bundle's token for the role
+    /// (one created on the cluster with `globular token create`).
+    pub token: Option<String>,
 }
 
 /// How `builder seed` writes the seed.
@@ -347,6 +358,7 @@ mod tests {
                 bootstrap: false,
                 endpoints: vec![],
                 ports: Ports::default(),
+                token: None,
             })
             .unwrap();
         assert!(seed.ca.is_none());
@@ -362,6 +374,29 @@ mod tests {
     }
 
     #[test]
+    fn seed_takes_a_token_made_later_and_checks_its_form() {
+        let tmp = tempfile::tempdir().unwrap();
+        let secrets = bundle(tmp.path());
+        let opts = |token: &str, bootstrap: bool| SeedOptions {
+            node: "w2".into(),
+            role: Role::Worker,
+            addresses: vec!["10.0.0.6/24".into()],
+            gateway: None,
+            bootstrap,
+            endpoints: vec![],
+            ports: Ports::default(),
+            token: Some(token.into()),
+        };
+        let made_later = BootstrapToken::generate().expose();
+        let seed = secrets.seed(&opts(&made_later, false)).unwrap();
+        assert_eq!(seed.token.as_deref(), Some(made_later.as_str()));
+        let err = secrets.seed(&opts("not-a-token", false)).unwrap_err();
+        assert!(format!("{err:#}").contains("--token"), "{err:#}");
+        let err = secrets.seed(&opts(&made_later, true)).unwrap_err();
+        assert!(format!("{err:#}").contains("takes no token"), "{err:#}");
+    }
+
+    #[test]
     fn bootstrap_seed_carries_ca_and_token_hashes() {
         let tmp = tempfile::tempdir().unwrap();
         let secrets = bundle(tmp.path());
@@ -374,6 +409,7 @@ mod tests {
                 bootstrap: true,
                 endpoints: vec![],
                 ports: Ports::default(),
+                token: None,
             })
             .unwrap();
         assert!(seed.ca.is_some());
@@ -395,6 +431,7 @@ mod tests {
                 bootstrap: true,
                 endpoints: vec![],
                 ports: Ports::default(),
+                token: None,
             })
             .unwrap_err();
         assert!(format!("{err:#}").contains("bootstrap"), "{err:#}");

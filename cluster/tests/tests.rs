@@ -31,5 +31,6 @@ fn seed_options(node: &str, role: Role, bootstrap: bool) -> SeedOptions {
         bootstrap,
         endpoints: vec![],
         ports: Ports::default(),
+        token: None,
     }
 }

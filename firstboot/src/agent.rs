@@ -469,6 +469,12 @@ impl Agent {
             addresses: seed.node.addresses.clone(),
             image_version: self.image_version(),
         };
+        tracing::info!(
+            "enrolling {} as {}: sending the CSR to {}",
+            seed.node.name,
+            seed.node.role,
+            seed.cluster.endpoints.join(", ")
+        );
         let response = enroll_with(
             &seed.cluster.endpoints,
             &seed.cluster.ca_cert_hash,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use globular_cluster::protocol::RegisterRequest;
 use globular_cluster::Role;
 
 use crate::layout::{Layout, DEFAULT_ROOT};
@@ -103,13 +104,47 @@ struct FirstbootArgs {
 #[derive(Debug, Subcommand)]
 enum NodeCommand {
     /// List the enrolled nodes.
-    List(RootArgs),
+    List(NodeListArgs),
+}
+
+#[derive(Debug, Args)]
+struct NodeListArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// The node records as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum ServiceCommand {
     /// List registered services.
     List(ServiceListArgs),
+    /// Register a service instance in the registry, as this node; prints the
+    /// stored record.
+    Register(ServiceRegisterArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServiceRegisterArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// Service name (e.g. `kubernetes.KubernetesService`).
+    #[arg(long)]
+    name: String,
+    /// Instance id (default: this node's name).
+    #[arg(long)]
+    id: Option<String>,
+    /// Address the service is reached at.
+    #[arg(long)]
+    address: String,
+    #[arg(long)]
+    port: u16,
+    #[arg(long, default_value = "tcp")]
+    protocol: String,
+    /// A tag; may be repeated.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +154,9 @@ struct ServiceListArgs {
     /// Only this service.
     #[arg(long)]
     name: Option<String>,
+    /// The service records as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,12 +199,28 @@ pub fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => server::run(&Layout::new(args.root)),
-        Command::Node(NodeCommand::List(args)) => {
-            node_cli::run(&Layout::new(args.root), node_cli::Command::NodeList)
-        }
+        Command::Node(NodeCommand::List(args)) => node_cli::run(
+            &Layout::new(args.root.root),
+            node_cli::Command::NodeList { json: args.json },
+        ),
         Command::Service(ServiceCommand::List(args)) => node_cli::run(
             &Layout::new(args.root.root),
-            node_cli::Command::ServiceList { name: args.name },
+            node_cli::Command::ServiceList {
+                name: args.name,
+                json: args.json,
+            },
+        ),
+        Command::Service(ServiceCommand::Register(args)) => node_cli::run(
+            &Layout::new(args.root.root),
+            node_cli::Command::ServiceRegister(RegisterRequest {
+                name: args.name,
+                id: args.id,
+                address: args.address,
+                port: args.port,
+                protocol: args.protocol,
+                tags: args.tags,
+                metadata: Default::default(),
+            }),
         ),
         Command::Cert(CertCommand::Renew(args)) => node_cli::run(
             &Layout::new(args.root.root),

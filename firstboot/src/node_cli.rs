@@ -137,10 +137,15 @@ impl Client {
 /// A node CLI command.
 #[derive(Debug, Clone)]
 pub enum Command {
-    NodeList,
+    NodeList {
+        json: bool,
+    },
     ServiceList {
         name: Option<String>,
+        json: bool,
     },
+    /// Register a service instance (as this node).
+    ServiceRegister(RegisterRequest),
     TokenCreate {
         roles: Vec<Role>,
         ttl: time::Duration,
@@ -210,6 +215,10 @@ async fn renew(layout: &Layout, client: &Client, before: time::Duration) -> anyh
     Ok(out)
 }
 
+fn to_json(value: &impl serde::Serialize) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}
+
 /// Runs a node CLI command and prints its result on stdout.
 pub fn run(layout: &Layout, command: Command) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -219,7 +228,8 @@ pub fn run(layout: &Layout, command: Command) -> anyhow::Result<()> {
     let text = runtime.block_on(async {
         let client = Client::from_layout(layout)?;
         anyhow::Ok(match command {
-            Command::NodeList => {
+            Command::NodeList { json: true } => to_json(&client.nodes().await?)?,
+            Command::NodeList { json: false } => {
                 let mut out = format!(
                     "{:<20} {:<14} {:<20} {:<12} {}\n",
                     "NAME", "ROLE", "ADDRESSES", "IMAGE", "SERIAL"
@@ -236,7 +246,10 @@ pub fn run(layout: &Layout, command: Command) -> anyhow::Result<()> {
                 }
                 out
             }
-            Command::ServiceList { name } => {
+            Command::ServiceList { name, json: true } => {
+                to_json(&client.services(name.as_deref()).await?)?
+            }
+            Command::ServiceList { name, json: false } => {
                 let mut out = format!(
                     "{:<32} {:<16} {:<16} {}\n",
                     "SERVICE", "ID", "NODE", "ENDPOINT"
@@ -249,6 +262,7 @@ pub fn run(layout: &Layout, command: Command) -> anyhow::Result<()> {
                 }
                 out
             }
+            Command::ServiceRegister(req) => to_json(&client.register(&req).await?)?,
             Command::TokenCreate { roles, ttl } => {
                 let t = client.create_token(roles, ttl).await?;
                 format!("{}\n", t.token)

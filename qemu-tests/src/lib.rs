@@ -28,6 +28,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use globular_task::Task;
 
+mod guest;
+mod network;
+
+pub use guest::Output;
+pub use network::Network;
+
 /// Debian's OVMF (package `ovmf`).
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
@@ -80,6 +86,7 @@ pub struct VmBuilder {
     drives: Vec<Drive>,
     kernel: Option<DirectKernel>,
     netdevs: Vec<String>,
+    guest_agent: bool,
     extra: Vec<String>,
     work_dir: Option<PathBuf>,
 }
@@ -95,6 +102,7 @@ impl VmBuilder {
             drives: Vec::new(),
             kernel: None,
             netdevs: Vec::new(),
+            guest_agent: false,
             extra: Vec::new(),
             work_dir: None,
         }
@@ -156,6 +164,14 @@ impl VmBuilder {
     /// The builder assigns the device; `netdev` must carry `id=`.
     pub fn netdev(mut self, netdev: &str) -> VmBuilder {
         self.netdevs.push(netdev.to_owned());
+        self
+    }
+
+    /// Adds the virtio-serial port of the QEMU guest agent, so that
+    /// [`Vm::exec`] can run commands in the guest (the image must carry
+    /// `qemu-guest-agent`).
+    pub fn guest_agent(mut self) -> VmBuilder {
+        self.guest_agent = true;
         self
     }
 
@@ -253,13 +269,39 @@ impl VmBuilder {
             args.push("-netdev".into());
             args.push(netdev.clone());
             args.push("-device".into());
-            args.push(format!(
-                "virtio-net-pci,netdev={id},mac=52:54:00:12:34:{:02x}",
-                0x56 + i
-            ));
+            args.push(format!("virtio-net-pci,netdev={id},mac={}", self.mac(i)));
+        }
+        if self.guest_agent {
+            args.extend([
+                "-chardev".into(),
+                format!(
+                    "socket,path={},server=on,wait=off,id=ga0",
+                    dir.join("guest-agent.sock").display()
+                ),
+                "-device".into(),
+                "virtio-serial-pci".into(),
+                "-device".into(),
+                "virtserialport,chardev=ga0,name=org.qemu.guest_agent.0".into(),
+            ]);
         }
         args.extend(self.extra.iter().cloned());
         Ok(args)
+    }
+
+    /// The MAC address of NIC `index`: QEMU's prefix, then bytes derived from
+    /// the VM's name, so VMs on one network never share an address.
+    fn mac(&self, index: usize) -> String {
+        // FNV-1a: stable across runs and Rust versions.
+        let hash = self.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let b = hash.to_be_bytes();
+        format!(
+            "52:54:00:{:02x}:{:02x}:{:02x}",
+            b[0],
+            b[1],
+            b[2] ^ index as u8
+        )
     }
 
     /// Starts QEMU. The returned [`Vm`] owns the process and kills it on drop.
@@ -308,6 +350,7 @@ impl VmBuilder {
             serial,
             qemu_log,
             qmp: dir.join("qmp.sock"),
+            guest_agent: self.guest_agent.then(|| dir.join("guest-agent.sock")),
             started: Instant::now(),
             cursor: 0,
             _temp: temp,
@@ -323,6 +366,7 @@ pub struct Vm {
     serial: PathBuf,
     qemu_log: PathBuf,
     qmp: PathBuf,
+    guest_agent: Option<PathBuf>,
     started: Instant,
     /// Console bytes already matched by [`Vm::wait_for`].
     cursor: usize,
@@ -491,6 +535,48 @@ impl Vm {
             "VM {} did not power off within {timeout:?}\n{tail}",
             self.name
         )
+    }
+
+    /// Runs `program args...` in the guest through the guest agent and
+    /// returns its exit code and output. Waits up to `timeout` in all: for
+    /// the agent to answer (it starts with the guest) and for the command.
+    pub fn exec(
+        &mut self,
+        program: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<Output> {
+        let socket = self
+            .guest_agent
+            .clone()
+            .with_context(|| format!("VM {} has no guest agent port", self.name))?;
+        let deadline = Instant::now() + timeout;
+        let mut agent = loop {
+            if let Some(status) = self.exited() {
+                bail!("VM {} exited ({status})\n{}", self.name, self.tail());
+            }
+            match guest::Agent::connect(&socket, Duration::from_secs(5)) {
+                Ok(agent) => break agent,
+                Err(err) if Instant::now() < deadline => {
+                    tracing::debug!("VM {}: guest agent: {err:#}", self.name);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(err) => bail!(
+                    "VM {}: the guest agent did not answer within {timeout:?}: {err:#}\n{}",
+                    self.name,
+                    self.tail()
+                ),
+            }
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        agent
+            .exec(program, args, left.max(Duration::from_secs(5)))
+            .with_context(|| format!("VM {}: running {program} {args:?}", self.name))
+    }
+
+    /// Whether QEMU is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && self.exited().is_none()
     }
 
     /// Kills QEMU (SIGKILL to its own PID) and reaps it.

@@ -1,44 +1,29 @@
-//! The disk image boots under UEFI (OVMF + systemd-boot + UKI) to
-//! multi-user.target, reports its version, keeps its state partition across a
-//! reboot, and refuses a tampered OS slot. The direct kernel boot of the same
-//! kernel, initrd and command line is the baseline for the boot-time target.
+//! Issue 4: the worker disk image made by `builder build --role worker` boots
+//! under UEFI (OVMF + systemd-boot + UKI + systemd initrd + verity root) to
+//! multi-user.target, reports its version, creates its state partition on
+//! first boot and keeps it across a reboot, and refuses a tampered OS slot.
+//! The direct kernel boot of the same kernel, initrd and command line is the
+//! baseline for the boot-time target.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use qemu_tests::{overlay, Firmware, VmBuilder};
 
-use crate::fixture::{self, boot_image, vm_lock, IMAGE_VERSION};
+use crate::images::{image, record, run_dir, vm_lock, Image, VERSION};
 
 /// TCG on a busy two-core machine: generous, but bounded.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// systemd colours the unit name in status lines; the description is plain.
-const MULTI_USER: &str = "Multi-User System.";
-/// The disk the VMs see: the fixture plus room for the state partition.
-const DISK_SIZE: u64 = 4 << 30;
+pub const MULTI_USER: &str = "Multi-User System.";
+/// The disk the VMs see: the image plus room for the state partition.
+pub const DISK_SIZE: u64 = 4 << 30;
 
-/// Records a measured boot time next to the fixture (for docs/benchmarks.md).
-fn record(name: &str, elapsed: Duration) {
-    let file = boot_image().dir.join("../boot-times.txt");
-    let line = format!("{name}: {:.1} s\n", elapsed.as_secs_f64());
-    let _ = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(file)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+fn worker() -> Image {
+    image("worker", VERSION)
 }
 
-fn record_text(text: &str) {
-    let file = boot_image().dir.join("../boot-times.txt");
-    let _ = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(file)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{text}\n").as_bytes()));
-}
-
-fn fresh_disk(dir: &Path) -> std::path::PathBuf {
-    let image = boot_image();
+fn fresh_disk(image: &Image, dir: &Path) -> PathBuf {
     let disk = dir.join("disk.qcow2");
     overlay(&image.disk, "raw", &disk, DISK_SIZE).unwrap();
     disk
@@ -46,29 +31,33 @@ fn fresh_disk(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn direct_kernel_boot_reaches_multi_user() {
-    let image = boot_image();
+    let image = worker();
     let _vm = vm_lock();
-    let dir = fixture::run_dir();
-    let disk = fresh_disk(dir.path());
+    let dir = run_dir();
+    let disk = fresh_disk(&image, dir.path());
+    let (kernel, initrd, cmdline) = image.direct_kernel(dir.path()).unwrap();
     let mut vm = VmBuilder::new("direct")
         .firmware(Firmware::Bios)
-        .direct_kernel(&image.kernel, Some(image.initrd.clone()), &image.cmdline)
+        .direct_kernel(&kernel, Some(initrd), &cmdline)
         .disk(&disk, "qcow2")
         .work_dir(dir.path())
         .start()
         .unwrap();
-    vm.wait_for(&format!("image-version={IMAGE_VERSION}"), BOOT_TIMEOUT)
+    vm.wait_for(&image.boot_report("/dev/vda6", 1), BOOT_TIMEOUT)
         .unwrap();
     let elapsed = vm.wait_for(MULTI_USER, BOOT_TIMEOUT).unwrap();
-    record("direct kernel boot to multi-user", elapsed);
+    record(&format!(
+        "worker {VERSION}: direct kernel boot to multi-user: {:.1} s",
+        elapsed.as_secs_f64()
+    ));
 }
 
 #[test]
 fn disk_boots_reports_version_and_keeps_state_across_reboot() {
-    let _image = boot_image();
+    let image = worker();
     let _vm = vm_lock();
-    let dir = fixture::run_dir();
-    let disk = fresh_disk(dir.path());
+    let dir = run_dir();
+    let disk = fresh_disk(&image, dir.path());
     let start = |dir: &Path| {
         VmBuilder::new("worker")
             .disk(&disk, "qcow2")
@@ -78,16 +67,13 @@ fn disk_boots_reports_version_and_keeps_state_across_reboot() {
     };
 
     let mut vm = start(dir.path());
-    vm.wait_for(
-        &format!("globular-test: image-version={IMAGE_VERSION} var=/dev/vda6 boots=1"),
-        BOOT_TIMEOUT,
-    )
-    .unwrap();
+    vm.wait_for(&image.boot_report("/dev/vda6", 1), BOOT_TIMEOUT)
+        .unwrap();
     let elapsed = vm.wait_for(MULTI_USER, BOOT_TIMEOUT).unwrap();
-    record(
-        "UEFI disk boot (OVMF + systemd-boot + UKI) to multi-user, first boot",
-        elapsed,
-    );
+    record(&format!(
+        "worker {VERSION}: UEFI disk boot (OVMF + systemd-boot + UKI) to multi-user, first boot: {:.1} s",
+        elapsed.as_secs_f64()
+    ));
     vm.powerdown(Duration::from_secs(120)).unwrap();
     drop(vm);
 
@@ -101,32 +87,31 @@ fn disk_boots_reports_version_and_keeps_state_across_reboot() {
         ("state", "var")
     );
     let ukis: Vec<&str> = after.ukis.iter().map(|u| u.path.as_str()).collect();
-    assert_eq!(ukis.len(), 1, "{ukis:?}");
     assert_eq!(
-        ukis[0], "/EFI/Linux/globular-test_0.1.0.efi",
+        ukis,
+        [format!("/EFI/Linux/{}_{VERSION}.efi", image.image_id)],
         "the good boot was not blessed"
     );
-    record_text(&format!("UKI name after the first boot: {}", ukis[0]));
 
     // Second boot: the state partition (vda6) and its boot counter survived.
     let mut vm = start(dir.path());
-    vm.wait_for(
-        &format!("globular-test: image-version={IMAGE_VERSION} var=/dev/vda6 boots=2"),
-        BOOT_TIMEOUT,
-    )
-    .unwrap();
+    vm.wait_for(&image.boot_report("/dev/vda6", 2), BOOT_TIMEOUT)
+        .unwrap();
     let elapsed = vm.wait_for(MULTI_USER, BOOT_TIMEOUT).unwrap();
-    record("UEFI disk boot to multi-user, second boot", elapsed);
+    record(&format!(
+        "worker {VERSION}: UEFI disk boot to multi-user, second boot: {:.1} s",
+        elapsed.as_secs_f64()
+    ));
 }
 
 #[test]
 fn tampered_os_slot_does_not_boot() {
-    let image = boot_image();
+    let image = worker();
     let _vm = vm_lock();
-    let dir = fixture::run_dir();
-    let slot_a = &image.layout["partitions"][1];
-    assert_eq!(slot_a["role"], "root-a");
-    let offset = slot_a["offset"].as_u64().unwrap();
+    let dir = run_dir();
+    let slot_a = &image.inspection.slots[0];
+    assert!(slot_a.version.is_some(), "slot A is empty: {slot_a:?}");
+    let offset = image.inspection.partitions[slot_a.data_partition as usize - 1].offset;
 
     // A private copy of the disk with one byte flipped in the erofs superblock
     // (block 0 of slot A, read when the root is mounted).

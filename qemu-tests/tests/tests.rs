@@ -1,5 +1,6 @@
-//! Boot tests under `qemu-system-x86_64 -accel tcg`. One binary, a module per
-//! concept; VMs run one at a time ([`fixture::vm_lock`]).
+//! Tests of real images under `qemu-system-x86_64 -accel tcg`. One binary, a
+//! module per concept; one test's VMs at a time ([`images::vm_lock`]).
 
 mod boot;
-mod fixture;
+mod cluster;
+mod images;

@@ -410,10 +410,7 @@ fn run_build_scripts(
     };
     let dest = work.join("destdir");
     std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
-    let build = match config.text("BuildDirectory") {
-        Some(dir) => PathBuf::from(dir),
-        None => work.join("builddir"),
-    };
+    let build = build_dir(config, work);
     std::fs::create_dir_all(&build).with_context(|| format!("creating {}", build.display()))?;
     let dirs = scripts::BuildDirs {
         sources: &sources,
@@ -428,6 +425,15 @@ fn run_build_scripts(
     crate::overlay::copy_tree(&dest, tree, Path::new("/"), None)
         .context("installing what the build scripts put in $DESTDIR")?;
     Ok(Some(digest::tree(&dest)?))
+}
+
+/// `$BUILDDIR`: `BuildDirectory=` (kept between builds, so a build script
+/// can build incrementally), else a directory of this build's work tree.
+fn build_dir(config: &Config, work: &Path) -> PathBuf {
+    match config.text("BuildDirectory") {
+        Some(dir) => PathBuf::from(dir),
+        None => work.join("builddir"),
+    }
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
@@ -573,7 +579,10 @@ impl Plan {
                 "OUTPUTDIR".to_owned(),
                 self.output_dir.display().to_string(),
             ),
-            ("BUILDDIR".to_owned(), work.display().to_string()),
+            (
+                "BUILDDIR".to_owned(),
+                build_dir(config, work).display().to_string(),
+            ),
         ];
         vars.extend(config.environment());
         scripts::ScriptEnv { vars }

@@ -103,6 +103,7 @@ impl Cluster {
                 bootstrap,
                 endpoints: endpoints.to_vec(),
                 ports,
+                token: None,
             },
             secrets::SeedFormat::Yaml,
             &seed_path,

@@ -1,0 +1,537 @@
+//! Issue 6: a substrate cluster formed by booting images, with no human
+//! step. Three control-plane VMs and workers, built by `builder build`,
+//! seeded by `builder seed --format cidata`, share a private L2 network (a
+//! hub in this process, see `qemu_tests::Network`). Assertions run inside
+//! the guests through the QEMU guest agent (`globular`, `etcdctl`,
+//! `openssl`) and on their serial consoles.
+//!
+//! The scenarios run in order on one cluster, as one test (forming a
+//! cluster under TCG is the expensive part): form, lose a control-plane,
+//! reimage a control-plane with a newer version, power loss during a
+//! worker's first boot, add a node with a token made on the cluster. A
+//! failure names the scenario, carries the console tail of the VM concerned,
+//! and keeps every VM's serial log under `target/qemu-fixtures/runs/`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use globular_cluster::secrets::{self, NewCluster, SeedFormat, SeedOptions};
+use globular_cluster::seed::Ports;
+use globular_cluster::Role;
+use qemu_tests::{overlay, Network, Vm, VmBuilder};
+use serde_json::Value;
+
+use crate::boot::{BOOT_TIMEOUT, DISK_SIZE};
+use crate::images::{image, record, run_dir, vm_lock, Image};
+
+/// Addresses of the private network (inside the VMs only).
+const SUBNET: &str = "10.77.0";
+const CP_MEMORY_MIB: u32 = 1536;
+const WORKER_MEMORY_MIB: u32 = 1024;
+/// Waits inside a scenario (etcd membership, registry contents).
+const CONVERGE: Duration = Duration::from_secs(300);
+/// A command in a guest.
+const EXEC: Duration = Duration::from_secs(60);
+/// Console markers of the node agent (firstboot/src/agent.rs).
+const ENROLLED: &[&str] = &["checkpoint enrolled", "is already enrolled"];
+const CSR_SENT: &str = "sending the CSR";
+
+const PKI: &str = "/var/lib/globular/pki";
+
+struct Node {
+    name: String,
+    role: Role,
+    ip: String,
+    seed: PathBuf,
+    disk: PathBuf,
+    vm: Option<Vm>,
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    net: Network,
+    bundle: PathBuf,
+    nodes: Vec<Node>,
+    /// The scenario running, for failure messages.
+    scenario: &'static str,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let dir = run_dir();
+        let bundle = dir.path().join("cluster");
+        let endpoints = (1..=3)
+            .map(|i| format!("{SUBNET}.1{i}:{}", globular_cluster::API_PORT))
+            .collect();
+        secrets::create(&NewCluster {
+            name: "qemu".into(),
+            out: bundle.clone(),
+            endpoints,
+            token_ttl: time::Duration::hours(24),
+        })
+        .expect("builder cluster new");
+        Cluster {
+            dir,
+            net: Network::new().expect("starting the network hub"),
+            bundle,
+            nodes: Vec::new(),
+            scenario: "setup",
+        }
+    }
+
+    /// Seeds a node (`builder seed --format cidata`) and gives it a fresh
+    /// disk made from `image`.
+    fn add(&mut self, name: &str, role: Role, host: u8, image: &Image, token: Option<String>) {
+        let ip = format!("{SUBNET}.{host}");
+        let seed = self.dir.path().join(format!("{name}.seed.img"));
+        secrets::write_seed(
+            &self.bundle,
+            &SeedOptions {
+                node: name.into(),
+                role,
+                addresses: vec![format!("{ip}/24")],
+                gateway: None,
+                bootstrap: name == "cp-1",
+                endpoints: Vec::new(),
+                ports: Ports::default(),
+                token,
+            },
+            SeedFormat::Cidata,
+            &seed,
+        )
+        .expect("builder seed");
+        self.nodes.push(Node {
+            name: name.into(),
+            role,
+            ip,
+            seed,
+            disk: PathBuf::new(),
+            vm: None,
+        });
+        self.reimage(name, image);
+    }
+
+    /// A new disk for `name` from `image` (the old one is dropped).
+    fn reimage(&mut self, name: &str, image: &Image) {
+        let dir = self.dir.path().to_owned();
+        let node = self.node(name);
+        node.disk = dir.join(format!("{name}_{}.qcow2", image.version));
+        overlay(&image.disk, "raw", &node.disk, DISK_SIZE).expect("creating the VM disk");
+    }
+
+    fn node(&mut self, name: &str) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    fn boot(&mut self, name: &str) {
+        let netdev = self.net.netdev("net0").expect("a NIC on the network");
+        let work = self.dir.path().join(name);
+        let node = self.node(name);
+        let memory = match node.role {
+            Role::ControlPlane => CP_MEMORY_MIB,
+            Role::Worker => WORKER_MEMORY_MIB,
+        };
+        let vm = VmBuilder::new(name)
+            .memory_mib(memory)
+            .cpus(1)
+            .disk(&node.disk, "qcow2")
+            .disk_read_only(&node.seed, "raw")
+            .netdev(&netdev)
+            .guest_agent()
+            .work_dir(work)
+            .start()
+            .unwrap_or_else(|e| panic!("starting {name}: {e:#}"));
+        node.vm = Some(vm);
+    }
+
+    fn vm(&mut self, name: &str) -> &mut Vm {
+        self.node(name)
+            .vm
+            .as_mut()
+            .unwrap_or_else(|| panic!("{name} is not running"))
+    }
+
+    /// Kills a VM: the machine loses power.
+    fn power_off(&mut self, name: &str) {
+        if let Some(mut vm) = self.node(name).vm.take() {
+            vm.kill();
+        }
+    }
+
+    fn fail(&mut self, name: &str, what: &str) -> ! {
+        let scenario = self.scenario;
+        let tail = self
+            .node(name)
+            .vm
+            .as_ref()
+            .map(Vm::tail)
+            .unwrap_or_default();
+        panic!("scenario {scenario}: {what}\n{tail}");
+    }
+
+    fn wait_enrolled(&mut self, name: &str) -> Duration {
+        let scenario = self.scenario;
+        let vm = self.vm(name);
+        match vm.wait_for_any(ENROLLED, BOOT_TIMEOUT) {
+            Ok(_) => vm.elapsed(),
+            Err(err) => panic!("scenario {scenario}: {name} did not enroll: {err:#}"),
+        }
+    }
+
+    /// Runs a command in a guest; its stdout, or a failure with the output.
+    fn exec(&mut self, name: &str, program: &str, args: &[&str]) -> String {
+        let scenario = self.scenario;
+        let what = format!("{program} {}", args.join(" "));
+        match self
+            .vm(name)
+            .exec(program, args, EXEC)
+            .and_then(|o| o.success(&what))
+        {
+            Ok(out) => out.stdout,
+            Err(err) => panic!("scenario {scenario}: on {name}: {err:#}"),
+        }
+    }
+
+    /// Whether `path` exists in a guest.
+    fn exists(&mut self, name: &str, path: &str) -> bool {
+        let scenario = self.scenario;
+        match self.vm(name).exec("/usr/bin/test", &["-e", path], EXEC) {
+            Ok(out) => out.code == 0,
+            Err(err) => panic!("scenario {scenario}: on {name}: {err:#}"),
+        }
+    }
+
+    fn etcd_endpoints(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.role == Role::ControlPlane && n.vm.is_some())
+            .map(|n| format!("https://{}:{}", n.ip, globular_cluster::ETCD_CLIENT_PORT))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `etcdctl` on a control-plane node with its own client certificate.
+    fn etcdctl(&mut self, via: &str, endpoints: &str, args: &[&str]) -> anyhow::Result<String> {
+        let mut argv = vec![
+            format!("--endpoints={endpoints}"),
+            format!("--cacert={PKI}/ca.crt"),
+            format!("--cert={PKI}/node.crt"),
+            format!("--key={PKI}/node.key"),
+            "--command-timeout=10s".into(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = self.vm(via).exec("/usr/bin/etcdctl", &argv, EXEC)?;
+        Ok(out.success("etcdctl")?.stdout)
+    }
+
+    /// The etcd members as (name, id, is learner), sorted by name.
+    fn members(&mut self, via: &str) -> anyhow::Result<Vec<(String, u64, bool)>> {
+        let endpoint = format!(
+            "https://{}:{}",
+            self.node(via).ip,
+            globular_cluster::ETCD_CLIENT_PORT
+        );
+        let out: Value = serde_json::from_str(&self.etcdctl(
+            via,
+            &endpoint,
+            &["member", "list", "-w", "json"],
+        )?)?;
+        let mut members: Vec<(String, u64, bool)> = out["members"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap_or_default().to_owned(),
+                    m["ID"].as_u64().unwrap_or_default(),
+                    m.get("isLearner").is_some_and(|l| l == true),
+                )
+            })
+            .collect();
+        members.sort();
+        Ok(members)
+    }
+
+    /// Waits until etcd has exactly the control-plane members `names`, all
+    /// voters and all healthy; returns the members.
+    fn wait_etcd(&mut self, via: &str, names: &[&str]) -> Vec<(String, u64, bool)> {
+        let deadline = Instant::now() + CONVERGE;
+        let mut last = String::new();
+        loop {
+            let endpoints = self.etcd_endpoints();
+            let attempt = self.members(via).and_then(|members| {
+                let got: Vec<&str> = members.iter().map(|m| m.0.as_str()).collect();
+                let health = self.etcdctl(via, &endpoints, &["endpoint", "health", "-w", "json"]);
+                let healthy = health
+                    .as_deref()
+                    .map(|h| h.matches("\"health\":true").count())
+                    .unwrap_or(0);
+                last = format!("members {members:?}, healthy endpoints {healthy}: {health:?}");
+                Ok(
+                    (got == names && members.iter().all(|m| !m.2) && healthy == names.len())
+                        .then_some(members),
+                )
+            });
+            match attempt {
+                Ok(Some(members)) => return members,
+                Ok(None) => {}
+                Err(err) => last = format!("{err:#}"),
+            }
+            if Instant::now() >= deadline {
+                self.fail(
+                    via,
+                    &format!("etcd did not reach {names:?} healthy voters: {last}"),
+                );
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    }
+
+    /// The registry's node records, read through `via`'s substrate API.
+    fn registry(&mut self, via: &str) -> Vec<Value> {
+        let out = self.exec(via, "/usr/bin/globular", &["node", "list", "--json"]);
+        let list: Value = serde_json::from_str(&out).expect("node list JSON");
+        list["nodes"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn registry_names(&mut self, via: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .registry(via)
+            .iter()
+            .map(|n| n["name"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn etcd_key_count(&mut self, via: &str) -> usize {
+        let endpoints = self.etcd_endpoints();
+        let out = self
+            .etcdctl(
+                via,
+                &endpoints,
+                &["get", "/globular/", "--prefix", "--keys-only"],
+            )
+            .unwrap_or_else(|e| panic!("counting keys via {via}: {e:#}"));
+        out.lines().filter(|l| !l.trim().is_empty()).count()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut vm) = node.vm.take() {
+                vm.kill();
+            }
+        }
+        if std::thread::panicking() {
+            let kept = self.dir.path().to_owned();
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "cluster scenario {} failed: serial logs of every VM kept in {}",
+                self.scenario,
+                kept.display()
+            );
+        }
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.0} s", d.as_secs_f64())
+}
+
+#[test]
+fn cluster_forms_survives_loss_reimages_and_grows() {
+    let cp = image("control-plane", "0.1.0");
+    let worker = image("worker", "0.1.0");
+    let cp_next = image("control-plane", "0.2.0");
+    let _vm = vm_lock();
+    let mut c = Cluster::new();
+
+    // Form: all four boot at once; the joiners retry until cp-1 serves.
+    c.scenario = "form";
+    c.add("cp-1", Role::ControlPlane, 11, &cp, None);
+    c.add("cp-2", Role::ControlPlane, 12, &cp, None);
+    c.add("cp-3", Role::ControlPlane, 13, &cp, None);
+    c.add("worker-1", Role::Worker, 21, &worker, None);
+    let started = Instant::now();
+    for name in ["cp-1", "cp-2", "cp-3", "worker-1"] {
+        c.boot(name);
+    }
+    for name in ["cp-1", "cp-2", "cp-3"] {
+        c.wait_enrolled(name);
+    }
+    let members = c.wait_etcd("cp-1", &["cp-1", "cp-2", "cp-3"]);
+    let formed = started.elapsed();
+    c.wait_enrolled("worker-1");
+    let with_worker = started.elapsed();
+    let names = c.registry_names("cp-1");
+    assert_eq!(names, ["cp-1", "cp-2", "cp-3", "worker-1"], "registry");
+    for name in ["cp-1", "cp-2", "cp-3", "worker-1"] {
+        let out = c.exec(
+            name,
+            "/usr/bin/openssl",
+            &[
+                "verify",
+                "-CAfile",
+                &format!("{PKI}/ca.crt"),
+                &format!("{PKI}/node.crt"),
+            ],
+        );
+        assert!(out.contains(": OK"), "{name}: {out}");
+        // The CA a node trusts is the cluster's (pinned in the seed).
+        let ca = c.exec(name, "/usr/bin/cat", &[&format!("{PKI}/ca.crt")]);
+        let bundle_ca = std::fs::read_to_string(c.bundle.join("ca.crt")).unwrap();
+        assert_eq!(ca.trim(), bundle_ca.trim(), "{name} trusts another CA");
+    }
+    assert!(
+        !c.exists("worker-1", &format!("{PKI}/ca.key")),
+        "the worker holds the CA key"
+    );
+    assert!(
+        !c.exists("worker-1", "/var/lib/globular/etcd/data"),
+        "the worker has etcd data"
+    );
+    assert!(
+        c.exists("cp-2", &format!("{PKI}/ca.key")),
+        "cp-2 has no CA key"
+    );
+    assert!(!members.iter().any(|m| m.0 == "worker-1"), "{members:?}");
+    record(&format!(
+        "cluster form: 3 control-planes enrolled with 3 healthy voting etcd members {} after the first boot; worker-1 enrolled after {}",
+        seconds(formed),
+        seconds(with_worker)
+    ));
+    c.power_off("worker-1");
+
+    // Lose a control-plane: the registry stays writable through cp-1 and
+    // cp-3, and cp-2 has the record written meanwhile when it is back.
+    c.scenario = "lose a control-plane";
+    let t = Instant::now();
+    c.power_off("cp-2");
+    let registered = c.exec(
+        "cp-1",
+        "/usr/bin/globular",
+        &[
+            "service",
+            "register",
+            "--name",
+            "test.OutageRecord",
+            "--address",
+            "10.77.0.11",
+            "--port",
+            "8080",
+        ],
+    );
+    assert!(registered.contains("test.OutageRecord"), "{registered}");
+    c.boot("cp-2");
+    c.wait_enrolled("cp-2");
+    c.wait_etcd("cp-1", &["cp-1", "cp-2", "cp-3"]);
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        // cp-2's CLI asks cp-2's own API first, which reads cp-2's etcd.
+        let out = c.exec(
+            "cp-2",
+            "/usr/bin/globular",
+            &["service", "list", "--name", "test.OutageRecord", "--json"],
+        );
+        if out.contains("\"node\": \"cp-1\"") {
+            break;
+        }
+        if Instant::now() >= deadline {
+            c.fail(
+                "cp-2",
+                &format!("the record written during the outage is missing: {out}"),
+            );
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    record(&format!(
+        "cluster lose a control-plane: {}",
+        seconds(t.elapsed())
+    ));
+
+    // Reimage: cp-3 gets a new disk with version 0.2.0 and its old seed.
+    c.scenario = "reimage";
+    let t = Instant::now();
+    let keys_before = c.etcd_key_count("cp-1");
+    let old_id = members.iter().find(|m| m.0 == "cp-3").unwrap().1;
+    c.power_off("cp-3");
+    c.reimage("cp-3", &cp_next);
+    c.boot("cp-3");
+    c.wait_enrolled("cp-3");
+    let members = c.wait_etcd("cp-1", &["cp-1", "cp-2", "cp-3"]);
+    let new_id = members.iter().find(|m| m.0 == "cp-3").unwrap().1;
+    assert_ne!(new_id, old_id, "cp-3 kept its stale etcd member");
+    let cp3 = c
+        .registry("cp-1")
+        .into_iter()
+        .find(|n| n["name"] == "cp-3")
+        .expect("cp-3 in the registry");
+    assert_eq!(cp3["image_version"], "0.2.0", "{cp3}");
+    assert_eq!(cp3["superseded"].as_array().map(Vec::len), Some(1), "{cp3}");
+    let keys_after = c.etcd_key_count("cp-1");
+    assert_eq!(keys_before, keys_after, "keys before and after the reimage");
+    record(&format!(
+        "cluster reimage of cp-3 to 0.2.0: {} ({keys_after} keys before and after)",
+        seconds(t.elapsed())
+    ));
+
+    // Power loss during first boot: worker-2 loses power right after its
+    // agent sent the CSR, and boots again from the same disk.
+    c.scenario = "power loss during firstboot";
+    let t = Instant::now();
+    c.add("worker-2", Role::Worker, 22, &worker, None);
+    c.boot("worker-2");
+    if let Err(err) = c.vm("worker-2").wait_for(CSR_SENT, BOOT_TIMEOUT) {
+        panic!("scenario {}: {err:#}", c.scenario);
+    }
+    c.power_off("worker-2");
+    c.boot("worker-2");
+    c.wait_enrolled("worker-2");
+    let records: Vec<Value> = c
+        .registry("cp-1")
+        .into_iter()
+        .filter(|n| n["name"] == "worker-2")
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let cert = c.exec("worker-2", "/usr/bin/cat", &[&format!("{PKI}/node.crt")]);
+    assert_eq!(
+        records[0]["certificate"].as_str().map(str::trim),
+        Some(cert.trim())
+    );
+    assert!(
+        records[0]["superseded"].is_null(),
+        "a second key enrolled: {records:?}"
+    );
+    c.power_off("worker-2");
+    record(&format!(
+        "cluster power loss during firstboot: {}",
+        seconds(t.elapsed())
+    ));
+
+    // Add a node: a token made on the cluster, in a seed written later.
+    c.scenario = "add a node";
+    let t = Instant::now();
+    let token = c.exec(
+        "cp-1",
+        "/usr/bin/globular",
+        &["token", "create", "--role", "worker", "--ttl", "1h"],
+    );
+    let token = token.trim().to_owned();
+    c.add("worker-3", Role::Worker, 23, &worker, Some(token));
+    c.boot("worker-3");
+    c.wait_enrolled("worker-3");
+    let names = c.registry_names("cp-3");
+    assert_eq!(
+        names,
+        ["cp-1", "cp-2", "cp-3", "worker-1", "worker-2", "worker-3"],
+        "registry"
+    );
+    record(&format!("cluster add a node: {}", seconds(t.elapsed())));
+}

@@ -1,0 +1,178 @@
+//! The images under test, made by the real `builder build --role R --version
+//! V` (the library call behind the command) from this checkout's profiles,
+//! once per test process. The builder's own cache keeps the package stages
+//! between runs, so a rebuild is the overlay, the agent and the disk.
+//!
+//! Outputs go to `target/qemu-fixtures/images/<role>_<version>/` (or under
+//! `$GLOBULAR_QEMU_FIXTURES`); VM run directories to `.../runs/`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::Context as _;
+use builder::build::{build, BuildOptions};
+use builder::pins::Pins;
+use builder::profile::ResolveOptions;
+use globular_task::Task;
+
+/// The version the boot tests use.
+pub const VERSION: &str = "0.1.0";
+
+/// A built disk image.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub version: String,
+    pub image_id: String,
+    /// The raw GPT disk image (tests boot qcow2 overlays of it).
+    pub disk: PathBuf,
+    /// What `builder inspect` reads from it.
+    pub inspection: Arc<builder::inspect::Inspection>,
+}
+
+impl Image {
+    /// The console line of the image's boot-report unit
+    /// (`overlays/base/usr/lib/globular/boot-report`).
+    pub fn boot_report(&self, var: &str, boots: u32) -> String {
+        format!(
+            "globular: image={} version={} var={var} boots={boots}",
+            self.image_id, self.version
+        )
+    }
+
+    /// The kernel, initrd and command line of the image's UKI, extracted for
+    /// a direct kernel boot of the same image.
+    pub fn direct_kernel(&self, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, String)> {
+        let i = &self.inspection;
+        let uki = i.ukis.first().context("the image has no UKI")?;
+        let esp = i
+            .partitions
+            .iter()
+            .find(|p| p.type_name == "esp")
+            .context("the image has no ESP")?;
+        let efi = dir.join("uki.efi");
+        builder::disk::esp::extract(&self.disk, esp.offset, &uki.path, &efi)?;
+        let kernel = dir.join("vmlinuz");
+        let initrd = dir.join("initrd");
+        for (section, out) in [(".linux", &kernel), (".initrd", &initrd)] {
+            Task::new(format!("extracting {section} from the UKI"), "objcopy")
+                .package("binutils")
+                .args(["-O", "binary", "--only-section", section])
+                .arg(&efi)
+                .arg(out)
+                .run()?;
+        }
+        Ok((kernel, initrd, uki.cmdline.clone()))
+    }
+}
+
+pub fn cache_root() -> PathBuf {
+    std::env::var_os("GLOBULAR_QEMU_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/qemu-fixtures"))
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("the checkout")
+}
+
+/// The image of `role` at `version`, built on first use in this process.
+pub fn image(role: &str, version: &str) -> Image {
+    // One build at a time (they share the builder's cache and the two cores);
+    // each image once.
+    static BUILT: OnceLock<Mutex<HashMap<(String, String), Image>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let key = (role.to_owned(), version.to_owned());
+    if let Some(image) = built.get(&key) {
+        return image.clone();
+    }
+    let image = match build_image(role, version) {
+        Ok(image) => image,
+        Err(err) => panic!("builder build --role {role} --version {version}: {err:#}"),
+    };
+    built.insert(key, image.clone());
+    image
+}
+
+fn build_image(role: &str, version: &str) -> anyhow::Result<Image> {
+    let repo = repo_root();
+    let directory = repo.join("profiles").join(role);
+    let out = cache_root()
+        .join("images")
+        .join(format!("{role}_{version}"));
+    let started = std::time::Instant::now();
+    let report = build(&BuildOptions {
+        resolve: ResolveOptions {
+            pins: Pins::discover(&directory)?,
+            directory,
+            role: Some(role.to_owned()),
+            profiles: Vec::new(),
+            image_version: Some(version.to_owned()),
+            environment: Vec::new(),
+        },
+        format: None,
+        compression: None,
+        output_dir: Some(out.clone()),
+        cache_dir: None,
+        artifacts: None,
+        force: false,
+        progress: builder::progress::Progress::new(true),
+        source_root: repo,
+    })?;
+    tracing::info!(
+        "built {} in {:.1?} (package stage reused: {})",
+        report.name,
+        started.elapsed(),
+        report.package_stage_reused
+    );
+    let disk = report
+        .outputs
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "raw"))
+        .with_context(|| format!("no .raw among {:?}", report.outputs))?
+        .clone();
+    let inspection = builder::inspect::inspect(&disk)?;
+    Ok(Image {
+        version: version.to_owned(),
+        image_id: format!("globular-{role}"),
+        disk,
+        inspection: Arc::new(inspection),
+    })
+}
+
+/// A private directory for one test's VM files, under the cache directory
+/// rather than /tmp (other suites on this machine clean /tmp/.tmp* while VMs
+/// still write there). `GLOBULAR_QEMU_KEEP=1` keeps it for a post-mortem.
+pub fn run_dir() -> tempfile::TempDir {
+    let runs = cache_root().join("runs");
+    std::fs::create_dir_all(&runs).expect("creating the runs directory");
+    tempfile::Builder::new()
+        .prefix("vm-")
+        .disable_cleanup(std::env::var_os("GLOBULAR_QEMU_KEEP").is_some())
+        .tempdir_in(runs)
+        .expect("creating a run directory")
+}
+
+/// One test's VMs at a time: the machine has two cores, and boot times are
+/// measured.
+pub fn vm_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Appends a measured figure to `boot-times.txt` next to the images (for
+/// docs/benchmarks.md).
+pub fn record(text: &str) {
+    let file = cache_root().join("boot-times.txt");
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{text}\n").as_bytes()));
+}
