@@ -106,6 +106,9 @@ fn build_image(role: &str, version: &str) -> anyhow::Result<Image> {
     let out = cache_root()
         .join("images")
         .join(format!("{role}_{version}"));
+    // Not while another test's VMs run: builds take both cores, and boot
+    // times are measured.
+    let _vms = vm_lock();
     let started = std::time::Instant::now();
     let report = build(&BuildOptions {
         resolve: ResolveOptions {
