@@ -35,7 +35,10 @@ FactoryReset=yes
 ";
 
 /// The `/etc/fstab` line that mounts the state partition.
-pub const FSTAB_LINE: &str = "PARTLABEL=state /var ext4 defaults,x-systemd.device-timeout=60s 0 2";
+/// The device timeout is generous: on first boot the partition appears only
+/// after systemd-repart made it, and a VM host under load (the qemu-tests run
+/// four VMs on two cores) makes that take minutes.
+pub const FSTAB_LINE: &str = "PARTLABEL=state /var ext4 defaults,x-systemd.device-timeout=300s 0 2";
 
 /// The `/etc/fstab` line that mounts the ESP on `/efi`, so
 /// `systemd-bless-boot` can drop the boot counter of a good boot.
@@ -44,7 +47,7 @@ pub const FSTAB_LINE: &str = "PARTLABEL=state /var ext4 defaults,x-systemd.devic
 /// by `e2scrub_reap` (which scans mount points) intermittently kept
 /// multi-user.target from being reached.
 pub const ESP_FSTAB_LINE: &str =
-    "PARTLABEL=esp /efi vfat umask=0077,nofail,x-systemd.device-timeout=10s 0 0";
+    "PARTLABEL=esp /efi vfat umask=0077,nofail,x-systemd.device-timeout=120s 0 0";
 
 /// Files to add to the OS tree, relative to its root.
 pub fn tree_files() -> Vec<(&'static str, &'static str)> {
