@@ -264,7 +264,7 @@ impl Cluster {
         let mut last = String::new();
         loop {
             let endpoints = self.etcd_endpoints();
-            let attempt = self.members(via).and_then(|members| {
+            let attempt = self.members(via).map(|members| {
                 let got: Vec<&str> = members.iter().map(|m| m.0.as_str()).collect();
                 let health = self.etcdctl(via, &endpoints, &["endpoint", "health", "-w", "json"]);
                 let healthy = health
@@ -272,10 +272,8 @@ impl Cluster {
                     .map(|h| h.matches("\"health\":true").count())
                     .unwrap_or(0);
                 last = format!("members {members:?}, healthy endpoints {healthy}: {health:?}");
-                Ok(
-                    (got == names && members.iter().all(|m| !m.2) && healthy == names.len())
-                        .then_some(members),
-                )
+                (got == names && members.iter().all(|m| !m.2) && healthy == names.len())
+                    .then_some(members)
             });
             match attempt {
                 Ok(Some(members)) => return members,
@@ -332,11 +330,15 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             let kept = self.dir.path().to_owned();
             self.dir.disable_cleanup(true);
-            eprintln!(
-                "cluster scenario {} failed: serial logs of every VM kept in {}",
-                self.scenario,
-                kept.display()
-            );
+            // The test harness shows a failed test's output.
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!(
+                    "cluster scenario {} failed: serial logs of every VM kept in {}",
+                    self.scenario,
+                    kept.display()
+                );
+            }
         }
     }
 }
