@@ -85,12 +85,14 @@ impl Agent {
     }
 
     fn read(&mut self) -> anyhow::Result<Value> {
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
+        let mut line = Vec::new();
+        if self.reader.read_until(b'\n', &mut line)? == 0 {
             bail!("the guest agent closed the connection");
         }
-        serde_json::from_str(line.trim_start_matches('\u{FF}').trim())
-            .with_context(|| format!("guest agent reply {line:?}"))
+        // A late reply to an earlier sync may carry its 0xFF delimiter.
+        line.retain(|b| *b != 0xFF);
+        serde_json::from_slice(&line)
+            .with_context(|| format!("guest agent reply {:?}", String::from_utf8_lossy(&line)))
     }
 
     fn call(&mut self, command: &str, arguments: Value) -> anyhow::Result<Value> {

@@ -188,8 +188,9 @@ impl VmBuilder {
         self
     }
 
-    /// The QEMU command line for a VM whose files live in `dir`.
-    fn args(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
+    /// The QEMU command line for a VM whose files live in `dir` and whose
+    /// control sockets live in `sockets`.
+    fn args(&self, dir: &Path, sockets: &Path) -> anyhow::Result<Vec<String>> {
         let serial = dir.join(format!("{}.serial.log", self.name));
         let mut args: Vec<String> = vec![
             "-name".into(),
@@ -211,7 +212,10 @@ impl VmBuilder {
             "-serial".into(),
             format!("file:{}", serial.display()),
             "-qmp".into(),
-            format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()),
+            format!(
+                "unix:{},server=on,wait=off",
+                sockets.join("qmp.sock").display()
+            ),
             "-no-user-config".into(),
             "-nodefaults".into(),
         ];
@@ -276,7 +280,7 @@ impl VmBuilder {
                 "-chardev".into(),
                 format!(
                     "socket,path={},server=on,wait=off,id=ga0",
-                    dir.join("guest-agent.sock").display()
+                    sockets.join("guest-agent.sock").display()
                 ),
                 "-device".into(),
                 "virtio-serial-pci".into(),
@@ -333,7 +337,13 @@ impl VmBuilder {
                 .with_context(|| format!("keeping {}", serial.display()))?;
         }
         let qemu_log = dir.join(format!("{}.qemu.log", self.name));
-        let args = self.args(&dir)?;
+        // Unix socket paths are limited to 108 bytes: the sockets go to a
+        // short directory of their own, not under a deep checkout.
+        let sockets = tempfile::Builder::new()
+            .prefix("globular-vm-")
+            .tempdir()
+            .context("creating the VM's socket directory")?;
+        let args = self.args(&dir, sockets.path())?;
         let child = Task::new(format!("running VM {}", self.name), "qemu-system-x86_64")
             .package("qemu-system-x86")
             .args(&args)
@@ -349,8 +359,11 @@ impl VmBuilder {
             child: Some(child),
             serial,
             qemu_log,
-            qmp: dir.join("qmp.sock"),
-            guest_agent: self.guest_agent.then(|| dir.join("guest-agent.sock")),
+            qmp: sockets.path().join("qmp.sock"),
+            guest_agent: self
+                .guest_agent
+                .then(|| sockets.path().join("guest-agent.sock")),
+            _sockets: sockets,
             started: Instant::now(),
             cursor: 0,
             _temp: temp,
@@ -367,6 +380,7 @@ pub struct Vm {
     qemu_log: PathBuf,
     qmp: PathBuf,
     guest_agent: Option<PathBuf>,
+    _sockets: tempfile::TempDir,
     started: Instant,
     /// Console bytes already matched by [`Vm::wait_for`].
     cursor: usize,
@@ -635,7 +649,7 @@ mod tests {
             })
             .disk("/d.qcow2", "qcow2")
             .netdev("socket,id=n0,listen=127.0.0.1:4000")
-            .args(dir.path())
+            .args(dir.path(), dir.path())
             .unwrap();
         let line = args.join(" ");
         assert!(line.contains("-accel tcg"), "{line}");
