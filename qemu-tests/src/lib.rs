@@ -552,8 +552,10 @@ impl Vm {
     }
 
     /// Runs `program args...` in the guest through the guest agent and
-    /// returns its exit code and output. Waits up to `timeout` in all: for
-    /// the agent to answer (it starts with the guest) and for the command.
+    /// returns its exit code and output. Waits about `timeout` in all, for
+    /// the agent to answer (it starts with the guest) and for the command
+    /// (at least 5 s for the command, so it may overrun by that much). A
+    /// command that times out is left running in the guest.
     pub fn exec(
         &mut self,
         program: &str,
