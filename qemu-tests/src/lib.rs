@@ -590,11 +590,6 @@ impl Vm {
             .with_context(|| format!("VM {}: running {program} {args:?}", self.name))
     }
 
-    /// Whether QEMU is still running.
-    pub fn is_running(&mut self) -> bool {
-        self.child.is_some() && self.exited().is_none()
-    }
-
     /// Kills QEMU (SIGKILL to its own PID) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -172,12 +172,10 @@ impl Cluster {
         panic!("scenario {scenario}: {what}\n{tail}");
     }
 
-    fn wait_enrolled(&mut self, name: &str) -> Duration {
+    fn wait_enrolled(&mut self, name: &str) {
         let scenario = self.scenario;
-        let vm = self.vm(name);
-        match vm.wait_for_any(ENROLLED, BOOT_TIMEOUT) {
-            Ok(_) => vm.elapsed(),
-            Err(err) => panic!("scenario {scenario}: {name} did not enroll: {err:#}"),
+        if let Err(err) = self.vm(name).wait_for_any(ENROLLED, BOOT_TIMEOUT) {
+            panic!("scenario {scenario}: {name} did not enroll: {err:#}");
         }
     }
 
