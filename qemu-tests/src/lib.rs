@@ -3,8 +3,11 @@
 //! [`VmBuilder`] starts `qemu-system-x86_64 -accel tcg` (KVM is not usable on
 //! the build machines) with UEFI firmware (OVMF, with a private copy of the
 //! variable store) or a direct kernel boot, no display and no monitor, and the
-//! serial console written to a file. [`Vm::wait_for`] polls that file for a
-//! marker with a timeout; every error carries the tail of the console log. A
+//! serial console written to a file. [`Vm::wait_for`] and
+//! [`Vm::wait_for_all`] poll that file for markers with a timeout, wherever
+//! they are in this boot's console (lines of the kernel, PID 1 and journald
+//! come in no promised order); every error carries the tail of the console
+//! log. A
 //! [`Vm`] kills its QEMU process (by its own PID) when dropped, so a failing
 //! test never leaves a VM behind.
 //!
@@ -28,8 +31,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use globular_task::Task;
 
+mod console;
 mod guest;
 mod network;
+
+use console::{Console, Need};
 
 pub use guest::Output;
 pub use network::Network;
@@ -357,15 +363,13 @@ impl VmBuilder {
         Ok(Vm {
             name: self.name,
             child: Some(child),
-            serial,
+            console: Console::new(serial, Instant::now()),
             qemu_log,
             qmp: sockets.path().join("qmp.sock"),
             guest_agent: self
                 .guest_agent
                 .then(|| sockets.path().join("guest-agent.sock")),
             _sockets: sockets,
-            started: Instant::now(),
-            cursor: 0,
             _temp: temp,
         })
     }
@@ -376,26 +380,23 @@ impl VmBuilder {
 pub struct Vm {
     name: String,
     child: Option<Child>,
-    serial: PathBuf,
+    console: Console,
     qemu_log: PathBuf,
     qmp: PathBuf,
     guest_agent: Option<PathBuf>,
     _sockets: tempfile::TempDir,
-    started: Instant,
-    /// Console bytes already matched by [`Vm::wait_for`].
-    cursor: usize,
     _temp: Option<tempfile::TempDir>,
 }
 
 impl Vm {
     /// The serial console log file.
     pub fn serial_path(&self) -> &Path {
-        &self.serial
+        self.console.path()
     }
 
-    /// Everything the console printed so far (lossy UTF-8).
+    /// Everything the console printed so far in this boot (lossy UTF-8).
     pub fn console(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned()
+        String::from_utf8_lossy(&self.console.bytes()).into_owned()
     }
 
     /// The last few KiB of the console and of QEMU's own output.
@@ -409,7 +410,7 @@ impl Vm {
         let mut out = format!(
             "--- console of VM {} ({}), last {} bytes ---\n{}",
             self.name,
-            self.serial.display(),
+            self.serial_path().display(),
             console.len() - start,
             &console[start..]
         );
@@ -419,79 +420,64 @@ impl Vm {
         out
     }
 
-    /// Time since QEMU started.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
-    /// Waits until the console prints `marker` after the previous match, and
-    /// returns the time since start. Fails on timeout or if QEMU exits.
+    /// Waits until this boot's console shows `marker` (anywhere: it may
+    /// have gone by during an earlier wait) and returns when it was first
+    /// seen, as time since QEMU started. Fails on timeout or if QEMU exits.
     pub fn wait_for(&mut self, marker: &str, timeout: Duration) -> anyhow::Result<Duration> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let bytes = std::fs::read(&self.serial).unwrap_or_default();
-            let from = self.cursor.min(bytes.len());
-            if let Some(pos) = find(&bytes[from..], marker.as_bytes()) {
-                self.cursor = from + pos + marker.len();
-                let elapsed = self.started.elapsed();
-                tracing::info!("VM {}: `{marker}` after {:.1?}", self.name, elapsed);
-                return Ok(elapsed);
-            }
-            if let Some(status) = self.exited() {
-                bail!(
-                    "VM {} exited ({status}) before printing `{marker}`\n{}",
-                    self.name,
-                    self.tail()
-                );
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "VM {}: no `{marker}` on the console within {timeout:?}\n{}",
-                    self.name,
-                    self.tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        let times = self.wait_for_all(&[marker], timeout)?;
+        Ok(times[0])
     }
 
-    /// Waits for the first of several markers; returns its index.
-    pub fn wait_for_any(&mut self, markers: &[&str], timeout: Duration) -> anyhow::Result<usize> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let bytes = std::fs::read(&self.serial).unwrap_or_default();
-            let from = self.cursor.min(bytes.len());
-            let hit = markers
-                .iter()
-                .enumerate()
-                .filter_map(|(i, m)| find(&bytes[from..], m.as_bytes()).map(|p| (p, i, m.len())))
-                .min();
-            if let Some((pos, i, len)) = hit {
-                self.cursor = from + pos + len;
-                return Ok(i);
-            }
-            if let Some(status) = self.exited() {
-                bail!(
-                    "VM {} exited ({status}) before printing any of {markers:?}\n{}",
-                    self.name,
-                    self.tail()
-                );
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "VM {}: none of {markers:?} on the console within {timeout:?}\n{}",
-                    self.name,
-                    self.tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(250));
+    /// Waits until this boot's console shows every one of `markers`, in any
+    /// order, and returns when each was first seen (as precise as the poll
+    /// interval, a quarter of a second).
+    pub fn wait_for_all(
+        &mut self,
+        markers: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<Duration>> {
+        let sightings = self.wait(markers, Need::All, timeout)?;
+        let times: Vec<Duration> = sightings.times().into_iter().flatten().collect();
+        for (marker, t) in markers.iter().zip(&times) {
+            tracing::info!("VM {}: `{marker}` after {t:.1?}", self.name);
         }
+        Ok(times)
+    }
+
+    /// Waits until this boot's console shows at least one of `markers`;
+    /// returns the index of the one that appears first in the console.
+    pub fn wait_for_any(&mut self, markers: &[&str], timeout: Duration) -> anyhow::Result<usize> {
+        let sightings = self.wait(markers, Need::Any, timeout)?;
+        Ok(sightings
+            .earliest()
+            .expect("a wait for any marker ends with one seen"))
+    }
+
+    /// Whether this boot's console shows `marker` now.
+    pub fn printed(&self, marker: &str) -> bool {
+        console::find(&self.console.bytes(), marker.as_bytes()).is_some()
+    }
+
+    fn wait(
+        &mut self,
+        markers: &[&str],
+        need: Need,
+        timeout: Duration,
+    ) -> anyhow::Result<console::Sightings> {
+        let child = &mut self.child;
+        let result = self.console.wait(markers, need, timeout, || {
+            child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+                .map(|status| status.to_string())
+        });
+        result.map_err(|err| anyhow::anyhow!("VM {}: {err:#}\n{}", self.name, self.tail()))
     }
 
     /// Sends a QMP command (e.g. `system_powerdown`) and returns the reply line.
@@ -606,13 +592,6 @@ impl Drop for Vm {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return Some(0);
-    }
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 /// Creates a qcow2 overlay on `base` (raw or qcow2) of `size` bytes, so a
 /// test can write (boot counting, the state partition) without touching the
 /// image and give repart room to add the state partition.
@@ -662,11 +641,5 @@ mod tests {
         assert!(line.contains("virtio-net-pci,netdev=n0"), "{line}");
         assert!(!line.contains("-nic none"), "{line}");
         assert!(dir.path().join("OVMF_VARS.fd").is_file());
-    }
-
-    #[test]
-    fn find_locates_markers() {
-        assert_eq!(find(b"abc marker def", b"marker"), Some(4));
-        assert_eq!(find(b"abc", b"marker"), None);
     }
 }

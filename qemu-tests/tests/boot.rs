@@ -1,6 +1,7 @@
 //! Issue 4: the worker disk image made by `builder build --role worker` boots
 //! under UEFI (OVMF + systemd-boot + UKI + systemd initrd + verity root) to
-//! multi-user.target, reports its version, creates its state partition on
+//! multi-user.target, reports its version (a unit ordered after the target
+//! prints the boot report: the tests' "boot complete" marker), creates its state partition on
 //! first boot and keeps it across a reboot, and refuses a tampered OS slot.
 //! The direct kernel boot of the same kernel, initrd and command line is the
 //! baseline for the boot-time target.
@@ -14,8 +15,12 @@ use crate::images::{image, record, run_dir, vm_lock, Image, VERSION};
 
 /// TCG on a busy two-core machine: generous, but bounded.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
-/// systemd colours the unit name in status lines; the description is plain.
+/// PID 1's status line for multi-user.target (systemd colours the unit name
+/// in status lines; the description is plain). Only evidence that a boot
+/// went too far: PID 1 does not always print it (see the boot report).
 pub const MULTI_USER: &str = "Multi-User System.";
+/// The start of the boot report, printed only by a booted system.
+pub const REPORTED: &str = "globular: image=";
 /// The disk the VMs see: the image plus room for the state partition.
 pub const DISK_SIZE: u64 = 4 << 30;
 
@@ -43,9 +48,11 @@ fn direct_kernel_boot_reaches_multi_user() {
         .work_dir(dir.path())
         .start()
         .unwrap();
-    vm.wait_for(&image.boot_report("/dev/vda6", 1), BOOT_TIMEOUT)
+    // The boot report is ordered after multi-user.target by its unit: the
+    // system, not console timing, says the boot is complete.
+    let elapsed = vm
+        .wait_for(&image.boot_report("/dev/vda6", 1), BOOT_TIMEOUT)
         .unwrap();
-    let elapsed = vm.wait_for(MULTI_USER, BOOT_TIMEOUT).unwrap();
     record(&format!(
         "worker {VERSION}: direct kernel boot to multi-user: {:.1} s",
         elapsed.as_secs_f64()
@@ -67,11 +74,14 @@ fn disk_boots_reports_version_and_keeps_state_across_reboot() {
     };
 
     let mut vm = start(dir.path());
-    vm.wait_for(&image.boot_report("/dev/vda6", 1), BOOT_TIMEOUT)
+    // The report's unit is ordered after multi-user.target and after
+    // systemd-bless-boot.service: once it is on the console the boot is
+    // complete and blessed, and the power-off cannot cancel the blessing.
+    let elapsed = vm
+        .wait_for(&image.boot_report("/dev/vda6", 1), BOOT_TIMEOUT)
         .unwrap();
-    let elapsed = vm.wait_for(MULTI_USER, BOOT_TIMEOUT).unwrap();
     record(&format!(
-        "worker {VERSION}: UEFI disk boot (OVMF + systemd-boot + UKI) to multi-user, first boot: {:.1} s",
+        "worker {VERSION}: UEFI disk boot (OVMF + systemd-boot + UKI) to multi-user (the boot report), first boot: {:.1} s",
         elapsed.as_secs_f64()
     ));
     vm.powerdown(Duration::from_secs(120)).unwrap();
@@ -95,11 +105,11 @@ fn disk_boots_reports_version_and_keeps_state_across_reboot() {
 
     // Second boot: the state partition (vda6) and its boot counter survived.
     let mut vm = start(dir.path());
-    vm.wait_for(&image.boot_report("/dev/vda6", 2), BOOT_TIMEOUT)
+    let elapsed = vm
+        .wait_for(&image.boot_report("/dev/vda6", 2), BOOT_TIMEOUT)
         .unwrap();
-    let elapsed = vm.wait_for(MULTI_USER, BOOT_TIMEOUT).unwrap();
     record(&format!(
-        "worker {VERSION}: UEFI disk boot to multi-user, second boot: {:.1} s",
+        "worker {VERSION}: UEFI disk boot to multi-user (the boot report), second boot: {:.1} s",
         elapsed.as_secs_f64()
     ));
 }
@@ -143,15 +153,20 @@ fn tampered_os_slot_does_not_boot() {
         .work_dir(dir.path())
         .start()
         .unwrap();
-    let hit = vm
-        .wait_for_any(&["is corrupted", MULTI_USER], BOOT_TIMEOUT)
-        .unwrap();
-    assert_eq!(hit, 0, "a tampered slot reached multi-user\n{}", vm.tail());
-    // And the root never gets mounted.
-    let outcome = vm.wait_for_any(&["Failed to mount", "emergency", MULTI_USER], BOOT_TIMEOUT);
-    match outcome {
-        Ok(2) => panic!("a tampered slot reached multi-user\n{}", vm.tail()),
-        Ok(_) => {}
-        Err(err) => panic!("{err:#}"),
+    // dm-verity's report comes from the kernel, the failed mount or
+    // emergency mode from PID 1 (in the initrd): each is looked for in the
+    // whole console, and a booted system ends either wait early.
+    for markers in [
+        &["is corrupted", MULTI_USER, REPORTED][..],
+        &["Failed to mount", "emergency", MULTI_USER, REPORTED][..],
+    ] {
+        if let Err(err) = vm.wait_for_any(markers, BOOT_TIMEOUT) {
+            panic!("{err:#}");
+        }
+        assert!(
+            !vm.printed(MULTI_USER) && !vm.printed(REPORTED),
+            "a tampered slot booted\n{}",
+            vm.tail()
+        );
     }
 }

@@ -22,7 +22,7 @@ use qemu_tests::{overlay, Network, Vm, VmBuilder};
 use serde_json::Value;
 
 use crate::boot::{BOOT_TIMEOUT, DISK_SIZE};
-use crate::images::{image, record, run_dir, vm_lock, Image};
+use crate::images::{image, record, run_dir, vm_lock, Image, RunDir};
 
 /// Addresses of the private network (inside the VMs only).
 const SUBNET: &str = "10.77.0";
@@ -48,7 +48,7 @@ struct Node {
 }
 
 struct Cluster {
-    dir: tempfile::TempDir,
+    dir: RunDir,
     net: Network,
     bundle: PathBuf,
     nodes: Vec<Node>,
@@ -325,17 +325,12 @@ impl Drop for Cluster {
                 vm.kill();
             }
         }
+        // The run directory (every VM's serial logs and disks) is kept by
+        // `RunDir` when the test fails; this names the scenario.
         if std::thread::panicking() {
-            let kept = self.dir.path().to_owned();
-            self.dir.disable_cleanup(true);
-            // The test harness shows a failed test's output.
             #[allow(clippy::print_stderr)]
             {
-                eprintln!(
-                    "cluster scenario {} failed: serial logs of every VM kept in {}",
-                    self.scenario,
-                    kept.display()
-                );
+                eprintln!("cluster scenario {} failed", self.scenario);
             }
         }
     }

@@ -149,17 +149,46 @@ fn build_image(role: &str, version: &str) -> anyhow::Result<Image> {
     })
 }
 
-/// A private directory for one test's VM files, under the cache directory
-/// rather than /tmp (other suites on this machine clean /tmp/.tmp* while VMs
-/// still write there). `GLOBULAR_QEMU_KEEP=1` keeps it for a post-mortem.
-pub fn run_dir() -> tempfile::TempDir {
+/// A private directory for one test's VM files (serial logs, QEMU's output,
+/// firmware variables, disk overlays), under the cache directory rather
+/// than /tmp (other suites on this machine clean /tmp/.tmp* while VMs still
+/// write there). Removed when the test passes; kept, and its path printed,
+/// when the test fails (or always with `GLOBULAR_QEMU_KEEP=1`).
+pub fn run_dir() -> RunDir {
     let runs = cache_root().join("runs");
     std::fs::create_dir_all(&runs).expect("creating the runs directory");
-    tempfile::Builder::new()
+    let dir = tempfile::Builder::new()
         .prefix("vm-")
         .disable_cleanup(std::env::var_os("GLOBULAR_QEMU_KEEP").is_some())
         .tempdir_in(runs)
-        .expect("creating a run directory")
+        .expect("creating a run directory");
+    RunDir(dir)
+}
+
+/// See [`run_dir`].
+#[derive(Debug)]
+pub struct RunDir(tempfile::TempDir);
+
+impl RunDir {
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.disable_cleanup(true);
+            // The test harness shows a failed test's output.
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!(
+                    "VM run directory kept (serial logs, QEMU output, disks): {}",
+                    self.0.path().display()
+                );
+            }
+        }
+    }
 }
 
 /// One test's VMs at a time: the machine has two cores, and boot times are
@@ -178,4 +207,34 @@ pub fn record(text: &str) {
         .append(true)
         .open(file)
         .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{text}\n").as_bytes()));
+}
+
+/// Issue 20: a failed test keeps its run directory; a passed one leaves none.
+#[test]
+fn run_dir_is_kept_when_the_test_fails() {
+    let kept = std::thread::spawn(|| {
+        let dir = run_dir();
+        let path = dir.path().to_owned();
+        std::fs::write(path.join("vm.serial.log"), "console").unwrap();
+        let _dir = dir;
+        std::panic::panic_any(path);
+    })
+    .join()
+    .expect_err("the thread panics");
+    let kept = kept
+        .downcast::<PathBuf>()
+        .expect("the run directory's path");
+    assert_eq!(
+        std::fs::read_to_string(kept.join("vm.serial.log")).unwrap(),
+        "console"
+    );
+    std::fs::remove_dir_all(*kept).unwrap();
+
+    let dir = run_dir();
+    let path = dir.path().to_owned();
+    std::fs::write(path.join("vm.serial.log"), "console").unwrap();
+    drop(dir);
+    if std::env::var_os("GLOBULAR_QEMU_KEEP").is_none() {
+        assert!(!path.exists(), "{} was kept", path.display());
+    }
 }
