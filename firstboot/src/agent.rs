@@ -24,18 +24,21 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _};
 use globular_cluster::fsutil::{self, PUBLIC, SECRET};
 use globular_cluster::pki::{self, Ca, LeafSpec};
-use globular_cluster::protocol::{EnrollRequest, EnrollResponse, ErrorBody};
-use globular_cluster::registry::{self, ClusterRecord, NodeRecord, ServiceRecord};
+use globular_cluster::protocol::EnrollRequest;
+use globular_cluster::registry::{
+    self, ClusterRecord, NodeRecord, ServiceRecord, API_SERVICE, ETCD_SERVICE,
+};
 use globular_cluster::seed::{self, Seed};
 use globular_cluster::Role;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{API_SERVICE, ETCD_SERVICE};
+use globular_substrate::client::enroll_with;
+use globular_substrate::etcd::Etcd;
+use globular_substrate::tls;
+
 use crate::datasource::{self, Datasource};
-use crate::etcd::Etcd;
 use crate::layout::{Layout, NodeConfig};
 use crate::services::{Manager, Service};
-use crate::tls;
 
 /// Environment variable of the crash tests: the agent stops (sleeps, waiting
 /// to be killed) after doing the work of this step but before recording it.
@@ -829,55 +832,6 @@ impl Agent {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-/// Sends an enrollment to the first endpoint that answers, trusting only a
-/// server whose CA has `pin`. Unreachable endpoints are retried until
-/// `timeout`; a refusal is final.
-pub async fn enroll_with(
-    endpoints: &[String],
-    pin: &str,
-    request: &EnrollRequest,
-    timeout: Duration,
-) -> anyhow::Result<EnrollResponse> {
-    let client = tls::http_client(tls::pinned_client_config(pin)?)?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let mut last = None;
-        for ep in endpoints {
-            let url = format!("https://{ep}/v1/enroll");
-            match client.post(&url).json(request).send().await {
-                Ok(resp) if resp.status().is_success() => {
-                    return resp
-                        .json()
-                        .await
-                        .with_context(|| format!("reading the answer of {url}"));
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let body = resp.text().await.unwrap_or_default();
-                    let msg = ErrorBody::message(body);
-                    if status.is_client_error() {
-                        bail!("enrollment refused by {ep}: {msg}");
-                    }
-                    last = Some(anyhow!("{ep}: {status}: {msg}"));
-                }
-                Err(e) => {
-                    let text = format!("{:#}", anyhow!(e));
-                    if text.contains("pinned hash") {
-                        bail!("{ep}: {text}");
-                    }
-                    last = Some(anyhow!("{ep}: {text}"));
-                }
-            }
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(last
-                .unwrap_or_else(|| anyhow!("no endpoints"))
-                .context("enrolling"));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

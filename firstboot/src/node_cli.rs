@@ -3,135 +3,31 @@
 //! certificate.
 
 use std::io::Write as _;
-use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{bail, Context as _};
 use globular_cluster::pki::Ca;
-use globular_cluster::protocol::{
-    EnrollResponse, ErrorBody, NodeList, RegisterRequest, RenewRequest, ServiceList, TokenRequest,
-    TokenResponse,
-};
-use globular_cluster::registry::ServiceRecord;
+use globular_cluster::protocol::RegisterRequest;
 use globular_cluster::seed::Seed;
 use globular_cluster::{fsutil, pki, Role};
-use serde::de::DeserializeOwned;
+use globular_substrate::Client;
 
 use crate::agent;
 use crate::layout::Layout;
-use crate::tls;
 
-/// An mTLS client of the substrate API.
-#[derive(Debug)]
-pub struct Client {
-    http: reqwest::Client,
-    endpoints: Vec<String>,
-}
-
-impl Client {
-    pub fn from_layout(layout: &Layout) -> anyhow::Result<Client> {
-        let config = layout.load_node_config()?;
-        let ca = layout.read(&layout.ca_cert())?;
-        let cert = layout.read(&layout.node_cert())?;
-        let key = layout.read(&layout.node_key())?;
-        let http = tls::http_client(tls::client_config(&ca, Some((&cert, &key)))?)?;
-        if config.api_endpoints.is_empty() {
-            bail!(
-                "{} lists no substrate API endpoints",
-                layout.node_config().display()
-            );
-        }
-        Ok(Client {
-            http,
-            endpoints: config.api_endpoints,
-        })
+/// The substrate API client of this node: its certificate (mTLS) and the
+/// API endpoints of `node.json`.
+pub fn client(layout: &Layout) -> anyhow::Result<Client> {
+    let config = layout.load_node_config()?;
+    if config.api_endpoints.is_empty() {
+        bail!(
+            "{} lists no substrate API endpoints",
+            layout.node_config().display()
+        );
     }
-
-    async fn call<T: DeserializeOwned>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> anyhow::Result<T> {
-        let mut last = None;
-        for ep in &self.endpoints {
-            let url = format!("https://{ep}{path}");
-            let mut req = self
-                .http
-                .request(method.clone(), &url)
-                .timeout(Duration::from_secs(10));
-            if let Some(body) = &body {
-                req = req.json(body);
-            }
-            match req.send().await {
-                Ok(resp) if resp.status().is_success() => {
-                    return resp
-                        .json()
-                        .await
-                        .with_context(|| format!("reading the answer of {url}"));
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let text = resp.text().await.unwrap_or_default();
-                    let msg = ErrorBody::message(text);
-                    bail!("{url}: {status}: {msg}");
-                }
-                Err(e) => last = Some(anyhow!(e).context(url)),
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow!("no endpoints")))
-    }
-
-    pub async fn nodes(&self) -> anyhow::Result<NodeList> {
-        self.call(reqwest::Method::GET, "/v1/nodes", None).await
-    }
-
-    pub async fn services(&self, name: Option<&str>) -> anyhow::Result<ServiceList> {
-        let path = match name {
-            Some(n) => format!("/api/services?name={n}"),
-            None => "/api/services".into(),
-        };
-        self.call(reqwest::Method::GET, &path, None).await
-    }
-
-    pub async fn register(&self, req: &RegisterRequest) -> anyhow::Result<ServiceRecord> {
-        self.call(
-            reqwest::Method::POST,
-            "/api/register",
-            Some(serde_json::to_value(req)?),
-        )
-        .await
-    }
-
-    /// Asks for a new certificate for this node (the CSR's key may be new).
-    pub async fn renew(&self, csr: &str) -> anyhow::Result<EnrollResponse> {
-        let req = RenewRequest {
-            csr: csr.to_owned(),
-        };
-        self.call(
-            reqwest::Method::POST,
-            "/v1/renew",
-            Some(serde_json::to_value(req)?),
-        )
-        .await
-    }
-
-    pub async fn create_token(
-        &self,
-        roles: Vec<Role>,
-        ttl: time::Duration,
-    ) -> anyhow::Result<TokenResponse> {
-        let req = TokenRequest {
-            roles,
-            ttl_seconds: ttl.whole_seconds(),
-            description: String::new(),
-        };
-        self.call(
-            reqwest::Method::POST,
-            "/v1/tokens",
-            Some(serde_json::to_value(req)?),
-        )
-        .await
-    }
+    let ca = layout.read(&layout.ca_cert())?;
+    let cert = layout.read(&layout.node_cert())?;
+    let key = layout.read(&layout.node_key())?;
+    Client::with_ca(config.api_endpoints, &ca, Some((&cert, &key)))
 }
 
 /// A node CLI command.
@@ -226,7 +122,7 @@ pub fn run(layout: &Layout, command: Command) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let text = runtime.block_on(async {
-        let client = Client::from_layout(layout)?;
+        let client = client(layout)?;
         anyhow::Ok(match command {
             Command::NodeList { json: true } => to_json(&client.nodes().await?)?,
             Command::NodeList { json: false } => {

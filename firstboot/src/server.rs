@@ -6,10 +6,11 @@ use anyhow::Context as _;
 use globular_cluster::pki::Ca;
 use tokio::net::TcpListener;
 
-use crate::api::{self, Api};
-use crate::etcd::Etcd;
+use globular_substrate::api::{self, Api};
+use globular_substrate::etcd::Etcd;
+use globular_substrate::tls;
+
 use crate::layout::Layout;
-use crate::tls;
 
 /// Loads the node's state and builds the API and its TLS configuration.
 pub fn load(layout: &Layout) -> anyhow::Result<(Arc<Api>, Arc<rustls::ServerConfig>, String)> {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use globular_cluster::pki;
 use globular_cluster::protocol::EnrollRequest;
 use globular_cluster::Role;
-use globular_firstboot::agent::enroll_with;
+use globular_substrate::client::enroll_with;
 
 use crate::harness::Cluster;
 
