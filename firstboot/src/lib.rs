@@ -4,7 +4,9 @@
 //!   image plus a seed ([`datasource`]) into a cluster member;
 //! - [`server`]: `globular serve`, the substrate API of this node
 //!   ([`globular_substrate::api`]) with the node's state;
-//! - [`node_cli`]: `globular node list` and friends;
+//! - [`node_cli`]: `globular node list` and friends, through the one API
+//!   client ([`globular_substrate::Client`]);
+//! - [`renew`]: certificate renewal (`globular cert renew`);
 //! - [`services`]: starting etcd and the API (systemd or spawned);
 //! - [`layout`]: the state directory.
 
@@ -14,5 +16,6 @@ pub mod datasource;
 pub mod layout;
 pub mod logging;
 pub mod node_cli;
+pub mod renew;
 pub mod server;
 pub mod services;
