@@ -8,14 +8,14 @@
 //!   client ([`globular_substrate::Client`]);
 //! - [`renew`]: certificate renewal (`globular cert renew`);
 //! - [`services`]: starting etcd and the API (systemd or spawned);
-//! - [`layout`]: the state directory.
+//! - [`layout`]: the state directory; [`runtime`]: the tokio runtime.
 
 pub mod agent;
 pub mod cli;
 pub mod datasource;
 pub mod layout;
-pub mod logging;
 pub mod node_cli;
 pub mod renew;
+pub mod runtime;
 pub mod server;
 pub mod services;

@@ -11,6 +11,7 @@ use globular_substrate::Client;
 
 use crate::layout::Layout;
 use crate::renew;
+use crate::runtime::{self, Threads};
 
 /// The substrate API client of this node: its certificate (mTLS) and the
 /// API endpoints of `node.json`.
@@ -56,11 +57,7 @@ fn to_json(value: &impl serde::Serialize) -> anyhow::Result<String> {
 
 /// Runs a node CLI command and prints its result on stdout.
 pub fn run(layout: &Layout, command: Command) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let text = runtime.block_on(async {
+    let text = runtime::block_on(Threads::One, async {
         let client = client(layout)?;
         anyhow::Ok(match command {
             Command::NodeList { json: true } => to_json(&client.nodes().await?)?,

@@ -40,6 +40,7 @@ use globular_cluster::Role;
 
 use crate::datasource::{self, Datasource};
 use crate::layout::Layout;
+use crate::runtime::{self, Threads};
 use crate::services::Manager;
 pub use boot_config::{network_config, NETWORK_FILE};
 pub use etcd_membership::etcd_leaf_spec;
@@ -76,12 +77,7 @@ pub enum Outcome {
 
 /// Runs the agent to completion.
 pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(Agent::new(opts)?.run())
+    runtime::block_on(Threads::Workers(2), Agent::new(opts)?.run())
 }
 
 struct Agent {
