@@ -192,17 +192,12 @@ impl Agent {
     /// Starts etcd if it is not running and waits until it is healthy.
     pub(super) async fn ensure_etcd(&self, seed: &Seed) -> anyhow::Result<()> {
         self.opts.services.start(&self.layout, Service::Etcd)?;
-        let etcd = &self.local_etcd(seed, &[])?;
-        Retry::every(Duration::from_millis(200), self.opts.timeout)
-            .run(move || async move {
-                if etcd.healthy().await {
-                    Attempt::Done(())
-                } else {
-                    Attempt::Again(())
-                }
-            })
-            .await
-            .map_err(|()| anyhow!("etcd at {} did not become healthy", Self::client_url(seed)))
+        let etcd = self.local_etcd(seed, &[])?;
+        let retry = Retry::every(Duration::from_millis(200), self.opts.timeout);
+        if !etcd.wait_healthy(retry).await {
+            bail!("etcd at {} did not become healthy", Self::client_url(seed));
+        }
+        Ok(())
     }
 
     pub(super) async fn etcd_promoted(&self, seed: &Seed) -> anyhow::Result<()> {
