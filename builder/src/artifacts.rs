@@ -19,6 +19,7 @@ use std::io::{Read as _, Write as _};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+use globular_cluster::fsutil;
 use sha2::{Digest as _, Sha256};
 
 use crate::overlay;
@@ -196,42 +197,37 @@ fn download(
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         bail!("artifact {:?}: unsupported URL {url}", artifact.name);
     }
-    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
-    let result = (|| -> anyhow::Result<()> {
-        let response = ureq::get(url)
-            .call()
-            .with_context(|| format!("downloading artifact {:?} from {url}", artifact.name))?;
-        let total = response
-            .header("Content-Length")
-            .and_then(|l| l.parse::<u64>().ok());
-        let bar = progress.bytes(&format!("downloading {}", artifact.name), total);
-        let mut reader = response.into_reader();
-        let mut file =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .with_context(|| format!("downloading {url}"))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            file.write_all(&buf[..n])
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            bar.inc(n as u64);
+    // Written beside its cache entry and renamed into place only once its
+    // digest matched: an interrupted download leaves no entry.
+    let mut file = fsutil::AtomicFile::create(&dest, fsutil::PUBLIC)
+        .with_context(|| format!("creating a file next to {}", dest.display()))?;
+    let response = ureq::get(url)
+        .call()
+        .with_context(|| format!("downloading artifact {:?} from {url}", artifact.name))?;
+    let total = response
+        .header("Content-Length")
+        .and_then(|l| l.parse::<u64>().ok());
+    let bar = progress.bytes(&format!("downloading {}", artifact.name), total);
+    let mut reader = response.into_reader();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .with_context(|| format!("downloading {url}"))?;
+        if n == 0 {
+            break;
         }
-        bar.finish();
-        file.sync_all()?;
-        check_digest(artifact, &hex::encode(hasher.finalize()), url)?;
-        std::fs::rename(&tmp, &dest).with_context(|| format!("storing {}", dest.display()))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n])
+            .with_context(|| format!("writing next to {}", dest.display()))?;
+        bar.inc(n as u64);
     }
-    result.map(|()| dest)
+    bar.finish();
+    check_digest(artifact, &hex::encode(hasher.finalize()), url)?;
+    file.commit()
+        .with_context(|| format!("storing {}", dest.display()))?;
+    Ok(dest)
 }
 
 /// Installs verified artifacts into the image tree.

@@ -11,7 +11,6 @@ pub mod cli;
 pub mod digest;
 pub mod disk;
 pub mod inspect;
-pub mod logging;
 pub mod output;
 pub mod overlay;
 pub mod pins;

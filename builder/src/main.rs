@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    builder::logging::init();
+    globular_cluster::logging::init(globular_cluster::logging::Style::Compact);
     match builder::cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

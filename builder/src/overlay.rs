@@ -14,6 +14,8 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
+use globular_cluster::fsutil;
+
 use crate::template;
 
 /// Longest chain of symlinks followed while resolving one path.
@@ -203,24 +205,14 @@ pub fn write_file(
 }
 
 /// Replaces the file at `path` (a host path inside an image tree) with
-/// `contents` through a new inode: write a sibling, then rename over. The work
-/// tree shares unchanged files with the package-stage cache by hard links, so
+/// `contents` through a new inode ([`fsutil::write_atomic`]): the work tree
+/// shares unchanged files with the package-stage cache by hard links, so
 /// nothing may write into an existing file in place. Keeps the old mode (or
 /// uses 0644).
 pub fn replace_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    let mode = path
-        .symlink_metadata()
-        .ok()
-        .filter(|m| m.is_file())
-        .map_or(0o644, |m| m.permissions().mode() & 0o7777);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.builder-new"));
-    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+    let mode = fsutil::existing_mode(path).unwrap_or(fsutil::PUBLIC);
+    fsutil::write_atomic(path, contents, mode)
+        .with_context(|| format!("replacing {}", path.display()))
 }
 
 /// A relative symlink whose target climbs above the image root is refused.

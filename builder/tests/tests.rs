@@ -1,7 +1,14 @@
-//! Integration tests of the builder, one module per concept.
+//! Integration tests of the builder, one module per concept (files in
+//! `tests/`, the convention of every crate of the workspace).
 
-mod build;
+#[path = "tests/common.rs"]
 mod common;
+
+#[path = "tests/build.rs"]
+mod build;
+#[path = "tests/malformed.rs"]
 mod malformed;
+#[path = "tests/profiles.rs"]
 mod profiles;
+#[path = "tests/summary.rs"]
 mod summary;

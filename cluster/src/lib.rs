@@ -6,10 +6,13 @@
 //! - [`seed`]: the per-node seed YAML (`builder seed`) and [`cidata`], the
 //!   NoCloud-style config drive that carries it;
 //! - [`registry`]: node and service records and their etcd key layout;
-//! - [`protocol`]: the enrollment API's requests and responses.
+//! - [`protocol`]: the enrollment API's requests, responses and routes;
+//! - [`fsutil`]: the one atomic-write helper; [`logging`]: the binaries'
+//!   logging setup.
 
 pub mod cidata;
 pub mod fsutil;
+pub mod logging;
 pub mod pki;
 pub mod protocol;
 pub mod registry;

@@ -5,6 +5,45 @@ use serde::{Deserialize, Serialize};
 use crate::registry::{NodeRecord, ServiceRecord};
 use crate::Role;
 
+/// The routes of the substrate API, defined once for the server's router
+/// and the client.
+pub mod routes {
+    /// A route: its HTTP method and path.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Route {
+        pub method: &'static str,
+        pub path: &'static str,
+    }
+
+    const fn post(path: &'static str) -> Route {
+        Route {
+            method: "POST",
+            path,
+        }
+    }
+    const fn get(path: &'static str) -> Route {
+        Route {
+            method: "GET",
+            path,
+        }
+    }
+
+    /// Token + CSR + role -> certificate.
+    pub const ENROLL: Route = post("/v1/enroll");
+    /// mTLS: a CSR for the caller's own name -> certificate.
+    pub const RENEW: Route = post("/v1/renew");
+    /// mTLS: the node registry.
+    pub const NODES: Route = get("/v1/nodes");
+    /// mTLS, control-plane nodes: a new bootstrap token.
+    pub const TOKENS: Route = post("/v1/tokens");
+    /// mTLS: register a service instance.
+    pub const REGISTER: Route = post("/api/register");
+    /// mTLS: service instances (`?name=`).
+    pub const SERVICES: Route = get("/api/services");
+    /// Liveness.
+    pub const HEALTHZ: Route = get("/healthz");
+}
+
 /// `POST /v1/enroll`: a bootstrap token and a CSR made on the node.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -17,6 +17,14 @@ use crate::Role;
 /// Prefix of every key the substrate writes.
 pub const PREFIX: &str = "/globular/";
 
+/// Service name under which each control-plane node registers its API.
+pub const API_SERVICE: &str = "globular.SubstrateApi";
+/// Service name under which each control-plane node registers its etcd.
+pub const ETCD_SERVICE: &str = "globular.Etcd";
+/// Service names only control-plane nodes may register: joiners and the
+/// node CLI find the substrate through them.
+pub const RESERVED_PREFIX: &str = "globular.";
+
 pub fn cluster_key() -> String {
     format!("{PREFIX}cluster")
 }

@@ -133,29 +133,16 @@ pub fn create(opts: &NewCluster) -> anyhow::Result<ClusterSecrets> {
             .collect(),
         ca,
     };
-    let parent = opts
-        .out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = parent.join(format!(
-        ".{}.tmp.{}",
-        opts.out
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let result = (|| -> anyhow::Result<()> {
-        fsutil::create_dir(&tmp, 0o700).with_context(|| format!("creating {}", tmp.display()))?;
-        secrets.write_to(&tmp)?;
-        std::fs::rename(&tmp, &opts.out)
-            .with_context(|| format!("moving the bundle to {}", opts.out.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
+    if let Some(parent) = opts.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
-    result?;
+    let staged = fsutil::AtomicDir::create(&opts.out, 0o700)
+        .with_context(|| format!("creating a directory next to {}", opts.out.display()))?;
+    secrets.write_to(staged.path())?;
+    staged
+        .commit()
+        .with_context(|| format!("moving the bundle to {}", opts.out.display()))?;
     Ok(secrets)
 }
 

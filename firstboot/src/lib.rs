@@ -2,20 +2,20 @@
 //!
 //! - [`agent`]: `globular firstboot`, the state machine that turns a generic
 //!   image plus a seed ([`datasource`]) into a cluster member;
-//! - [`api`] and [`server`]: the substrate API (enrollment, renewal, registry,
-//!   tokens) backed by [`etcd`];
-//! - [`node_cli`]: `globular node list` and friends;
+//! - [`server`]: `globular serve`, the substrate API of this node
+//!   ([`globular_substrate::api`]) with the node's state;
+//! - [`node_cli`]: `globular node list` and friends, through the one API
+//!   client ([`globular_substrate::Client`]);
+//! - [`renew`]: certificate renewal (`globular cert renew`);
 //! - [`services`]: starting etcd and the API (systemd or spawned);
-//! - [`layout`]: the state directory; [`tls`]: rustls configurations.
+//! - [`layout`]: the state directory; [`runtime`]: the tokio runtime.
 
 pub mod agent;
-pub mod api;
 pub mod cli;
 pub mod datasource;
-pub mod etcd;
 pub mod layout;
-pub mod logging;
 pub mod node_cli;
+pub mod renew;
+pub mod runtime;
 pub mod server;
 pub mod services;
-pub mod tls;

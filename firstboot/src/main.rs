@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    globular_firstboot::logging::init();
+    globular_cluster::logging::init(globular_cluster::logging::Style::Full);
     match globular_firstboot::cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -1,137 +1,32 @@
 //! The node CLI (`globular node list`, `globular service list`,
-//! `globular token create`): talks to the substrate API with the node's own
+//! `globular token create`, `globular cert renew`): talks to the substrate API with the node's own
 //! certificate.
 
 use std::io::Write as _;
-use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _};
-use globular_cluster::pki::Ca;
-use globular_cluster::protocol::{
-    EnrollResponse, ErrorBody, NodeList, RegisterRequest, RenewRequest, ServiceList, TokenRequest,
-    TokenResponse,
-};
-use globular_cluster::registry::ServiceRecord;
-use globular_cluster::seed::Seed;
-use globular_cluster::{fsutil, pki, Role};
-use serde::de::DeserializeOwned;
+use anyhow::{bail, Context as _};
+use globular_cluster::protocol::RegisterRequest;
+use globular_cluster::Role;
+use globular_substrate::Client;
 
-use crate::agent;
 use crate::layout::Layout;
-use crate::tls;
+use crate::renew;
+use crate::runtime::{self, Threads};
 
-/// An mTLS client of the substrate API.
-#[derive(Debug)]
-pub struct Client {
-    http: reqwest::Client,
-    endpoints: Vec<String>,
-}
-
-impl Client {
-    pub fn from_layout(layout: &Layout) -> anyhow::Result<Client> {
-        let config = layout.load_node_config()?;
-        let ca = layout.read(&layout.ca_cert())?;
-        let cert = layout.read(&layout.node_cert())?;
-        let key = layout.read(&layout.node_key())?;
-        let http = tls::http_client(tls::client_config(&ca, Some((&cert, &key)))?)?;
-        if config.api_endpoints.is_empty() {
-            bail!(
-                "{} lists no substrate API endpoints",
-                layout.node_config().display()
-            );
-        }
-        Ok(Client {
-            http,
-            endpoints: config.api_endpoints,
-        })
+/// The substrate API client of this node: its certificate (mTLS) and the
+/// API endpoints of `node.json`.
+pub fn client(layout: &Layout) -> anyhow::Result<Client> {
+    let config = layout.load_node_config()?;
+    if config.api_endpoints.is_empty() {
+        bail!(
+            "{} lists no substrate API endpoints",
+            layout.node_config().display()
+        );
     }
-
-    async fn call<T: DeserializeOwned>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> anyhow::Result<T> {
-        let mut last = None;
-        for ep in &self.endpoints {
-            let url = format!("https://{ep}{path}");
-            let mut req = self
-                .http
-                .request(method.clone(), &url)
-                .timeout(Duration::from_secs(10));
-            if let Some(body) = &body {
-                req = req.json(body);
-            }
-            match req.send().await {
-                Ok(resp) if resp.status().is_success() => {
-                    return resp
-                        .json()
-                        .await
-                        .with_context(|| format!("reading the answer of {url}"));
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let text = resp.text().await.unwrap_or_default();
-                    let msg = ErrorBody::message(text);
-                    bail!("{url}: {status}: {msg}");
-                }
-                Err(e) => last = Some(anyhow!(e).context(url)),
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow!("no endpoints")))
-    }
-
-    pub async fn nodes(&self) -> anyhow::Result<NodeList> {
-        self.call(reqwest::Method::GET, "/v1/nodes", None).await
-    }
-
-    pub async fn services(&self, name: Option<&str>) -> anyhow::Result<ServiceList> {
-        let path = match name {
-            Some(n) => format!("/api/services?name={n}"),
-            None => "/api/services".into(),
-        };
-        self.call(reqwest::Method::GET, &path, None).await
-    }
-
-    pub async fn register(&self, req: &RegisterRequest) -> anyhow::Result<ServiceRecord> {
-        self.call(
-            reqwest::Method::POST,
-            "/api/register",
-            Some(serde_json::to_value(req)?),
-        )
-        .await
-    }
-
-    /// Asks for a new certificate for this node (the CSR's key may be new).
-    pub async fn renew(&self, csr: &str) -> anyhow::Result<EnrollResponse> {
-        let req = RenewRequest {
-            csr: csr.to_owned(),
-        };
-        self.call(
-            reqwest::Method::POST,
-            "/v1/renew",
-            Some(serde_json::to_value(req)?),
-        )
-        .await
-    }
-
-    pub async fn create_token(
-        &self,
-        roles: Vec<Role>,
-        ttl: time::Duration,
-    ) -> anyhow::Result<TokenResponse> {
-        let req = TokenRequest {
-            roles,
-            ttl_seconds: ttl.whole_seconds(),
-            description: String::new(),
-        };
-        self.call(
-            reqwest::Method::POST,
-            "/v1/tokens",
-            Some(serde_json::to_value(req)?),
-        )
-        .await
-    }
+    let ca = layout.read(&layout.ca_cert())?;
+    let cert = layout.read(&layout.node_cert())?;
+    let key = layout.read(&layout.node_key())?;
+    Client::with_ca(config.api_endpoints, &ca, Some((&cert, &key)))
 }
 
 /// A node CLI command.
@@ -156,77 +51,14 @@ pub enum Command {
     },
 }
 
-/// Renews the node certificate with the node's own key; only the certificate
-/// file changes (atomically), so a crash leaves the old or the new one. On a
-/// control-plane node the etcd server and peer certificates are renewed too
-/// (same keys, signed with the local CA); etcd and the substrate API pick up
-/// the new files on their next TLS handshake.
-async fn renew(layout: &Layout, client: &Client, before: time::Duration) -> anyhow::Result<String> {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let due = |id: &pki::CertIdentity| id.not_after - now <= before.whole_seconds();
-    let mut out = String::new();
-
-    let cert_path = layout.node_cert();
-    let current = pki::identity_of_pem(&layout.read(&cert_path)?)
-        .with_context(|| format!("reading {}", cert_path.display()))?;
-    if due(&current) {
-        let key = layout.read(&layout.node_key())?;
-        let csr = pki::create_csr(&key, &current.common_name)?;
-        let response = client.renew(&csr).await?;
-        let renewed =
-            pki::identity_of_pem(&response.certificate).context("the renewed certificate")?;
-        if renewed.public_key_der != current.public_key_der
-            || renewed.common_name != current.common_name
-        {
-            bail!("the server renewed a certificate for another key or name");
-        }
-        fsutil::write_atomic(&cert_path, response.certificate.as_bytes(), fsutil::PUBLIC)
-            .with_context(|| format!("writing {}", cert_path.display()))?;
-        out += &format!("renewed: node certificate {}\n", renewed.serial);
-    } else {
-        out += &format!(
-            "node certificate {} is valid for {} more days; not renewed\n",
-            current.serial,
-            (current.not_after - now) / 86_400
-        );
-    }
-
-    if layout.ca_key().exists() && layout.etcd_cert("server").exists() {
-        let ca = Ca::from_pem(
-            &layout.read(&layout.ca_cert())?,
-            &layout.read(&layout.ca_key())?,
-        )
-        .context("loading the CA")?;
-        let seed_path = layout.seed();
-        let seed = Seed::parse(&layout.read(&seed_path)?, &seed_path.display().to_string())?;
-        for kind in ["server", "peer"] {
-            let path = layout.etcd_cert(kind);
-            let id = pki::identity_of_pem(&layout.read(&path)?)
-                .with_context(|| format!("reading {}", path.display()))?;
-            if !due(&id) {
-                continue;
-            }
-            let issued = ca.issue(&id.public_key_der, &agent::etcd_leaf_spec(&seed, kind))?;
-            fsutil::write_atomic(&path, issued.cert_pem.as_bytes(), fsutil::PUBLIC)
-                .with_context(|| format!("writing {}", path.display()))?;
-            out += &format!("renewed: etcd {kind} certificate {}\n", issued.serial);
-        }
-    }
-    Ok(out)
-}
-
 fn to_json(value: &impl serde::Serialize) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(value)? + "\n")
 }
 
 /// Runs a node CLI command and prints its result on stdout.
 pub fn run(layout: &Layout, command: Command) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let text = runtime.block_on(async {
-        let client = Client::from_layout(layout)?;
+    let text = runtime::block_on(Threads::One, async {
+        let client = client(layout)?;
         anyhow::Ok(match command {
             Command::NodeList { json: true } => to_json(&client.nodes().await?)?,
             Command::NodeList { json: false } => {
@@ -267,7 +99,7 @@ pub fn run(layout: &Layout, command: Command) -> anyhow::Result<()> {
                 let t = client.create_token(roles, ttl).await?;
                 format!("{}\n", t.token)
             }
-            Command::CertRenew { before } => renew(layout, &client, before).await?,
+            Command::CertRenew { before } => renew::renew(layout, &client, before).await?,
         })
     })?;
     std::io::stdout()

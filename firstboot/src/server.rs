@@ -6,10 +6,12 @@ use anyhow::Context as _;
 use globular_cluster::pki::Ca;
 use tokio::net::TcpListener;
 
-use crate::api::{self, Api};
-use crate::etcd::Etcd;
+use globular_substrate::api::{self, Api};
+use globular_substrate::etcd::Etcd;
+use globular_substrate::tls;
+
 use crate::layout::Layout;
-use crate::tls;
+use crate::runtime::{self, Threads};
 
 /// Loads the node's state and builds the API and its TLS configuration.
 pub fn load(layout: &Layout) -> anyhow::Result<(Arc<Api>, Arc<rustls::ServerConfig>, String)> {
@@ -34,11 +36,7 @@ pub fn load(layout: &Layout) -> anyhow::Result<(Arc<Api>, Arc<rustls::ServerConf
 /// Serves until SIGTERM or Ctrl-C.
 pub fn run(layout: &Layout) -> anyhow::Result<()> {
     let (api, tls, listen) = load(layout)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    runtime::block_on(Threads::PerCpu, async move {
         let listener = bind(&listen).with_context(|| format!("listening on {listen}"))?;
         tracing::info!("substrate API listening on {listen}");
         api::serve(listener, tls, api, shutdown_signal()).await;

@@ -1,7 +1,9 @@
 //! Starting the node's long-running services (etcd, the substrate API).
 //!
 //! On a node, systemd runs them (`globular-etcd.service`,
-//! `globular-api.service`, see `firstboot/units/`). Without systemd (tests,
+//! `globular-api.service`). Every systemd unit of the images is a file in
+//! one place, `overlays/base/usr/lib/systemd/system/` (a test below checks
+//! that the units named here are there). Without systemd (tests,
 //! containers) the agent spawns them itself, detached, with a pid file under
 //! `run/` and a log under `log/`. Starting a running service does nothing.
 
@@ -109,4 +111,20 @@ fn spawn(layout: &Layout, service: Service) -> anyhow::Result<()> {
 fn write_pid(path: &Path, pid: u32) -> anyhow::Result<()> {
     globular_cluster::fsutil::write_atomic(path, format!("{pid}\n").as_bytes(), 0o644)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The units the agent starts are the image's unit files.
+    #[test]
+    fn units_are_in_the_overlay() {
+        let units =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays/base/usr/lib/systemd/system");
+        for service in [Service::Etcd, Service::Api] {
+            let path = units.join(service.unit());
+            assert!(path.is_file(), "{} is missing", path.display());
+        }
+    }
 }

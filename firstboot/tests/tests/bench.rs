@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use globular_cluster::pki;
 use globular_cluster::protocol::EnrollRequest;
 use globular_cluster::Role;
-use globular_firstboot::agent::enroll_with;
+use globular_substrate::client::enroll_with;
 
 use crate::harness::Cluster;
 
@@ -54,10 +54,8 @@ fn bench_enrollment() {
         })
         .collect();
     let endpoints = vec![cp1.api()];
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt =
+        globular_firstboot::runtime::build(globular_firstboot::runtime::Threads::PerCpu).unwrap();
     // Warm up: one enrollment, so the API has its etcd connection and caches
     // (a serving control plane has them).
     let mut requests = requests;

@@ -3,7 +3,8 @@
 
 use globular_cluster::protocol::RegisterRequest;
 use globular_cluster::Role;
-use globular_firstboot::node_cli::Client;
+use globular_firstboot::node_cli;
+use globular_substrate::Client;
 use globular_task::Task;
 
 use crate::harness::{etcdctl, openssl_verify, runtime, Cluster, AGENT};
@@ -80,7 +81,7 @@ fn five_node_cluster() {
     }
     let rt = runtime();
     let nodes = rt
-        .block_on(Client::from_layout(&cp3.layout()).unwrap().nodes())
+        .block_on(node_cli::client(&cp3.layout()).unwrap().nodes())
         .unwrap()
         .nodes;
     assert_eq!(nodes.len(), 5);
@@ -98,7 +99,7 @@ fn five_node_cluster() {
     // Any service can register, e.g. Kubernetes; every control-plane sees it.
     let registered = rt
         .block_on(
-            Client::from_layout(&w1.layout())
+            node_cli::client(&w1.layout())
                 .unwrap()
                 .register(&RegisterRequest {
                     name: "kubernetes.KubernetesService".into(),
@@ -113,7 +114,7 @@ fn five_node_cluster() {
         .unwrap();
     assert_eq!(registered.node, "w1");
     // A worker cannot pose as the substrate or take over another node's entry.
-    let w2_client = Client::from_layout(&w2.layout()).unwrap();
+    let w2_client = node_cli::client(&w2.layout()).unwrap();
     let register = |client: &Client, name: &str, id: Option<&str>| {
         rt.block_on(client.register(&RegisterRequest {
             name: name.into(),
@@ -191,7 +192,7 @@ fn five_node_cluster() {
     );
 
     // Renewal: mTLS identity, a CSR for its own name (here with a new key).
-    let w1_client = Client::from_layout(&w1.layout()).unwrap();
+    let w1_client = node_cli::client(&w1.layout()).unwrap();
     let key = globular_cluster::pki::generate_key_pem().unwrap();
     let csr = globular_cluster::pki::create_csr(&key, "w1").unwrap();
     let renewed = rt.block_on(w1_client.renew(&csr)).unwrap();
@@ -236,7 +237,7 @@ fn five_node_cluster() {
     assert_eq!(new.public_key_der, old.public_key_der);
     openssl_verify(&ca, &w2.layout().node_cert());
     let nodes = rt
-        .block_on(Client::from_layout(&w2.layout()).unwrap().nodes())
+        .block_on(node_cli::client(&w2.layout()).unwrap().nodes())
         .unwrap()
         .nodes;
     assert_eq!(

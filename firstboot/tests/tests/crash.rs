@@ -4,7 +4,7 @@
 
 use globular_cluster::Role;
 use globular_firstboot::agent::Step;
-use globular_firstboot::node_cli::Client;
+use globular_firstboot::node_cli;
 
 use crate::harness::{etcdctl, kill_spawned, runtime, Cluster, Node};
 
@@ -77,7 +77,7 @@ fn kill_at_every_checkpoint_converges() {
     // The registry holds each node once, with the certificate it has on disk.
     let rt = runtime();
     let nodes = rt
-        .block_on(Client::from_layout(&w1.layout()).unwrap().nodes())
+        .block_on(node_cli::client(&w1.layout()).unwrap().nodes())
         .unwrap()
         .nodes;
     assert_eq!(nodes.len(), 3);

@@ -293,8 +293,5 @@ pub fn openssl_verify(ca: &Path, cert: &Path) {
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    globular_firstboot::runtime::build(globular_firstboot::runtime::Threads::One).unwrap()
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 use globular_cluster::pki;
 use globular_cluster::protocol::EnrollRequest;
 use globular_cluster::Role;
-use globular_firstboot::agent::enroll_with;
-use globular_firstboot::node_cli::Client;
+use globular_firstboot::node_cli;
+use globular_substrate::client::enroll_with;
 use globular_task::Task;
 
 use crate::harness::{runtime, Cluster, AGENT};
@@ -100,7 +100,7 @@ fn refusals_issue_nothing() {
     );
 
     // An expired token (made by the control plane with a 1 s lifetime).
-    let client = Client::from_layout(&cp1.layout()).unwrap();
+    let client = node_cli::client(&cp1.layout()).unwrap();
     let short = rt
         .block_on(client.create_token(vec![Role::Worker], time::Duration::seconds(1)))
         .unwrap();

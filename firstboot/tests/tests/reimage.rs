@@ -5,7 +5,7 @@
 
 use globular_cluster::pki;
 use globular_cluster::Role;
-use globular_firstboot::node_cli::Client;
+use globular_firstboot::node_cli;
 
 use crate::harness::{etcdctl, kill_spawned, openssl_verify, runtime, Cluster, Node};
 
@@ -82,7 +82,7 @@ fn reimaged_control_plane_rejoins_under_its_name() {
     // and the old certificate recorded as superseded.
     let rt = runtime();
     let nodes = rt
-        .block_on(Client::from_layout(&cp3.layout()).unwrap().nodes())
+        .block_on(node_cli::client(&cp3.layout()).unwrap().nodes())
         .unwrap()
         .nodes;
     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
@@ -103,7 +103,7 @@ fn reimaged_control_plane_rejoins_under_its_name() {
     let err = format!(
         "{:#}",
         rt.block_on(
-            Client::from_layout(&globular_firstboot::layout::Layout::new(&old))
+            node_cli::client(&globular_firstboot::layout::Layout::new(&old))
                 .unwrap()
                 .nodes()
         )
@@ -117,9 +117,9 @@ fn reimaged_control_plane_rejoins_under_its_name() {
     assert_eq!(config.api_endpoints[0], cp3.api());
     let apis = rt
         .block_on(
-            Client::from_layout(&cp1.layout())
+            node_cli::client(&cp1.layout())
                 .unwrap()
-                .services(Some(globular_firstboot::api::API_SERVICE)),
+                .services(Some(globular_cluster::registry::API_SERVICE)),
         )
         .unwrap()
         .services;

@@ -15,6 +15,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use crate::retry::{Attempt, Retry};
 use crate::tls;
 
 /// How long one etcd call may take.
@@ -293,6 +294,21 @@ impl Etcd {
         self.call("/v3/cluster/member/promote", json!({"ID": id.to_string()}))
             .await?;
         Ok(())
+    }
+
+    /// Waits until [`Etcd::healthy`], trying as `retry` says; false if the
+    /// deadline passed first.
+    pub async fn wait_healthy(&self, retry: Retry) -> bool {
+        retry
+            .run(|| async {
+                if self.healthy().await {
+                    Attempt::Done(())
+                } else {
+                    Attempt::Again(())
+                }
+            })
+            .await
+            .is_ok()
     }
 
     /// Whether the first endpoint answers `/health` with `"health": "true"`.

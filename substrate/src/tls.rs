@@ -246,11 +246,14 @@ impl ServerCertVerifier for PinnedCa {
     }
 }
 
+/// How long a request of an [`http_client`] may take unless it says otherwise.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// An HTTPS client (HTTP/1.1) built on one of the configurations above.
 pub fn http_client(config: rustls::ClientConfig) -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
-        .timeout(std::time::Duration::from_secs(30))
+        .timeout(REQUEST_TIMEOUT)
         .connect_timeout(std::time::Duration::from_secs(5))
         .build()
         .context("building the HTTPS client")

@@ -1,0 +1,162 @@
+//! The substrate API: HTTPS on port 10016, client certificates optional at
+//! the TLS layer and required per route.
+//!
+//! | route | caller | does |
+//! |---|---|---|
+//! | `POST /v1/enroll` | anyone with a token | token + CSR + role → certificate |
+//! | `POST /v1/renew` | enrolled node (mTLS) | CSR for its own name → certificate |
+//! | `GET /v1/nodes` | enrolled node | the node registry |
+//! | `POST /v1/tokens` | control-plane node | a new bootstrap token |
+//! | `POST /api/register` | enrolled node | register a service instance |
+//! | `GET /api/services` | enrolled node | list service instances (`?name=`) |
+//! | `GET /healthz` | anyone | liveness |
+//!
+//! One module per route group: [`enroll`], [`renew`], [`nodes`], [`tokens`],
+//! [`services`]; [`auth`] checks callers, [`batch`] is the group commit of
+//! enrollments, [`server`] the accept loop. Route paths are
+//! [`globular_cluster::protocol::routes`].
+//!
+//! All state lives in etcd (key layout in [`globular_cluster::registry`]), so
+//! every control-plane node serves the same truth. A refusal is a JSON
+//! [`ErrorBody`] and nothing is written or issued.
+
+mod auth;
+mod batch;
+mod enroll;
+mod error;
+mod nodes;
+mod renew;
+mod server;
+mod services;
+mod tokens;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::routing::{get, post};
+use axum::Router;
+use globular_cluster::pki::{Ca, CertIdentity};
+use globular_cluster::protocol::{routes, EnrollResponse};
+use globular_cluster::registry::{self, ServiceRecord, API_SERVICE};
+use globular_cluster::seed;
+use globular_cluster::token::TokenRecord;
+use time::OffsetDateTime;
+
+use crate::etcd::Etcd;
+use batch::{create_batches, CreateJob};
+pub use error::ApiError;
+pub use server::serve;
+pub use services::service_record;
+
+/// What a handler needs: the CA (to sign) and etcd (the truth).
+#[derive(Debug)]
+pub struct Api {
+    ca: Ca,
+    etcd: Etcd,
+    cluster_name: String,
+    endpoints: tokio::sync::Mutex<Option<(Instant, Endpoints)>>,
+    /// Node records to create, batched by [`create_batches`].
+    creates: tokio::sync::mpsc::UnboundedSender<CreateJob>,
+    creates_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<CreateJob>>>,
+    /// Token records read in the last [`TOKEN_CACHE`].
+    tokens: std::sync::Mutex<std::collections::HashMap<String, (Instant, TokenRecord)>>,
+}
+
+/// How long a token record read from etcd is reused: a new token works at
+/// once, a deleted one may still be accepted for this long.
+const TOKEN_CACHE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+struct Endpoints {
+    etcd: Vec<String>,
+    api: Vec<String>,
+}
+
+/// The verified client certificate of a connection, if any.
+#[derive(Debug, Clone)]
+pub struct Peer(pub Option<CertIdentity>);
+
+impl Api {
+    pub fn new(ca: Ca, etcd: Etcd, cluster_name: String) -> Api {
+        let (creates, creates_rx) = tokio::sync::mpsc::unbounded_channel();
+        Api {
+            creates,
+            creates_rx: std::sync::Mutex::new(Some(creates_rx)),
+            ca,
+            etcd,
+            cluster_name,
+            endpoints: tokio::sync::Mutex::new(None),
+            tokens: Default::default(),
+        }
+    }
+
+    pub fn router(self: Arc<Api>) -> Router {
+        Router::new()
+            .route(routes::HEALTHZ.path, get(|| async { "ok" }))
+            .route(routes::ENROLL.path, post(enroll::enroll))
+            .route(routes::RENEW.path, post(renew::renew))
+            .route(routes::NODES.path, get(nodes::nodes))
+            .route(routes::TOKENS.path, post(tokens::tokens))
+            .route(routes::REGISTER.path, post(services::register))
+            .route(routes::SERVICES.path, get(services::services))
+            .with_state(self)
+    }
+
+    /// The group-commit writer, started on first use.
+    fn batcher(&self) -> &tokio::sync::mpsc::UnboundedSender<CreateJob> {
+        let rx = self
+            .creates_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(rx) = rx {
+            tokio::spawn(create_batches(self.etcd.clone(), rx));
+        }
+        &self.creates
+    }
+
+    async fn endpoints(&self) -> anyhow::Result<Endpoints> {
+        let mut cache = self.endpoints.lock().await;
+        if let Some((at, eps)) = &*cache {
+            if at.elapsed() < Duration::from_secs(2) {
+                return Ok(eps.clone());
+            }
+        }
+        let mut etcd: Vec<String> = self
+            .etcd
+            .members()
+            .await?
+            .into_iter()
+            .filter(|m| !m.is_learner)
+            .flat_map(|m| m.client_urls)
+            .collect();
+        etcd.sort();
+        etcd.dedup();
+        let api = self
+            .etcd
+            .list(&format!("{}{API_SERVICE}/", registry::services_prefix()))
+            .await?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<ServiceRecord>(&v).ok())
+            .filter_map(|s| Some(seed::host_port(s.address.parse().ok()?, s.port)))
+            .collect();
+        let eps = Endpoints { etcd, api };
+        *cache = Some((Instant::now(), eps.clone()));
+        Ok(eps)
+    }
+
+    async fn response(&self, certificate: String) -> Result<EnrollResponse, ApiError> {
+        let eps = self.endpoints().await?;
+        Ok(EnrollResponse {
+            certificate,
+            ca_bundle: self.ca.cert_pem().to_owned(),
+            etcd_endpoints: eps.etcd,
+            api_endpoints: eps.api,
+            cluster_name: self.cluster_name.clone(),
+        })
+    }
+}
+
+fn now_unix() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}

@@ -1,0 +1,288 @@
+//! The API client: the one client of the substrate API, used by the agent's
+//! enrollment (trusting only the CA pin) and by the node CLI (mTLS with the
+//! node certificate).
+//!
+//! A call tries the endpoints in order. An endpoint that cannot be reached
+//! or answers with a server error (5xx) passes the call to the next one; a
+//! refusal (4xx) or a server whose CA does not match the pin ends it. A
+//! refusal's [`ErrorBody`] message is the error's message.
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use globular_cluster::protocol::routes::{self, Route};
+use globular_cluster::protocol::{
+    EnrollRequest, EnrollResponse, ErrorBody, NodeList, RegisterRequest, RenewRequest, ServiceList,
+    TokenRequest, TokenResponse,
+};
+use globular_cluster::registry::ServiceRecord;
+use globular_cluster::Role;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::retry::{Attempt, Retry};
+use crate::tls;
+
+/// How often an enrollment is sent again while no endpoint answers.
+const ENROLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A client of the substrate API with endpoint failover.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// `ip:port` of the API servers, in the order they are tried.
+    endpoints: Vec<String>,
+    /// How long one request to one endpoint may take.
+    request_timeout: Duration,
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The server's CA does not match the pinned hash: no request was sent.
+    #[error("{endpoint}: {message}")]
+    Untrusted { endpoint: String, message: String },
+    /// The server answered with an error status.
+    #[error("{url}: {status}: {message}")]
+    Status {
+        endpoint: String,
+        url: String,
+        status: StatusCode,
+        message: String,
+    },
+    /// No connection, or no answer in time.
+    #[error("{url}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer was not what the route returns.
+    #[error("reading the answer of {url}")]
+    BadAnswer {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("no endpoints")]
+    NoEndpoints,
+}
+
+impl CallError {
+    /// Whether asking again (later, or another endpoint) cannot help.
+    pub fn is_final(&self) -> bool {
+        match self {
+            CallError::Status { status, .. } => status.is_client_error(),
+            CallError::Untrusted { .. } | CallError::BadAnswer { .. } => true,
+            CallError::Unreachable { .. } | CallError::NoEndpoints => false,
+        }
+    }
+}
+
+/// An error and its sources on one line (`a: b: c`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text += &format!(": {s}");
+        source = s.source();
+    }
+    text
+}
+
+impl Client {
+    /// A client for a node that knows only the CA pin (`sha256:...`).
+    pub fn pinned(endpoints: Vec<String>, pin: &str) -> anyhow::Result<Client> {
+        Ok(Client {
+            http: tls::http_client(tls::pinned_client_config(pin)?)?,
+            endpoints,
+            request_timeout: tls::REQUEST_TIMEOUT,
+        })
+    }
+
+    /// A client that trusts the CA and presents `identity` (the node's
+    /// certificate and key, PEM), if any.
+    pub fn with_ca(
+        endpoints: Vec<String>,
+        ca_pem: &str,
+        identity: Option<(&str, &str)>,
+    ) -> anyhow::Result<Client> {
+        Ok(Client {
+            http: tls::http_client(tls::client_config(ca_pem, identity)?)?,
+            endpoints,
+            request_timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// Whether the first endpoint answers `GET /healthz` with a success.
+    pub async fn healthz(&self) -> Result<(), CallError> {
+        let ep = self.endpoints.first().ok_or(CallError::NoEndpoints)?;
+        let url = format!("https://{ep}{}", routes::HEALTHZ.path);
+        match self.http.get(&url).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(CallError::Status {
+                endpoint: ep.clone(),
+                url,
+                status: r.status(),
+                message: String::new(),
+            }),
+            Err(source) => Err(CallError::Unreachable { url, source }),
+        }
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// One call, with failover across the endpoints (see the module
+    /// documentation).
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, CallError> {
+        let mut last = None;
+        for ep in &self.endpoints {
+            let url = format!("https://{ep}{path}");
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .timeout(self.request_timeout);
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            let err = match req.send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    return resp
+                        .json()
+                        .await
+                        .map_err(|source| CallError::BadAnswer { url, source });
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let text = resp.text().await.unwrap_or_default();
+                    CallError::Status {
+                        endpoint: ep.clone(),
+                        url,
+                        status,
+                        message: ErrorBody::message(text),
+                    }
+                }
+                Err(source) => {
+                    let message = chain(&source);
+                    if message.contains("pinned hash") {
+                        CallError::Untrusted {
+                            endpoint: ep.clone(),
+                            message,
+                        }
+                    } else {
+                        CallError::Unreachable { url, source }
+                    }
+                }
+            };
+            if err.is_final() {
+                return Err(err);
+            }
+            last = Some(err);
+        }
+        Err(last.unwrap_or(CallError::NoEndpoints))
+    }
+
+    /// A call of `route` (its path followed by `query`).
+    async fn route<T: DeserializeOwned>(
+        &self,
+        route: Route,
+        query: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, CallError> {
+        let method = Method::from_bytes(route.method.as_bytes()).unwrap_or(Method::POST);
+        self.call(method, &format!("{}{query}", route.path), body)
+            .await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        route: Route,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
+        let body = serde_json::to_value(body)?;
+        Ok(self.route(route, "", Some(&body)).await?)
+    }
+
+    /// Sends an enrollment, again while no endpoint answers (until
+    /// `retry`'s deadline); a refusal is final.
+    pub async fn enroll(
+        &self,
+        request: &EnrollRequest,
+        retry: Retry,
+    ) -> anyhow::Result<EnrollResponse> {
+        let body = serde_json::to_value(request)?;
+        let body = &body;
+        retry
+            .run(|| async move {
+                match self.route(routes::ENROLL, "", Some(body)).await {
+                    Ok(response) => Attempt::Done(response),
+                    Err(CallError::Status {
+                        endpoint,
+                        status,
+                        message,
+                        ..
+                    }) if status.is_client_error() => {
+                        Attempt::Fail(anyhow!("enrollment refused by {endpoint}: {message}"))
+                    }
+                    Err(e) if e.is_final() => Attempt::Fail(e.into()),
+                    Err(e) => Attempt::Again(anyhow::Error::new(e).context("enrolling")),
+                }
+            })
+            .await
+    }
+
+    pub async fn nodes(&self) -> anyhow::Result<NodeList> {
+        Ok(self.route(routes::NODES, "", None).await?)
+    }
+
+    pub async fn services(&self, name: Option<&str>) -> anyhow::Result<ServiceList> {
+        let query = name.map(|n| format!("?name={n}")).unwrap_or_default();
+        Ok(self.route(routes::SERVICES, &query, None).await?)
+    }
+
+    pub async fn register(&self, req: &RegisterRequest) -> anyhow::Result<ServiceRecord> {
+        self.post(routes::REGISTER, req).await
+    }
+
+    /// Asks for a new certificate for this node (the CSR's key may be new).
+    pub async fn renew(&self, csr: &str) -> anyhow::Result<EnrollResponse> {
+        let req = RenewRequest {
+            csr: csr.to_owned(),
+        };
+        self.post(routes::RENEW, &req).await
+    }
+
+    pub async fn create_token(
+        &self,
+        roles: Vec<Role>,
+        ttl: time::Duration,
+    ) -> anyhow::Result<TokenResponse> {
+        let req = TokenRequest {
+            roles,
+            ttl_seconds: ttl.whole_seconds(),
+            description: String::new(),
+        };
+        self.post(routes::TOKENS, &req).await
+    }
+}
+
+/// Enrolls through the first endpoint that answers, trusting only a server
+/// whose CA has `pin`; unreachable endpoints are tried again every 500 ms
+/// until `timeout`.
+pub async fn enroll_with(
+    endpoints: &[String],
+    pin: &str,
+    request: &EnrollRequest,
+    timeout: Duration,
+) -> anyhow::Result<EnrollResponse> {
+    Client::pinned(endpoints.to_vec(), pin)?
+        .enroll(request, Retry::every(ENROLL_INTERVAL, timeout))
+        .await
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the substrate: the API started in-process (an
+//! injected `127.0.0.1:0` listener and a shutdown future) against a real
+//! etcd (Debian `etcd-server`) on loopback, called through the one client.
+
+#[path = "tests/harness.rs"]
+mod harness;
+
+#[path = "tests/api.rs"]
+mod api;
