@@ -32,7 +32,8 @@ pub use warning::{Warning, WarningKind};
 /// A fully resolved configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// The directory the configuration was read from.
+    /// The directory the configuration was read from (for a sub-image, its
+    /// entry in `mkosi.images/`: a directory or a `NAME.conf` file).
     pub directory: PathBuf,
     /// The role (profile directory name under `profiles/`), if built by role.
     pub role: Option<String>,

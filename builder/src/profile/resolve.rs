@@ -70,7 +70,7 @@ pub fn resolve(options: &ResolveOptions) -> Result<Config, ConfigError> {
     for (name, subimage) in &subimages {
         config.warnings.extend(subimage.warnings.iter().cloned());
         config.warnings.push(Warning::new(
-            top.join("mkosi.images").join(name),
+            &subimage.directory,
             0,
             name.clone(),
             WarningKind::SubimageNotBuilt,
@@ -257,7 +257,9 @@ impl<'a> Resolver<'a> {
                 sub.parse_file(&entry, None)?
             };
             if applied {
-                subimages.push((name, sub.finish()));
+                let mut config = sub.finish();
+                config.directory = entry;
+                subimages.push((name, config));
             } else {
                 tracing::debug!("{}: [Match] failed, sub-image skipped", entry.display());
             }

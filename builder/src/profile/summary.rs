@@ -29,6 +29,14 @@ pub fn to_json(config: &Config) -> Json {
             None => {}
         }
     }
+    if !config.subimages.is_empty() {
+        let subimages = config
+            .subimages
+            .iter()
+            .map(|(name, subimage)| (name.clone(), to_json(subimage)))
+            .collect();
+        map.insert("Subimages".to_owned(), Json::Object(subimages));
+    }
     Json::Object(map)
 }
 
@@ -72,6 +80,16 @@ pub fn to_text(config: &Config) -> String {
                     }
                 }
                 other => out.push_str(&format!("{name:>width$}: {}\n", other.display())),
+            }
+        }
+    }
+    for (name, subimage) in &config.subimages {
+        out.push_str(&format!("\n[Subimage {name}]\n"));
+        for line in to_text(subimage).lines().skip(1) {
+            match line.trim() {
+                "" => {}
+                trimmed if trimmed.starts_with('[') => out.push_str(&format!("  {trimmed}\n")),
+                _ => out.push_str(&format!("  {line}\n")),
             }
         }
     }
