@@ -328,3 +328,24 @@ fn issue_18_subimage_universal_setting_is_an_error() {
         .to_string()
         .contains("Distribution= cannot be configured in sub-image a"));
 }
+
+/// Dependencies= in the main image selects sub-images (and theirs), as in mkosi.
+#[test]
+fn issue_18_dependencies_select_subimages() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("mkosi.conf", "[Config]\nDependencies=app\n");
+    write("mkosi.images/app.conf", "[Config]\nDependencies=lib\n");
+    write("mkosi.images/lib.conf", "[Output]\nFormat=directory\n");
+    write("mkosi.images/other.conf", "[Output]\nFormat=tar\n");
+    let config = resolve_dir(dir.path()).unwrap();
+    let names: Vec<&str> = config.subimages.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["app", "lib"]);
+    write("mkosi.conf", "[Config]\nDependencies=nope\n");
+    let err = resolve_dir(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("no image \"nope\""), "{err}");
+}

@@ -101,10 +101,64 @@ pub fn main_only(setting: &Setting) -> bool {
         || is_universal(setting)
 }
 
+/// The sub-images the main image's `Dependencies=` names, with the ones they
+/// depend on in turn (`deps`), in the order they were read; `Err` names one
+/// that does not exist.
+pub fn select<C>(
+    subimages: Vec<(String, C)>,
+    wanted: &[String],
+    deps: impl Fn(&C) -> &[String],
+) -> Result<Vec<(String, C)>, String> {
+    let mut selected: Vec<String> = Vec::new();
+    let mut queue: Vec<String> = wanted.to_vec();
+    while let Some(name) = queue.pop() {
+        if selected.contains(&name) {
+            continue;
+        }
+        let (_, image) = subimages
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| name.clone())?;
+        queue.extend(deps(image).iter().cloned());
+        selected.push(name);
+    }
+    Ok(subimages
+        .into_iter()
+        .filter(|(name, _)| selected.contains(name))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::profile::settings::lookup;
+
+    struct Image(Vec<String>);
+
+    #[test]
+    fn dependencies_select_sub_images() {
+        let image = |deps: &[&str]| Image(deps.iter().map(|d| d.to_string()).collect());
+        let all = || {
+            vec![
+                ("a".to_owned(), image(&[])),
+                ("b".to_owned(), image(&["a"])),
+                ("c".to_owned(), image(&[])),
+            ]
+        };
+        let names = |v: Vec<(String, Image)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(
+            names(select(all(), &["b".into()], |i| &i.0).unwrap()),
+            ["a", "b"]
+        );
+        assert_eq!(
+            names(select(all(), &[], |i| &i.0).unwrap()),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            select(all(), &["x".into()], |i| &i.0).err(),
+            Some("x".to_owned())
+        );
+    }
 
     #[test]
     fn scopes_name_settings() {

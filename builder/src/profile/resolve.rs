@@ -61,11 +61,28 @@ pub fn resolve(options: &ResolveOptions) -> Result<Config, ConfigError> {
     }
     let mut resolver = Resolver::new(options, &top, MAIN);
     resolver.parse_dir(&top, Dir::Top)?;
-    let subimages = resolver.parse_subimages()?;
+    let mut subimages = resolver.parse_subimages()?;
     let mut config = resolver.finish();
-    if !subimages.is_empty() && config.get("Dependencies").is_none() {
-        let names = subimages.iter().map(|(name, _)| name.clone()).collect();
-        config.values.insert("Dependencies", Value::List(names));
+    match config.get("Dependencies") {
+        Some(Value::List(wanted)) => {
+            subimages = images::select(subimages, wanted, |c| c.list("Dependencies")).map_err(
+                |missing| {
+                    ConfigError::new(
+                        &top,
+                        0,
+                        ErrorKind::InvalidValue {
+                            key: "Dependencies".into(),
+                            reason: format!("no image {missing:?} in mkosi.images/"),
+                        },
+                    )
+                },
+            )?;
+        }
+        _ if !subimages.is_empty() => {
+            let names = subimages.iter().map(|(name, _)| name.clone()).collect();
+            config.values.insert("Dependencies", Value::List(names));
+        }
+        _ => {}
     }
     for (name, subimage) in &subimages {
         config.warnings.extend(subimage.warnings.iter().cloned());
