@@ -1,5 +1,6 @@
-//! Feeds arbitrary bytes to the configuration engine as `mkosi.conf` (and as a
-//! `.tera` template) and resolves the tree. Any error is fine; a panic is a bug.
+//! Feeds arbitrary bytes to the configuration engine as `mkosi.conf`, as a
+//! `.tera` template, and as a drop-in plus a sub-image of a fixed tree, and
+//! resolves each tree. Any error is fine; a panic is a bug.
 
 #![no_main]
 
@@ -12,6 +13,7 @@ struct Trees {
     _root: tempfile::TempDir,
     plain: std::path::PathBuf,
     templated: std::path::PathBuf,
+    nested: std::path::PathBuf,
 }
 
 fn trees() -> &'static Trees {
@@ -20,12 +22,17 @@ fn trees() -> &'static Trees {
         let root = tempfile::tempdir().expect("tempdir");
         let plain = root.path().join("plain");
         let templated = root.path().join("templated");
+        let nested = root.path().join("nested");
         std::fs::create_dir_all(&plain).unwrap();
         std::fs::create_dir_all(&templated).unwrap();
+        std::fs::create_dir_all(nested.join("mkosi.conf.d")).unwrap();
+        std::fs::create_dir_all(nested.join("mkosi.images")).unwrap();
+        std::fs::write(nested.join("mkosi.conf"), "[Output]\nImageId=fuzz\n").unwrap();
         Trees {
             _root: root,
             plain,
             templated,
+            nested,
         }
     })
 }
@@ -34,7 +41,12 @@ fuzz_target!(|data: &[u8]| {
     let trees = trees();
     // Keep the fuzzer away from reading arbitrary host trees through Include=/
     // PathExists=: absolute paths are still parsed, just not followed far.
-    for (dir, name) in [(&trees.plain, "mkosi.conf"), (&trees.templated, "mkosi.conf.tera")] {
+    std::fs::write(trees.nested.join("mkosi.conf.d/10-fuzz.conf"), data).unwrap();
+    for (dir, name) in [
+        (&trees.plain, "mkosi.conf"),
+        (&trees.templated, "mkosi.conf.tera"),
+        (&trees.nested, "mkosi.images/fuzz.conf"),
+    ] {
         std::fs::write(dir.join(name), data).unwrap();
         let options = ResolveOptions {
             directory: dir.clone(),

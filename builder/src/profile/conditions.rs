@@ -29,6 +29,12 @@ pub const CONDITIONS: &[&str] = &[
     "PathExists",
     "Environment",
     "HostArchitecture",
+    "ToolsTreeDistribution",
+    "ToolsTreeRelease",
+    "Repositories",
+    "Bootable",
+    "BuildSources",
+    "Image",
 ];
 
 /// What conditions are evaluated against: the configuration as resolved so far.
@@ -41,6 +47,10 @@ pub trait Facts {
     fn environment(&self, key: &str) -> Option<String>;
     /// The architecture of the machine running the builder.
     fn host_architecture(&self) -> String;
+    /// The current value of a list setting.
+    fn list(&self, name: &str) -> Vec<String>;
+    /// The image being read: `main`, or the sub-image's name in `mkosi.images/`.
+    fn image(&self) -> String;
 }
 
 /// The outcome of a file's condition sections.
@@ -170,10 +180,38 @@ fn condition(
         Ok(false)
     };
     let held = match entry.key.as_str() {
-        "Distribution" | "Release" | "Architecture" | "Format" | "ImageId" => {
-            glob_any(facts.setting(&entry.key))?
-        }
+        "Distribution"
+        | "Release"
+        | "Architecture"
+        | "Format"
+        | "ImageId"
+        | "ToolsTreeDistribution"
+        | "ToolsTreeRelease" => glob_any(facts.setting(&entry.key))?,
         "HostArchitecture" => glob_any(Some(facts.host_architecture()))?,
+        "Image" => glob_any(Some(facts.image()))?,
+        "Repositories" => {
+            let enabled = facts.list("Repositories");
+            alternatives
+                .iter()
+                .any(|alt| enabled.iter().any(|r| r == alt))
+        }
+        "Bootable" => {
+            let current = facts.setting("Bootable").unwrap_or_else(|| "auto".into());
+            alternatives
+                .iter()
+                .any(|alt| feature(alt).is_some_and(|f| Some(f) == feature(&current)))
+        }
+        "BuildSources" => {
+            let targets: Vec<String> = facts
+                .list("BuildSources")
+                .iter()
+                .filter_map(|item| item.split_once(':'))
+                .map(|(_, target)| target.trim_matches('/').to_owned())
+                .collect();
+            alternatives
+                .iter()
+                .any(|alt| targets.iter().any(|t| t == alt.trim_matches('/')))
+        }
         "ImageVersion" => {
             let current = facts.setting("ImageVersion");
             let mut held = false;
@@ -211,6 +249,16 @@ fn condition(
         }
     };
     Ok((trigger, held != negate))
+}
+
+/// A boolean-or-`auto` value: `Some(None)` is `auto`.
+fn feature(value: &str) -> Option<Option<bool>> {
+    match value {
+        "auto" => Some(None),
+        "enabled" => Some(Some(true)),
+        "disabled" => Some(Some(false)),
+        other => super::value::parse_bool(other).map(Some),
+    }
 }
 
 fn glob_match(pattern: &str, value: &str) -> Result<bool, String> {
@@ -298,6 +346,16 @@ mod tests {
         fn host_architecture(&self) -> String {
             "x86-64".into()
         }
+        fn list(&self, name: &str) -> Vec<String> {
+            match name {
+                "Repositories" => vec!["main".into(), "contrib".into()],
+                "BuildSources" => vec!["/src/kernel:kernel".into()],
+                _ => Vec::new(),
+            }
+        }
+        fn image(&self) -> String {
+            "main".into()
+        }
     }
 
     fn outcome(text: &str) -> Outcome {
@@ -346,6 +404,27 @@ mod tests {
             outcome("[Assert]\nDistribution=fedora"),
             Outcome::AssertionFailed { line: 1, .. }
         ));
+    }
+
+    /// The conditions mkosi 26 added or the builder lacked (issue 18).
+    #[test]
+    fn newer_conditions() {
+        let cases = [
+            ("Repositories=contrib", Outcome::Apply),
+            ("Repositories=non-free", Outcome::Skip),
+            ("Bootable=auto", Outcome::Apply),
+            ("Bootable=yes", Outcome::Skip),
+            ("BuildSources=/kernel", Outcome::Apply),
+            ("Image=main", Outcome::Apply),
+            ("Image=initrd", Outcome::Skip),
+        ];
+        for (condition, expected) in cases {
+            assert_eq!(
+                outcome(&format!("[Match]\n{condition}")),
+                expected,
+                "{condition}"
+            );
+        }
     }
 
     #[test]

@@ -38,16 +38,8 @@ pub enum ErrorKind {
     InvalidKey(String),
     #[error("indented continuation line without a setting before it")]
     OrphanContinuation,
-    #[error("unknown section [{0}]")]
-    UnknownSection(String),
-    #[error("unknown setting {key}= in section [{section}]")]
-    UnknownSetting { section: String, key: String },
-    #[error("setting {key}= belongs in section [{expected}], not [{found}]")]
-    WrongSection {
-        key: String,
-        expected: String,
-        found: String,
-    },
+    #[error("{key}= cannot be configured in sub-image {image} (only in the main image)")]
+    NotInSubimage { key: String, image: String },
     #[error("unknown condition {key}= in section [{section}]")]
     UnknownCondition { section: String, key: String },
     #[error("{key}=: invalid boolean {value:?} (expected yes/no, true/false, on/off or 1/0)")]

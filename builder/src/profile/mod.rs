@@ -8,27 +8,32 @@
 //! [`template`](crate::template) module expand values, [`value`] types them
 //! against the [`settings`] table. [`summary`] renders the result.
 
+pub mod compat;
 pub mod conditions;
+pub mod default_paths;
 pub mod error;
+mod images;
 pub mod ini;
 mod resolve;
 pub mod settings;
 pub mod specifier;
 pub mod summary;
 pub mod value;
+pub mod warning;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 
 pub use error::{ConfigError, ErrorKind};
 pub use resolve::{resolve, ResolveOptions};
 pub use value::Value;
+pub use warning::{Warning, WarningKind};
 
 /// A fully resolved configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// The directory the configuration was read from.
+    /// The directory the configuration was read from (for a sub-image, its
+    /// entry in `mkosi.images/`: a directory or a `NAME.conf` file).
     pub directory: PathBuf,
     /// The role (profile directory name under `profiles/`), if built by role.
     pub role: Option<String>,
@@ -36,13 +41,23 @@ pub struct Config {
     pub values: BTreeMap<&'static str, Value>,
     /// Files that were applied, in order.
     pub files: Vec<PathBuf>,
-    /// Settings that were set but are not implemented by the builder.
+    /// What the builder read but does not act on as written (unknown or
+    /// misplaced settings, settings it does not implement, ...).
     pub warnings: Vec<Warning>,
+    /// Sub-images from `mkosi.images/`, by name, in the order mkosi reads them.
+    pub subimages: Vec<(String, Config)>,
 }
 
 impl Config {
+    /// A value by its key (as in the JSON summary) or by any name a
+    /// configuration file may use for the setting.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.values.get(name)
+        self.values
+            .get(name)
+            .or_else(|| match compat::resolve(name) {
+                compat::Name::Setting(setting, _) => self.values.get(setting.key),
+                _ => None,
+            })
     }
 
     /// A single-value setting as text (`None` if unset).
@@ -105,27 +120,5 @@ impl Config {
         context.insert("env", &env);
         context.insert("config", &summary::to_json(self));
         context
-    }
-}
-
-/// A setting the builder accepted but does not act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning {
-    pub path: PathBuf,
-    pub line: usize,
-    pub setting: String,
-}
-
-impl fmt::Display for Warning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path.display())?;
-        if self.line != 0 {
-            write!(f, ":{}", self.line)?;
-        }
-        write!(
-            f,
-            ": {}= is not implemented by the builder and has no effect",
-            self.setting
-        )
     }
 }

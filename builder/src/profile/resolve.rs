@@ -4,13 +4,16 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use super::compat::{self, Name};
 use super::conditions::{self, Facts, Outcome};
+use super::default_paths::{self, Source};
 use super::error::{ConfigError, ErrorKind};
+use super::images;
 use super::ini;
 use super::settings::{self, Section, Setting, SETTINGS};
 use super::specifier;
 use super::value::{self, Update, Value};
-use super::{Config, Warning};
+use super::{Config, Warning, WarningKind};
 use crate::pins::Pins;
 use crate::template;
 
@@ -36,6 +39,16 @@ pub fn resolve(options: &ResolveOptions) -> Result<Config, ConfigError> {
     let top = std::path::absolute(&options.directory)
         .map(|p| value::normalize(&p))
         .map_err(|e| ConfigError::new(&options.directory, 0, ErrorKind::Io(e)))?;
+    // mkosi reads a tree kept in a `mkosi/` subdirectory of a project.
+    let nested = top.join("mkosi");
+    let top = if config_file(&top, "mkosi.conf")?.is_none()
+        && !top.join("mkosi.tools.conf").exists()
+        && config_file(&nested, "mkosi.conf")?.is_some()
+    {
+        nested
+    } else {
+        top
+    };
     if !top.is_dir() {
         return Err(ConfigError::new(
             &top,
@@ -46,25 +59,66 @@ pub fn resolve(options: &ResolveOptions) -> Result<Config, ConfigError> {
             )),
         ));
     }
-    let mut resolver = Resolver {
-        options,
-        top: top.clone(),
-        config: BTreeMap::new(),
-        overrides: BTreeMap::new(),
-        files: Vec::new(),
-        warnings: Vec::new(),
-        stack: Vec::new(),
-        done: HashSet::new(),
-        host_distribution: host_distribution(),
-        host_architecture: host_architecture(),
-    };
-    resolver.parse_dir(&top, true)?;
-    Ok(resolver.finish())
+    let mut resolver = Resolver::new(options, &top, MAIN);
+    resolver.parse_dir(&top, Dir::Top)?;
+    let mut subimages = resolver.parse_subimages()?;
+    let mut config = resolver.finish();
+    match config.get("Dependencies") {
+        Some(Value::List(wanted)) => {
+            subimages = images::select(subimages, wanted, |c| c.list("Dependencies")).map_err(
+                |missing| {
+                    ConfigError::new(
+                        &top,
+                        0,
+                        ErrorKind::InvalidValue {
+                            key: "Dependencies".into(),
+                            reason: format!("no image {missing:?} in mkosi.images/"),
+                        },
+                    )
+                },
+            )?;
+        }
+        _ if !subimages.is_empty() => {
+            let names = subimages.iter().map(|(name, _)| name.clone()).collect();
+            config.values.insert("Dependencies", Value::List(names));
+        }
+        _ => {}
+    }
+    for (name, subimage) in &subimages {
+        config.warnings.extend(subimage.warnings.iter().cloned());
+        config.warnings.push(Warning::new(
+            &subimage.directory,
+            0,
+            name.clone(),
+            WarningKind::SubimageNotBuilt,
+        ));
+    }
+    config.subimages = subimages;
+    Ok(config)
+}
+
+/// The name mkosi gives the top-level image (`[Match] Image=main`, `%I`).
+const MAIN: &str = "main";
+
+/// How a configuration directory is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    /// The tree itself or a sub-image directory: local overrides and profiles.
+    Top,
+    /// A directory given to `Include=`: its own profiles too, as in mkosi.
+    Included,
+    /// A `mkosi.conf.d/` subdirectory, a profile directory, `mkosi.local/`.
+    Nested,
 }
 
 struct Resolver<'a> {
     options: &'a ResolveOptions,
     top: PathBuf,
+    /// `main`, or the name of the sub-image being read.
+    image: String,
+    /// mkosi's working directory: the configuration directory being read.
+    /// Relative paths in values resolve against it, in drop-in files too.
+    cwd: Vec<PathBuf>,
     /// Values from the configuration files.
     config: BTreeMap<&'static str, Value>,
     /// Values from the command line and `mkosi.local.conf`: single values win
@@ -80,49 +134,154 @@ struct Resolver<'a> {
     host_architecture: String,
 }
 
-impl Resolver<'_> {
-    fn parse_dir(&mut self, dir: &Path, top: bool) -> Result<bool, ConfigError> {
+impl<'a> Resolver<'a> {
+    fn new(options: &'a ResolveOptions, top: &Path, image: &str) -> Resolver<'a> {
+        Resolver {
+            options,
+            top: top.to_path_buf(),
+            image: image.to_owned(),
+            cwd: vec![top.to_path_buf()],
+            config: BTreeMap::new(),
+            overrides: BTreeMap::new(),
+            files: Vec::new(),
+            warnings: Vec::new(),
+            stack: Vec::new(),
+            done: HashSet::new(),
+            host_distribution: host_distribution(),
+            host_architecture: host_architecture(),
+        }
+    }
+
+    fn parse_dir(&mut self, dir: &Path, how: Dir) -> Result<bool, ConfigError> {
         let key = canonical(dir, dir, 0)?;
         self.done.insert(key.clone());
         self.stack.push(key);
-        let result = self.parse_dir_contents(dir, top);
+        self.cwd.push(dir.to_path_buf());
+        let result = self.parse_dir_contents(dir, how);
+        self.cwd.pop();
         self.stack.pop();
         result
     }
 
-    fn parse_dir_contents(&mut self, dir: &Path, top: bool) -> Result<bool, ConfigError> {
-        if top {
-            self.apply_command_line();
+    fn parse_dir_contents(&mut self, dir: &Path, how: Dir) -> Result<bool, ConfigError> {
+        if how == Dir::Top {
+            if self.image == MAIN {
+                self.apply_command_line();
+            }
+            let local_dir = dir.join("mkosi.local");
+            if local_dir.is_dir() {
+                self.parse_dir(&local_dir, Dir::Nested)?;
+                self.promote_local();
+            }
             if let Some(local) = config_file(dir, "mkosi.local.conf")? {
-                self.parse_file(&local)?;
+                self.parse_file(&local, None)?;
                 self.promote_local();
             }
         }
-        if let Some(conf) = config_file(dir, "mkosi.conf")? {
-            if !self.parse_file(&conf)? {
-                tracing::debug!(
-                    "{}: [Match] failed, skipping {}",
-                    conf.display(),
-                    dir.display()
-                );
-                return Ok(false);
+        // mkosi picks up default paths after the [Match] of mkosi.conf held
+        // and before its settings, so mkosi.conf overrides mkosi.version.
+        match config_file(dir, "mkosi.conf")? {
+            Some(conf) => {
+                if !self.parse_file(&conf, Some(dir))? {
+                    tracing::debug!(
+                        "{}: [Match] failed, skipping {}",
+                        conf.display(),
+                        dir.display()
+                    );
+                    return Ok(false);
+                }
             }
+            None => self.default_paths(dir)?,
         }
-        self.default_paths(dir)?;
         let dropins = dir.join("mkosi.conf.d");
         if dropins.is_dir() {
             for entry in sorted_entries(&dropins)? {
                 if entry.is_dir() {
-                    self.parse_dir(&entry, false)?;
+                    self.parse_dir(&entry, Dir::Nested)?;
                 } else if is_conf(&entry) && !self.is_done(&entry)? {
-                    self.parse_file(&entry)?;
+                    self.parse_file(&entry, None)?;
                 }
             }
         }
-        if top {
+        if how != Dir::Nested {
             self.parse_profiles(dir)?;
         }
         Ok(true)
+    }
+
+    /// Each entry of `mkosi.images/` (a directory, or a `NAME.conf` file) as
+    /// its own configuration, starting from the main image's values the way
+    /// mkosi passes them down. Entries whose `[Match]` fails are left out.
+    fn parse_subimages(&self) -> Result<Vec<(String, Config)>, ConfigError> {
+        let dir = self.top.join("mkosi.images");
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let mut subimages = Vec::new();
+        for entry in sorted_entries(&dir)? {
+            if !entry.is_dir() && !is_conf(&entry) {
+                continue;
+            }
+            let file_name = entry.file_name().unwrap_or_default().to_string_lossy();
+            let file_name = file_name
+                .strip_suffix(template::SUFFIX)
+                .unwrap_or(&file_name);
+            let name = file_name
+                .strip_suffix(".conf")
+                .unwrap_or(file_name)
+                .to_owned();
+            if name.is_empty() || name == MAIN {
+                return Err(ConfigError::new(
+                    &entry,
+                    0,
+                    ErrorKind::InvalidValue {
+                        key: "mkosi.images".into(),
+                        reason: format!("{name:?} is not a sub-image name"),
+                    },
+                ));
+            }
+            let mut sub = Resolver::new(self.options, &self.top, &name);
+            for setting in SETTINGS {
+                let value = self
+                    .effective(setting.key)
+                    .or_else(|| self.default(setting.key));
+                match value {
+                    Some(v) if images::is_universal(setting) => {
+                        sub.overrides.insert(setting.key, v);
+                    }
+                    Some(v) if images::is_inherited(setting) => {
+                        sub.config.insert(setting.key, v);
+                    }
+                    _ => {}
+                }
+            }
+            let passed = self
+                .effective("PassEnvironment")
+                .map(|v| v.as_list().to_vec())
+                .unwrap_or_default();
+            let environment: Vec<String> = self
+                .environment_map()
+                .into_iter()
+                .filter(|(k, _)| passed.contains(k))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            if !environment.is_empty() {
+                sub.config.insert("Environment", Value::List(environment));
+            }
+            let applied = if entry.is_dir() {
+                sub.parse_dir(&entry, Dir::Top)?
+            } else {
+                sub.parse_file(&entry, None)?
+            };
+            if applied {
+                let mut config = sub.finish();
+                config.directory = entry;
+                subimages.push((name, config));
+            } else {
+                tracing::debug!("{}: [Match] failed, sub-image skipped", entry.display());
+            }
+        }
+        Ok(subimages)
     }
 
     fn parse_profiles(&mut self, dir: &Path) -> Result<(), ConfigError> {
@@ -145,11 +304,11 @@ impl Resolver<'_> {
             let as_dir = profiles_dir.join(&profile);
             if as_dir.is_dir() {
                 if !self.is_done(&as_dir)? {
-                    self.parse_dir(&as_dir, false)?;
+                    self.parse_dir(&as_dir, Dir::Nested)?;
                 }
             } else if let Some(file) = config_file(&profiles_dir, &format!("{profile}.conf"))? {
                 if !self.is_done(&file)? {
-                    self.parse_file(&file)?;
+                    self.parse_file(&file, None)?;
                 }
             } else {
                 tracing::debug!("profile {profile} has no mkosi.profiles/ entry");
@@ -163,16 +322,27 @@ impl Resolver<'_> {
     }
 
     /// Parses one configuration file; `Ok(false)` if its `[Match]` failed.
-    fn parse_file(&mut self, path: &Path) -> Result<bool, ConfigError> {
+    /// `defaults_of`: the directory whose default paths apply once the
+    /// file's conditions hold (for its `mkosi.conf`).
+    fn parse_file(&mut self, path: &Path, defaults_of: Option<&Path>) -> Result<bool, ConfigError> {
         let key = canonical(path, path, 0)?;
         self.done.insert(key.clone());
         self.stack.push(key);
-        let result = self.parse_file_contents(path);
+        let result = self.parse_file_contents(path, defaults_of);
         self.stack.pop();
         result
     }
 
-    fn parse_file_contents(&mut self, path: &Path) -> Result<bool, ConfigError> {
+    /// mkosi's working directory, which relative paths resolve against.
+    fn cwd(&self) -> PathBuf {
+        self.cwd.last().unwrap_or(&self.top).clone()
+    }
+
+    fn parse_file_contents(
+        &mut self,
+        path: &Path,
+        defaults_of: Option<&Path>,
+    ) -> Result<bool, ConfigError> {
         let bytes = std::fs::read(path).map_err(|e| ConfigError::new(path, 0, ErrorKind::Io(e)))?;
         let mut text = utf8(path, bytes)?;
         if path.to_string_lossy().ends_with(template::SUFFIX) {
@@ -181,9 +351,9 @@ impl Resolver<'_> {
         }
         let sections =
             ini::parse(&text).map_err(|(line, kind)| ConfigError::new(path, line, kind))?;
-        let base = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let expand = |raw: &str| self.expand(raw, &base);
-        let outcome = conditions::evaluate(&sections, self, &base, &expand)
+        let file_dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let expand = |raw: &str| self.expand(raw, &file_dir);
+        let outcome = conditions::evaluate(&sections, self, &file_dir, &expand)
             .map_err(|(line, kind)| ConfigError::new(path, line, kind))?;
         match outcome {
             Outcome::Skip => {
@@ -201,61 +371,98 @@ impl Resolver<'_> {
         }
         tracing::debug!("{}: applied", path.display());
         self.files.push(path.to_path_buf());
+        if let Some(dir) = defaults_of {
+            self.default_paths(dir)?;
+        }
         for section in &sections {
-            if conditions::SECTIONS.contains(&section.name.as_str()) {
+            let name = section.name.as_str();
+            if conditions::SECTIONS.contains(&name) {
                 continue;
             }
-            let kind = match section.name.as_str() {
-                "Include" => None,
-                name => Some(Section::from_name(name).ok_or_else(|| {
-                    ConfigError::new(
-                        path,
-                        section.line,
-                        ErrorKind::UnknownSection(name.to_owned()),
-                    )
-                })?),
-            };
+            let known = name == "Include"
+                || Section::from_name(name).is_some()
+                || compat::SECTIONS.iter().any(|(old, _)| *old == name);
+            if !known {
+                self.warn(path, section.line, name, WarningKind::UnknownSection);
+                continue;
+            }
             for entry in &section.entries {
-                self.assign(path, &base, kind, &section.name, entry)?;
+                self.assign(path, &file_dir, name, entry)?;
             }
         }
         Ok(true)
     }
 
+    fn warn(&mut self, path: &Path, line: usize, setting: &str, kind: WarningKind) {
+        self.warnings.push(Warning::new(path, line, setting, kind));
+    }
+
     fn assign(
         &mut self,
         path: &Path,
-        base: &Path,
-        section: Option<Section>,
+        file_dir: &Path,
         section_name: &str,
         entry: &ini::Entry,
     ) -> Result<(), ConfigError> {
         let at = |kind| ConfigError::new(path, entry.line, kind);
-        let setting: &'static Setting = match settings::lookup(&entry.key) {
-            Some(s) if s.name == "Include" && matches!(section_name, "Include" | "Config") => s,
-            Some(s) if section == Some(s.section) => s,
-            Some(s) => {
-                return Err(at(ErrorKind::WrongSection {
-                    key: entry.key.clone(),
-                    expected: s.section.name().to_owned(),
-                    found: section_name.to_owned(),
-                }))
+        let key = match entry.key.strip_prefix('@') {
+            Some(key) => {
+                let kind = WarningKind::Deprecated {
+                    new: key.to_owned(),
+                };
+                self.warn(path, entry.line, &entry.key, kind);
+                key
             }
-            None => {
-                return Err(at(ErrorKind::UnknownSetting {
+            None => entry.key.as_str(),
+        };
+        let setting: &'static Setting = match compat::resolve(key) {
+            Name::Setting(setting, deprecated) => {
+                if deprecated {
+                    let kind = WarningKind::Deprecated {
+                        new: setting.name.to_owned(),
+                    };
+                    self.warn(path, entry.line, key, kind);
+                }
+                setting
+            }
+            Name::Retired(note) => {
+                let kind = WarningKind::Retired { note: note.into() };
+                self.warn(path, entry.line, key, kind);
+                return Ok(());
+            }
+            Name::Unknown => {
+                let kind = WarningKind::UnknownSetting {
                     section: section_name.to_owned(),
-                    key: entry.key.clone(),
-                }))
+                };
+                self.warn(path, entry.line, key, kind);
+                return Ok(());
             }
         };
-        let raw = self.expand(&entry.value, base).map_err(at)?;
-        let update = value::parse_update(setting, &raw, base).map_err(at)?;
+        let in_place = match setting.name {
+            "Include" => matches!(section_name, "Include" | "Config"),
+            _ => section_name == setting.section.name(),
+        };
+        if !in_place {
+            let expected = match setting.name {
+                "Include" => "Include",
+                _ => setting.section.name(),
+            };
+            let kind = WarningKind::WrongSection {
+                expected: expected.to_owned(),
+                found: section_name.to_owned(),
+            };
+            self.warn(path, entry.line, setting.name, kind);
+        }
+        if self.image != MAIN && images::main_only(setting) {
+            return Err(at(ErrorKind::NotInSubimage {
+                key: setting.name.to_owned(),
+                image: self.image.clone(),
+            }));
+        }
+        let raw = self.expand(&entry.value, file_dir).map_err(at)?;
+        let update = value::parse_update(setting, &raw, &self.cwd()).map_err(at)?;
         if !setting.implemented && update != Update::Reset {
-            self.warnings.push(Warning {
-                path: path.to_path_buf(),
-                line: entry.line,
-                setting: setting.name.to_owned(),
-            });
+            self.warn(path, entry.line, setting.name, WarningKind::NotImplemented);
         }
         let includes = match (&update, setting.name) {
             (Update::Append(paths), "Include") => paths.clone(),
@@ -287,46 +494,46 @@ impl Resolver<'_> {
             return Ok(());
         }
         if target.is_dir() {
-            self.parse_dir(target, false)?;
+            self.parse_dir(target, Dir::Included)?;
         } else {
-            self.parse_file(target)?;
+            self.parse_file(target, None)?;
         }
         Ok(())
     }
 
     fn default_paths(&mut self, dir: &Path) -> Result<(), ConfigError> {
-        for (name, setting_name) in settings::DEFAULT_PATHS {
-            let path = dir.join(name);
+        for default in default_paths::default_paths() {
+            let path = dir.join(&default.name);
             if !path.exists() {
                 continue;
             }
-            let setting = settings::lookup(setting_name).expect("default path settings exist");
+            let setting = settings::lookup(default.setting).expect("default path settings exist");
+            if self.image != MAIN && images::main_only(setting) {
+                continue;
+            }
+            let items = match default.source {
+                Source::Path | Source::Secret => vec![path.clone()],
+                Source::Text => Vec::new(),
+                Source::Entries(suffix) if path.is_dir() => sorted_entries(&path)?
+                    .into_iter()
+                    .filter(|p| p.is_file() && p.to_string_lossy().ends_with(suffix))
+                    .collect(),
+                Source::Entries(_) => Vec::new(),
+            };
+            if default.source != Source::Text && items.is_empty() {
+                continue;
+            }
             if !setting.implemented {
-                self.warnings.push(Warning {
-                    path: path.clone(),
-                    line: 0,
-                    setting: setting.name.to_owned(),
-                });
+                self.warn(&path, 0, setting.name, WarningKind::NotImplemented);
             }
-            let update = Update::Append(vec![path.to_string_lossy().into_owned()]);
+            let text = |p: &PathBuf| p.to_string_lossy().into_owned();
+            let update = match default.source {
+                Source::Secret => continue,
+                Source::Text => Update::Set(Value::Text(read_value(&path, setting)?)),
+                _ if setting.kind.is_list() => Update::Append(items.iter().map(text).collect()),
+                _ => Update::Set(Value::Text(text(&items[0]))),
+            };
             apply(&mut self.config, setting, update);
-        }
-        let version_file = dir.join("mkosi.version");
-        if version_file.is_file() {
-            let bytes = std::fs::read(&version_file)
-                .map_err(|e| ConfigError::new(&version_file, 0, ErrorKind::Io(e)))?;
-            let version = utf8(&version_file, bytes)?.trim().to_owned();
-            if version.is_empty() || version.contains(char::is_whitespace) {
-                return Err(ConfigError::new(
-                    &version_file,
-                    1,
-                    ErrorKind::InvalidValue {
-                        key: "ImageVersion".into(),
-                        reason: format!("{version:?} is not a version"),
-                    },
-                ));
-            }
-            self.config.insert("ImageVersion", Value::Text(version));
         }
         Ok(())
     }
@@ -392,8 +599,24 @@ impl Resolver<'_> {
                 let distribution = self.text("Distribution")?;
                 default_release(&distribution).and_then(text)
             }
+            "ToolsTreeDistribution" => text(tools_tree_distribution(&self.host_distribution)),
+            "ToolsTreeRelease" => {
+                let distribution = self.text("ToolsTreeDistribution")?;
+                default_release(&distribution).and_then(text)
+            }
+            "ToolsTreeProfiles" => Some(Value::List(
+                ["misc", "package-manager", "runtime"]
+                    .map(String::from)
+                    .to_vec(),
+            )),
+            // mkosi installs documentation unless told otherwise.
+            "WithDocs" => Some(Value::Bool(true)),
             "Output" => {
-                let id = self.effective("ImageId").map(|v| v.display());
+                // A sub-image is named after its entry in mkosi.images/.
+                let id = match self.image.as_str() {
+                    MAIN => self.effective("ImageId").map(|v| v.display()),
+                    image => Some(image.to_owned()),
+                };
                 let id = id.unwrap_or_else(|| "image".to_owned());
                 match self.effective("ImageVersion") {
                     Some(version) => text(&format!("{id}_{}", version.display())),
@@ -447,13 +670,8 @@ impl Resolver<'_> {
                 'p' => return Some(self.selected_profiles().join(",")),
                 'C' => return Some(base.display().to_string()),
                 'D' => return Some(self.top.display().to_string()),
-                'P' => {
-                    return Some(
-                        std::env::current_dir()
-                            .map(|d| d.display().to_string())
-                            .unwrap_or_default(),
-                    )
-                }
+                'P' => return Some(self.cwd().display().to_string()),
+                'I' => return Some(self.image.clone()),
                 _ => return None,
             };
             Some(self.text(setting).unwrap_or_default())
@@ -488,11 +706,16 @@ impl Resolver<'_> {
     fn finish(self) -> Config {
         let mut values = BTreeMap::new();
         for setting in SETTINGS {
-            if let Some(v) = self
-                .effective(setting.name)
-                .or_else(|| self.default(setting.name))
-            {
-                values.insert(setting.name, v);
+            // Defaults of settings the builder does not implement only serve
+            // conditions; the summary shows such settings only when set.
+            let default = || {
+                setting
+                    .implemented
+                    .then(|| self.default(setting.key))
+                    .flatten()
+            };
+            if let Some(v) = self.effective(setting.key).or_else(default) {
+                values.insert(setting.key, v);
             }
         }
         Config {
@@ -501,6 +724,7 @@ impl Resolver<'_> {
             values,
             files: self.files,
             warnings: self.warnings,
+            subimages: Vec::new(),
         }
     }
 }
@@ -521,26 +745,53 @@ impl Facts for Resolver<'_> {
     fn host_architecture(&self) -> String {
         self.host_architecture.clone()
     }
+
+    fn list(&self, name: &str) -> Vec<String> {
+        self.effective(name)
+            .map(|v| v.as_list().to_vec())
+            .unwrap_or_default()
+    }
+
+    fn image(&self) -> String {
+        self.image.clone()
+    }
 }
 
 fn apply(map: &mut BTreeMap<&'static str, Value>, setting: &'static Setting, update: Update) {
     match update {
         Update::Reset if setting.kind.is_list() => {
-            map.insert(setting.name, Value::List(Vec::new()));
+            map.insert(setting.key, Value::List(Vec::new()));
         }
         Update::Reset => {
-            map.remove(setting.name);
+            map.remove(setting.key);
         }
         Update::Set(v) => {
-            map.insert(setting.name, v);
+            map.insert(setting.key, v);
         }
-        Update::Append(items) => match map.get_mut(setting.name) {
+        Update::Append(items) => match map.get_mut(setting.key) {
             Some(Value::List(list)) => list.extend(items),
             _ => {
-                map.insert(setting.name, Value::List(items));
+                map.insert(setting.key, Value::List(items));
             }
         },
     }
+}
+
+/// The contents of a default path read as a single value (`mkosi.version`).
+fn read_value(path: &Path, setting: &Setting) -> Result<String, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError::new(path, 0, ErrorKind::Io(e)))?;
+    let value = utf8(path, bytes)?.trim().to_owned();
+    if value.is_empty() || value.contains(char::is_whitespace) {
+        return Err(ConfigError::new(
+            path,
+            1,
+            ErrorKind::InvalidValue {
+                key: setting.name.into(),
+                reason: format!("{value:?} is not a single value"),
+            },
+        ));
+    }
+    Ok(value)
 }
 
 /// `NAME` or `NAME.tera` in `dir`; both at once is ambiguous.
@@ -639,6 +890,16 @@ fn default_release(distribution: &str) -> Option<&'static str> {
         "opensuse" => "tumbleweed",
         _ => return None,
     })
+}
+
+/// mkosi's fallback for `ToolsTreeDistribution=`: the host's distribution,
+/// except that Ubuntu builds on Debian and RHEL and its rebuilds on Fedora.
+fn tools_tree_distribution(host: &str) -> &str {
+    match host {
+        "ubuntu" => "debian",
+        "rhel" | "rhel-ubi" | "centos" | "alma" | "rocky" => "fedora",
+        other => other,
+    }
 }
 
 fn host_distribution() -> String {

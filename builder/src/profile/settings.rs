@@ -94,7 +94,11 @@ impl Kind {
 /// One mkosi setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Setting {
+    /// The name configuration files use, as mkosi(1) spells it today.
     pub name: &'static str,
+    /// The key of the value in the resolved configuration and the JSON
+    /// summary: mkosi's `dest` capitalised, which is `name` for nearly all.
+    pub key: &'static str,
     pub section: Section,
     pub kind: Kind,
     /// Whether the builder acts on this setting (see docs/profile-format.md).
@@ -175,13 +179,29 @@ const BOOTLOADERS: &[&str] = &[
 const FEATURE: &[&str] = &[
     "auto", "yes", "no", "enabled", "disabled", "true", "false", "1", "0",
 ];
+const UKIS: &[&str] = &[
+    "none", "auto", "signed", "unsigned", "yes", "no", "true", "false", "1", "0",
+];
+const SSH: &[&str] = &[
+    "always", "auto", "runtime", "never", "yes", "no", "true", "false", "1", "0",
+];
+
+macro_rules! key {
+    ($name:ident) => {
+        stringify!($name)
+    };
+    ($name:ident $key:ident) => {
+        stringify!($key)
+    };
+}
 
 macro_rules! settings {
-    ($($section:ident { $($name:ident : $kind:expr, $implemented:expr;)* })*) => {
+    ($($section:ident { $($name:ident $(as $key:ident)? : $kind:expr, $implemented:expr;)* })*) => {
         /// Every setting the builder knows, in mkosi's section order.
         pub const SETTINGS: &[Setting] = &[
             $($(Setting {
                 name: stringify!($name),
+                key: key!($name $($key)?),
                 section: Section::$section,
                 kind: $kind,
                 implemented: $implemented,
@@ -198,9 +218,16 @@ const NAMES: Kind = Kind::List(Split::WordsAndCommas);
 const PATH: Kind = Kind::Path { must_exist: true };
 const OUT_PATH: Kind = Kind::Path { must_exist: false };
 const PATHS: Kind = Kind::PathList { must_exist: true };
+const OUT_PATHS: Kind = Kind::PathList { must_exist: false };
 const YES: bool = true;
 const NO: bool = false;
 
+// The table follows mkosi's own (`SETTINGS` in mkosi/config.py, v26): one row
+// per setting, named as mkosi(1) spells it today (in mkosi's order, except that
+// `Checksum=`, `Verity=` and `Environment=` keep the places they had in the
+// builder's summaries). `Name as Key` is a setting
+// whose JSON summary key (mkosi's `dest`) differs from its name. Older
+// spellings and retired settings live in `compat.rs`.
 settings! {
     Config {
         Profiles: NAMES, YES;
@@ -208,8 +235,7 @@ settings! {
         Dependencies: NAMES, NO;
         MinimumVersion: TEXT, NO;
         ConfigureScripts: PATHS, NO;
-        PassEnvironment: NAMES, NO;
-        Images: NAMES, NO;
+        PassEnvironment: WORDS, NO;
     }
     Distribution {
         Distribution: Kind::Enum(DISTRIBUTIONS), YES;
@@ -217,19 +243,20 @@ settings! {
         Architecture: Kind::Enum(ARCHITECTURES), YES;
         Mirror: TEXT, YES;
         Snapshot: TEXT, YES;
-        Repositories: NAMES, YES;
         LocalMirror: TEXT, NO;
         RepositoryKeyCheck: BOOL, NO;
         RepositoryKeyFetch: BOOL, NO;
-        PackageManagerTrees: PATHS, NO;
+        Repositories: NAMES, YES;
     }
     Output {
         Format: Kind::Enum(FORMATS), YES;
         ManifestFormat: NAMES, YES;
         Output: TEXT, YES;
+        OutputExtension: TEXT, NO;
         CompressOutput: Kind::Compression, YES;
         CompressLevel: INT, YES;
         OutputDirectory: OUT_PATH, YES;
+        OutputMode: TEXT, NO;
         ImageVersion: TEXT, YES;
         ImageId: TEXT, YES;
         SplitArtifacts: NAMES, NO;
@@ -238,10 +265,6 @@ settings! {
         Overlay: BOOL, NO;
         Seed: TEXT, NO;
         CleanScripts: PATHS, NO;
-        OutputExtension: TEXT, NO;
-        OutputMode: TEXT, NO;
-        UseSubvolumes: Kind::Enum(FEATURE), NO;
-        RepartOffline: BOOL, NO;
     }
     Content {
         Packages: NAMES, YES;
@@ -251,7 +274,7 @@ settings! {
         VolatilePackageDirectories: PATHS, NO;
         WithRecommends: BOOL, YES;
         WithDocs: BOOL, YES;
-        BaseTrees: PATHS, NO;
+        BaseTrees: OUT_PATHS, NO;
         SkeletonTrees: PATHS, YES;
         ExtraTrees: PATHS, YES;
         RemovePackages: NAMES, YES;
@@ -266,26 +289,28 @@ settings! {
         PostOutputScripts: PATHS, NO;
         Bootable: Kind::Enum(FEATURE), YES;
         Bootloader: Kind::Enum(BOOTLOADERS), YES;
-        BiosBootloader: TEXT, NO;
-        ShimBootloader: TEXT, NO;
-        UnifiedKernelImages: Kind::Enum(FEATURE), YES;
+        BiosBootloader: Kind::Enum(&["none", "grub"]), NO;
+        ShimBootloader: Kind::Enum(&["none", "signed", "unsigned"]), NO;
+        UnifiedKernelImages: Kind::Enum(UKIS), YES;
         UnifiedKernelImageFormat: TEXT, NO;
         UnifiedKernelImageProfiles: PATHS, NO;
-        Initrds: PATHS, YES;
+        Initrds: OUT_PATHS, YES;
+        MicrocodeHost: BOOL, NO;
         InitrdProfiles: NAMES, NO;
         InitrdPackages: NAMES, YES;
         InitrdVolatilePackages: NAMES, NO;
-        Devicetree: TEXT, NO;
-        Splash: PATH, NO;
-        MicrocodeHost: BOOL, NO;
+        Devicetrees: NAMES, NO;
+        Splash: TEXT, NO;
         KernelCommandLine: WORDS, YES;
-        KernelModulesInclude: NAMES, YES;
+        KernelModules as KernelModulesInclude: NAMES, YES;
         KernelModulesExclude: NAMES, YES;
         KernelModulesIncludeHost: BOOL, NO;
         KernelModulesInitrd: BOOL, YES;
-        KernelModulesInitrdInclude: NAMES, YES;
+        KernelInitrdModules as KernelModulesInitrdInclude: NAMES, YES;
         KernelModulesInitrdExclude: NAMES, YES;
         KernelModulesInitrdIncludeHost: BOOL, NO;
+        FirmwareFiles as FirmwareInclude: NAMES, NO;
+        FirmwareExclude: NAMES, NO;
         Locale: TEXT, YES;
         LocaleMessages: TEXT, NO;
         Keymap: TEXT, NO;
@@ -296,7 +321,7 @@ settings! {
         MachineId: TEXT, NO;
         Autologin: BOOL, NO;
         MakeInitrd: BOOL, NO;
-        Ssh: Kind::Enum(FEATURE), NO;
+        Ssh: Kind::Enum(SSH), NO;
         SELinuxRelabel: Kind::Enum(FEATURE), NO;
     }
     Validation {
@@ -308,7 +333,7 @@ settings! {
         SecureBootKeySource: TEXT, NO;
         SecureBootCertificate: TEXT, NO;
         SecureBootCertificateSource: TEXT, NO;
-        SecureBootSignTool: TEXT, NO;
+        SecureBootSignTool: Kind::Enum(&["auto", "sbsign", "systemd-sbsign"]), NO;
         VerityKey: TEXT, NO;
         VerityKeySource: TEXT, NO;
         VerityCertificate: TEXT, NO;
@@ -318,74 +343,81 @@ settings! {
         SignExpectedPcrKeySource: TEXT, NO;
         SignExpectedPcrCertificate: TEXT, NO;
         SignExpectedPcrCertificateSource: TEXT, NO;
-        Passphrase: PATH, NO;
+        Passphrase: OUT_PATH, NO;
         Sign: BOOL, NO;
-        OpenPGPTool: TEXT, NO;
         Key: TEXT, NO;
+        OpenPGPTool: TEXT, NO;
     }
     Build {
         Environment: WORDS, YES;
-        EnvironmentFiles: PATHS, NO;
-        CacheDirectory: OUT_PATH, YES;
         ToolsTree: TEXT, NO;
-        ToolsTreeDistribution: TEXT, NO;
+        ToolsTreeDistribution: Kind::Enum(DISTRIBUTIONS), NO;
         ToolsTreeRelease: TEXT, NO;
+        ToolsTreeProfiles: NAMES, NO;
         ToolsTreeMirror: TEXT, NO;
         ToolsTreeRepositories: NAMES, NO;
+        ToolsTreeSandboxTrees: PATHS, NO;
         ToolsTreePackages: NAMES, NO;
+        ToolsTreePackageDirectories: PATHS, NO;
         ToolsTreeCertificates: BOOL, NO;
         ExtraSearchPaths: PATHS, NO;
-        Incremental: Kind::Enum(&["yes", "no", "strict", "relaxed", "true", "false", "1", "0"]), NO;
-        CacheOnly: TEXT, NO;
-        CacheKey: TEXT, NO;
+        Incremental: Kind::Enum(&["yes", "no", "strict", "true", "false", "1", "0"]), NO;
+        CacheOnly: Kind::Enum(&["always", "auto", "none", "metadata", "never", "yes", "no", "true", "false", "1", "0"]), NO;
         SandboxTrees: PATHS, NO;
         WorkspaceDirectory: OUT_PATH, NO;
+        CacheDirectory: OUT_PATH, YES;
+        CacheKey: TEXT, NO;
         PackageCacheDirectory: OUT_PATH, NO;
         BuildDirectory: OUT_PATH, YES;
+        BuildKey: TEXT, NO;
+        UseSubvolumes: Kind::Enum(FEATURE), NO;
+        RepartOffline: BOOL, NO;
         History: BOOL, NO;
         BuildSources: PATHS, YES;
-        BuildSourcesEphemeral: TEXT, NO;
+        BuildSourcesEphemeral: Kind::Enum(&["yes", "no", "buildcache", "true", "false", "1", "0"]), NO;
+        EnvironmentFiles: PATHS, NO;
         WithTests: BOOL, NO;
         WithNetwork: BOOL, NO;
         ProxyUrl: TEXT, NO;
+        ProxyExclude: NAMES, NO;
         ProxyPeerCertificate: TEXT, NO;
         ProxyClientCertificate: TEXT, NO;
         ProxyClientKey: TEXT, NO;
-        ProxyExclude: NAMES, NO;
     }
     Runtime {
         NSpawnSettings: PATH, NO;
-        VirtualMachineMonitor: TEXT, NO;
-        Console: TEXT, NO;
-        CPUs: INT, NO;
-        RAM: TEXT, NO;
-        KVM: Kind::Enum(FEATURE), NO;
-        VSock: Kind::Enum(FEATURE), NO;
-        VSockCID: TEXT, NO;
-        TPM: Kind::Enum(FEATURE), NO;
-        CDROM: BOOL, NO;
-        Removable: BOOL, NO;
-        Firmware: TEXT, NO;
-        FirmwareVariables: TEXT, NO;
-        Linux: TEXT, NO;
-        Drives: WORDS, NO;
-        QemuArgs: WORDS, NO;
         Ephemeral: BOOL, NO;
         Credentials: WORDS, NO;
         KernelCommandLineExtra: WORDS, NO;
         RuntimeTrees: PATHS, NO;
         RuntimeSize: TEXT, NO;
-        RuntimeNetwork: TEXT, NO;
+        RuntimeNetwork: Kind::Enum(&["interface", "user", "none"]), NO;
         RuntimeBuildSources: BOOL, NO;
         BindUser: BOOL, NO;
         UnitProperties: WORDS, NO;
         SshKey: TEXT, NO;
         SshCertificate: TEXT, NO;
+        VirtualMachineMonitor: Kind::Enum(&["qemu", "vmspawn"]), NO;
         Machine: TEXT, NO;
         ForwardJournal: TEXT, NO;
-        StorageTargetMode: TEXT, NO;
         SysupdateDirectory: PATH, NO;
+        Console: Kind::Enum(&["interactive", "read-only", "native", "gui"]), NO;
+        CPUs: INT, NO;
+        RAM: TEXT, NO;
+        MaxMem: TEXT, NO;
+        KVM: Kind::Enum(FEATURE), NO;
+        CXL: BOOL, NO;
+        VSock: Kind::Enum(FEATURE), NO;
+        VSockCID: TEXT, NO;
+        TPM: Kind::Enum(FEATURE), NO;
+        Removable: BOOL, NO;
+        Firmware: Kind::Enum(&["auto", "linux", "linux-noinitrd", "uefi", "uefi-secure-boot", "bios"]), NO;
+        FirmwareVariables: TEXT, NO;
+        Linux: TEXT, NO;
+        Drives: WORDS, NO;
+        QemuArgs: WORDS, NO;
         Register: Kind::Enum(FEATURE), NO;
+        StorageTargetMode: Kind::Enum(FEATURE), NO;
     }
 }
 
@@ -394,25 +426,10 @@ pub fn lookup(name: &str) -> Option<&'static Setting> {
     SETTINGS.iter().find(|s| s.name == name)
 }
 
-/// Files and directories that mkosi picks up by name in each configuration
-/// directory, and the setting each one feeds.
-pub const DEFAULT_PATHS: &[(&str, &str)] = &[
-    ("mkosi.skeleton", "SkeletonTrees"),
-    ("mkosi.extra", "ExtraTrees"),
-    ("mkosi.postinst", "PostInstallationScripts"),
-    ("mkosi.postinst.chroot", "PostInstallationScripts"),
-    ("mkosi.sync", "SyncScripts"),
-    ("mkosi.prepare", "PrepareScripts"),
-    ("mkosi.prepare.chroot", "PrepareScripts"),
-    ("mkosi.build", "BuildScripts"),
-    ("mkosi.build.chroot", "BuildScripts"),
-    ("mkosi.finalize", "FinalizeScripts"),
-    ("mkosi.finalize.chroot", "FinalizeScripts"),
-    ("mkosi.postoutput", "PostOutputScripts"),
-    ("mkosi.clean", "CleanScripts"),
-    ("mkosi.repart", "RepartDirectories"),
-    ("mkosi.packages", "PackageDirectories"),
-];
+/// Looks a setting up by its key in the resolved configuration.
+pub fn by_key(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.key == key)
+}
 
 #[cfg(test)]
 mod tests {
@@ -425,12 +442,59 @@ mod tests {
         for s in SETTINGS {
             assert!(seen.insert(s.name), "duplicate setting {}", s.name);
         }
-        for (_, name) in DEFAULT_PATHS {
-            assert!(lookup(name).is_some(), "{name}");
+        let mut keys = HashSet::new();
+        for s in SETTINGS {
+            assert!(keys.insert(s.key), "duplicate key {}", s.key);
+            assert!(
+                s.key == s.name || lookup(s.key).is_none(),
+                "{} is a key and a name",
+                s.key
+            );
         }
     }
 
-    /// docs/profile-format.md lists exactly the implemented and the accepted-only settings.
+    /// The generated blocks of docs/profile-format.md, by marker.
+    fn doc_blocks() -> Vec<(&'static str, String)> {
+        use crate::profile::compat::{DEPRECATED, RETIRED, SAME_VALUE};
+        let list = |implemented: bool| -> String {
+            let mut out = String::new();
+            for section in Section::ALL {
+                let names: Vec<String> = SETTINGS
+                    .iter()
+                    .filter(|s| s.section == section && s.implemented == implemented)
+                    .map(|s| format!("`{}=`", s.name))
+                    .collect();
+                if !names.is_empty() {
+                    out.push_str(&format!("- `[{section}]`: {}\n", names.join(", ")));
+                }
+            }
+            out
+        };
+        let mut keys = String::from("| setting | JSON key |\n|---|---|\n");
+        for s in SETTINGS.iter().filter(|s| s.key != s.name) {
+            keys.push_str(&format!("| `{}=` | `{}` |\n", s.name, s.key));
+        }
+        let mut aliases = String::from("| older name | read as | warned |\n|---|---|---|\n");
+        for (table, warned) in [(DEPRECATED, "yes"), (SAME_VALUE, "no")] {
+            for (old, new) in table {
+                aliases.push_str(&format!("| `{old}=` | `{new}=` | {warned} |\n"));
+            }
+        }
+        let mut retired = String::new();
+        for (name, note) in RETIRED {
+            retired.push_str(&format!("- `{name}=`: {note}\n"));
+        }
+        vec![
+            ("implemented", list(true)),
+            ("not-implemented", list(false)),
+            ("keys", keys),
+            ("aliases", aliases),
+            ("retired", retired),
+        ]
+    }
+
+    /// docs/profile-format.md shows the table as it is: its generated blocks
+    /// are rendered from SETTINGS and compat.rs (the failure prints them).
     #[test]
     fn documented_lists_match_the_table() {
         let doc = std::fs::read_to_string(concat!(
@@ -438,23 +502,33 @@ mod tests {
             "/../docs/profile-format.md"
         ))
         .unwrap();
-        let block = |marker: &str| -> HashSet<String> {
-            let start = doc.find(&format!("<!-- {marker} -->")).unwrap();
-            let end = doc.find(&format!("<!-- /{marker} -->")).unwrap();
-            doc[start..end]
-                .split('`')
-                .filter_map(|w| w.strip_suffix('='))
-                .map(str::to_owned)
-                .collect()
-        };
-        let names = |implemented: bool| -> HashSet<String> {
-            SETTINGS
-                .iter()
-                .filter(|s| s.implemented == implemented)
-                .map(|s| s.name.to_owned())
-                .collect()
-        };
-        assert_eq!(block("implemented"), names(true));
-        assert_eq!(block("not-implemented"), names(false));
+        let mut updated = doc.clone();
+        for (marker, expected) in doc_blocks() {
+            let open = format!("<!-- {marker} -->\n");
+            let start = doc.find(&open).map(|i| i + open.len());
+            let end = doc.find(&format!("<!-- /{marker} -->"));
+            let (start, end) = match (start, end) {
+                (Some(start), Some(end)) if start <= end => (start, end),
+                _ => panic!("docs/profile-format.md has no {open} block"),
+            };
+            updated = updated.replace(
+                &format!("{open}{}", &doc[start..end]),
+                &format!("{open}{expected}"),
+            );
+            if std::env::var_os("UPDATE_DOCS").is_none() {
+                assert_eq!(
+                    &doc[start..end],
+                    expected,
+                    "block {marker} (UPDATE_DOCS=1 rewrites it)"
+                );
+            }
+        }
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/profile-format.md"),
+                updated,
+            )
+            .unwrap();
+        }
     }
 }

@@ -18,7 +18,14 @@ pub const SPECIFIERS: &[(char, &str)] = &[
         'D',
         "directory the configuration was loaded from (--directory)",
     ),
-    ('P', "current working directory"),
+    (
+        'P',
+        "working directory: the configuration directory being read",
+    ),
+    (
+        'I',
+        "image: `main` or the sub-image's name in mkosi.images/",
+    ),
 ];
 
 /// Replaces every `%X` in `raw` with `lookup(X)`; `%%` is a literal `%`.

@@ -11,10 +11,10 @@ use super::Config;
 pub fn to_json(config: &Config) -> Json {
     let mut map = Map::new();
     for setting in SETTINGS {
-        match config.get(setting.name) {
+        match config.values.get(setting.key) {
             Some(value) => {
                 map.insert(
-                    setting.name.to_owned(),
+                    setting.key.to_owned(),
                     serde_json::to_value(value).unwrap_or(Json::Null),
                 );
             }
@@ -24,10 +24,18 @@ pub fn to_json(config: &Config) -> Json {
                 } else {
                     Json::Null
                 };
-                map.insert(setting.name.to_owned(), empty);
+                map.insert(setting.key.to_owned(), empty);
             }
             None => {}
         }
+    }
+    if !config.subimages.is_empty() {
+        let subimages = config
+            .subimages
+            .iter()
+            .map(|(name, subimage)| (name.clone(), to_json(subimage)))
+            .collect();
+        map.insert("Subimages".to_owned(), Json::Object(subimages));
     }
     Json::Object(map)
 }
@@ -36,8 +44,8 @@ pub fn to_json(config: &Config) -> Json {
 pub fn to_text(config: &Config) -> String {
     let width = SETTINGS
         .iter()
-        .filter(|s| config.get(s.name).is_some())
-        .map(|s| s.name.len())
+        .filter(|s| config.values.contains_key(s.key))
+        .map(|s| s.key.len())
         .max()
         .unwrap_or(0);
     let mut out = String::new();
@@ -53,7 +61,7 @@ pub fn to_text(config: &Config) -> String {
         let rows: Vec<_> = SETTINGS
             .iter()
             .filter(|s| s.section == section)
-            .filter_map(|s| config.get(s.name).map(|v| (s.name, v)))
+            .filter_map(|s| config.values.get(s.key).map(|v| (s.key, v)))
             .filter(|(_, v)| !matches!(v, Value::List(items) if items.is_empty()))
             .collect();
         if rows.is_empty() {
@@ -72,6 +80,16 @@ pub fn to_text(config: &Config) -> String {
                     }
                 }
                 other => out.push_str(&format!("{name:>width$}: {}\n", other.display())),
+            }
+        }
+    }
+    for (name, subimage) in &config.subimages {
+        out.push_str(&format!("\n[Subimage {name}]\n"));
+        for line in to_text(subimage).lines().skip(1) {
+            match line.trim() {
+                "" => {}
+                trimmed if trimmed.starts_with('[') => out.push_str(&format!("  {trimmed}\n")),
+                _ => out.push_str(&format!("  {line}\n")),
             }
         }
     }

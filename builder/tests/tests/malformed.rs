@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use builder::profile::ErrorKind;
+use builder::profile::{ErrorKind, WarningKind};
 
 use crate::common::{builder, resolve_dir, workspace};
 
@@ -78,27 +78,109 @@ fn bad_boolean() {
 }
 
 #[test]
-fn unknown_key_and_section() {
-    expect(
-        &[("mkosi.conf", b"[Content]\nPackagez=a\n")],
-        "mkosi.conf:2:",
-        "unknown setting Packagez=",
-    );
-    expect(
-        &[("mkosi.conf", b"[Contents]\nPackages=a\n")],
-        "mkosi.conf:1:",
-        "unknown section [Contents]",
-    );
-    expect(
-        &[("mkosi.conf", b"[Output]\nPackages=a\n")],
-        "mkosi.conf:2:",
-        "belongs in section [Content], not [Output]",
-    );
+fn unknown_condition() {
     expect(
         &[("mkosi.conf", b"[Match]\nColour=red\n")],
         "mkosi.conf:2:",
         "unknown condition Colour=",
     );
+}
+
+/// Issue 18: as in mkosi since v26, unknown and misplaced settings are
+/// warnings naming file and line; the rest of the file still applies.
+#[test]
+fn unknown_and_misplaced_settings_are_warnings() {
+    let dir = tree(&[
+        (
+            "mkosi.conf",
+            b"[Content]\nPackagez=a\n[Contents]\nPackages=b\n[Output]\nPackages=c\n\
+              [Runtime]\nCDROM=yes\n[Host]\nQemuMem=4G\n[Content]\n@Hostname=h\n",
+        ),
+        ("mkosi.conf.d/10-a.conf", b"[Build]\nColour=blue\n"),
+    ]);
+    let config = resolve_dir(dir.path()).unwrap();
+    assert_eq!(config.list("Packages"), ["c"]);
+    assert_eq!(config.text("Hostname"), Some("h"));
+    let warned: Vec<_> = config
+        .warnings
+        .iter()
+        .map(|w| {
+            (
+                w.path.file_name().unwrap().to_str().unwrap(),
+                w.line,
+                &w.kind,
+            )
+        })
+        .collect();
+    use WarningKind::*;
+    let wrong = |expected: &str, found: &str| WrongSection {
+        expected: expected.into(),
+        found: found.into(),
+    };
+    assert_eq!(
+        warned,
+        [
+            (
+                "mkosi.conf",
+                2,
+                &UnknownSetting {
+                    section: "Content".into()
+                }
+            ),
+            ("mkosi.conf", 3, &UnknownSection),
+            ("mkosi.conf", 6, &wrong("Content", "Output")),
+            (
+                "mkosi.conf",
+                8,
+                &Retired {
+                    note: "mkosi no longer attaches images as a CD-ROM; the setting is ignored"
+                        .into()
+                }
+            ),
+            ("mkosi.conf", 10, &Deprecated { new: "RAM".into() }),
+            ("mkosi.conf", 10, &wrong("Runtime", "Host")),
+            ("mkosi.conf", 10, &NotImplemented),
+            (
+                "mkosi.conf",
+                12,
+                &Deprecated {
+                    new: "Hostname".into()
+                }
+            ),
+            (
+                "10-a.conf",
+                2,
+                &UnknownSetting {
+                    section: "Build".into()
+                }
+            ),
+        ]
+    );
+    let out = builder(
+        &["summary", "--directory", dir.path().to_str().unwrap()],
+        &workspace(),
+    );
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let file = dir.path().join("mkosi.conf");
+    for line in [
+        format!(
+            "{}:2: unknown setting Packagez= in [Content], ignored",
+            file.display()
+        ),
+        format!("{}:3: unknown section [Contents]", file.display()),
+        format!(
+            "{}:6: setting Packages= belongs in section [Content], not [Output]",
+            file.display()
+        ),
+        format!("{}:8: CDROM= was removed from mkosi", file.display()),
+        format!(
+            "{}:10: QemuMem= is deprecated, use RAM= instead",
+            file.display()
+        ),
+    ] {
+        assert!(stderr.contains(&line), "{line} not in {stderr}");
+    }
 }
 
 #[test]
