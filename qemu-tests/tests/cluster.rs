@@ -32,7 +32,8 @@ const WORKER_MEMORY_MIB: u32 = 1024;
 const CONVERGE: Duration = Duration::from_secs(300);
 /// A command in a guest.
 const EXEC: Duration = Duration::from_secs(60);
-/// Console markers of the node agent (firstboot/src/agent.rs).
+/// Console markers of the node agent (firstboot/src/agent/: mod.rs,
+/// steps.rs, identity.rs).
 const ENROLLED: &[&str] = &["checkpoint enrolled", "is already enrolled"];
 const CSR_SENT: &str = "sending the CSR";
 
