@@ -8,28 +8,39 @@ use crate::Role;
 /// The routes of the substrate API, defined once for the server's router
 /// and the client.
 pub mod routes {
-    /// A route: its HTTP method and path.
+    /// A route: its HTTP method and path, and whether a request may be
+    /// sent again to another endpoint after a server error (5xx), when the
+    /// first endpoint may already have carried it out.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct Route {
         pub method: &'static str,
         pub path: &'static str,
+        pub repeatable: bool,
     }
 
+    /// A request that changes state: not sent again after a 5xx (a second
+    /// token, a second certificate).
     const fn post(path: &'static str) -> Route {
         Route {
             method: "POST",
             path,
+            repeatable: false,
         }
     }
     const fn get(path: &'static str) -> Route {
         Route {
             method: "GET",
             path,
+            repeatable: true,
         }
     }
 
-    /// Token + CSR + role -> certificate.
-    pub const ENROLL: Route = post("/v1/enroll");
+    /// Token + CSR + role -> certificate. Repeatable: the same key
+    /// converges to one node record, whichever endpoint stored it.
+    pub const ENROLL: Route = Route {
+        repeatable: true,
+        ..post("/v1/enroll")
+    };
     /// mTLS: a CSR for the caller's own name -> certificate.
     pub const RENEW: Route = post("/v1/renew");
     /// mTLS: the node registry.

@@ -3,8 +3,11 @@
 //! node certificate).
 //!
 //! A call tries the endpoints in order. An endpoint that cannot be reached
-//! or answers with a server error (5xx) passes the call to the next one; a
-//! refusal (4xx) or a server whose CA does not match the pin ends it. A
+//! passes the call to the next one, and so does a server error (5xx) on a
+//! route that is safe to send again ([`Route::repeatable`]: reads and
+//! enrollment); a refusal (4xx), a 5xx on any other route (it may have been
+//! carried out: a second token would be minted) or a server whose CA does
+//! not match the pin ends it. A
 //! refusal's [`ErrorBody`] message is the error's message.
 
 use std::time::Duration;
@@ -79,6 +82,14 @@ impl CallError {
     }
 }
 
+/// Whether a call of `route` that failed with `err` goes on to the next
+/// endpoint: not after a final error, and not after a server's answer to a
+/// request that is unsafe to repeat.
+fn fails_over(route: Route, err: &CallError) -> bool {
+    let answered = matches!(err, CallError::Status { .. });
+    !err.is_final() && (route.repeatable || !answered)
+}
+
 /// An error and its sources on one line (`a: b: c`).
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -134,17 +145,18 @@ impl Client {
         &self.endpoints
     }
 
-    /// One call, with failover across the endpoints (see the module
-    /// documentation).
-    pub async fn call<T: DeserializeOwned>(
+    /// One call of `route` (its path followed by `query`), with failover
+    /// across the endpoints (see the module documentation).
+    async fn call<T: DeserializeOwned>(
         &self,
-        method: Method,
-        path: &str,
+        route: Route,
+        query: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<T, CallError> {
+        let method = Method::from_bytes(route.method.as_bytes()).unwrap_or(Method::POST);
         let mut last = None;
         for ep in &self.endpoints {
-            let url = format!("https://{ep}{path}");
+            let url = format!("https://{ep}{}{query}", route.path);
             let mut req = self
                 .http
                 .request(method.clone(), &url)
@@ -181,24 +193,12 @@ impl Client {
                     }
                 }
             };
-            if err.is_final() {
+            if !fails_over(route, &err) {
                 return Err(err);
             }
             last = Some(err);
         }
         Err(last.unwrap_or(CallError::NoEndpoints))
-    }
-
-    /// A call of `route` (its path followed by `query`).
-    async fn route<T: DeserializeOwned>(
-        &self,
-        route: Route,
-        query: &str,
-        body: Option<&serde_json::Value>,
-    ) -> Result<T, CallError> {
-        let method = Method::from_bytes(route.method.as_bytes()).unwrap_or(Method::POST);
-        self.call(method, &format!("{}{query}", route.path), body)
-            .await
     }
 
     async fn post<T: DeserializeOwned>(
@@ -207,7 +207,7 @@ impl Client {
         body: &impl serde::Serialize,
     ) -> anyhow::Result<T> {
         let body = serde_json::to_value(body)?;
-        Ok(self.route(route, "", Some(&body)).await?)
+        Ok(self.call(route, "", Some(&body)).await?)
     }
 
     /// Sends an enrollment, again while no endpoint answers (until
@@ -221,7 +221,7 @@ impl Client {
         let body = &body;
         retry
             .run(|| async move {
-                match self.route(routes::ENROLL, "", Some(body)).await {
+                match self.call(routes::ENROLL, "", Some(body)).await {
                     Ok(response) => Attempt::Done(response),
                     Err(CallError::Status {
                         endpoint,
@@ -239,12 +239,12 @@ impl Client {
     }
 
     pub async fn nodes(&self) -> anyhow::Result<NodeList> {
-        Ok(self.route(routes::NODES, "", None).await?)
+        Ok(self.call(routes::NODES, "", None).await?)
     }
 
     pub async fn services(&self, name: Option<&str>) -> anyhow::Result<ServiceList> {
         let query = name.map(|n| format!("?name={n}")).unwrap_or_default();
-        Ok(self.route(routes::SERVICES, &query, None).await?)
+        Ok(self.call(routes::SERVICES, &query, None).await?)
     }
 
     pub async fn register(&self, req: &RegisterRequest) -> anyhow::Result<ServiceRecord> {
@@ -285,4 +285,35 @@ pub async fn enroll_with(
     Client::pinned(endpoints.to_vec(), pin)?
         .enroll(request, Retry::every(ENROLL_INTERVAL, timeout))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> CallError {
+        CallError::Status {
+            endpoint: "10.0.0.1:10016".into(),
+            url: "https://10.0.0.1:10016/".into(),
+            status: StatusCode::from_u16(code).unwrap(),
+            message: String::new(),
+        }
+    }
+
+    /// A server error on a token request may have minted a token: another
+    /// endpoint would mint a second one. Reads and enrollment (one record
+    /// per key) go on; a refusal ends every call.
+    #[test]
+    fn a_server_error_fails_over_only_where_repeating_is_safe() {
+        for route in [routes::TOKENS, routes::RENEW, routes::REGISTER] {
+            assert!(!fails_over(route, &status(500)), "{route:?}");
+        }
+        for route in [routes::ENROLL, routes::NODES, routes::SERVICES] {
+            assert!(fails_over(route, &status(503)), "{route:?}");
+        }
+        for route in [routes::ENROLL, routes::NODES, routes::TOKENS] {
+            assert!(!fails_over(route, &status(403)), "{route:?}");
+        }
+        assert!(fails_over(routes::TOKENS, &CallError::NoEndpoints));
+    }
 }
