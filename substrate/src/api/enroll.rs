@@ -2,7 +2,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context as _;
 use axum::extract::State;
@@ -11,50 +10,11 @@ use axum::Json;
 use globular_cluster::pki::{self, LeafSpec};
 use globular_cluster::protocol::{EnrollRequest, EnrollResponse};
 use globular_cluster::registry::{self, NodeRecord};
-use globular_cluster::token::{BootstrapToken, TokenError, TokenRecord};
-use globular_cluster::{seed, Role};
-use time::OffsetDateTime;
+use globular_cluster::seed;
 
 use super::error::{parse_body, ApiResult};
-use super::{now_unix, Api, ApiError, TOKEN_CACHE};
-
-/// Checks a token against the records in etcd.
-async fn check_token(api: &Api, token: &str, role: Role) -> Result<(), ApiError> {
-    let token =
-        BootstrapToken::parse(token).map_err(|e| ApiError::forbidden(format!("token: {e}")))?;
-    let cached = api
-        .tokens
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(token.id())
-        .filter(|(at, _)| at.elapsed() < TOKEN_CACHE)
-        .map(|(_, r)| r.clone());
-    let record = match cached {
-        Some(record) => record,
-        None => {
-            let (value, _) = api
-                .etcd
-                .get(&registry::token_key(token.id()))
-                .await?
-                .ok_or_else(|| {
-                    ApiError::forbidden(format!(
-                        "token: {}",
-                        TokenError::Unknown(token.id().into())
-                    ))
-                })?;
-            let record: TokenRecord =
-                serde_json::from_slice(&value).context("parsing a token record")?;
-            api.tokens
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(token.id().to_owned(), (Instant::now(), record.clone()));
-            record
-        }
-    };
-    record
-        .check(&token, role, OffsetDateTime::now_utc())
-        .map_err(|e| ApiError::forbidden(format!("token: {e}")))
-}
+use super::tokens::check_token;
+use super::{now_unix, Api, ApiError};
 
 pub(super) fn parse_ips(addresses: &[String]) -> Result<Vec<IpAddr>, ApiError> {
     addresses

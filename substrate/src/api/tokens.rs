@@ -1,6 +1,7 @@
 //! The token route, `POST /v1/tokens`: control-plane nodes create bootstrap tokens.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use axum::extract::State;
@@ -8,12 +9,13 @@ use axum::http::StatusCode;
 use axum::Json;
 use globular_cluster::protocol::{TokenRequest, TokenResponse};
 use globular_cluster::registry;
-use globular_cluster::token::{BootstrapToken, TokenRecord};
+use globular_cluster::token::{BootstrapToken, TokenError, TokenRecord};
 use globular_cluster::Role;
 
 use super::auth::Caller;
 use super::error::{parse_body, ApiResult};
-use super::{Api, ApiError};
+use super::{Api, ApiError, TOKEN_CACHE};
+use time::OffsetDateTime;
 
 pub(super) async fn tokens(
     State(api): State<Arc<Api>>,
@@ -58,3 +60,42 @@ pub(super) async fn tokens(
             .unwrap_or_default(),
     }))
 }
+
+/// Checks a token against the records in etcd.
+pub(super) async fn check_token(api: &Api, token: &str, role: Role) -> Result<(), ApiError> {
+    let token =
+        BootstrapToken::parse(token).map_err(|e| ApiError::forbidden(format!("token: {e}")))?;
+    let cached = api
+        .tokens
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(token.id())
+        .filter(|(at, _)| at.elapsed() < TOKEN_CACHE)
+        .map(|(_, r)| r.clone());
+    let record = match cached {
+        Some(record) => record,
+        None => {
+            let (value, _) = api
+                .etcd
+                .get(&registry::token_key(token.id()))
+                .await?
+                .ok_or_else(|| {
+                    ApiError::forbidden(format!(
+                        "token: {}",
+                        TokenError::Unknown(token.id().into())
+                    ))
+                })?;
+            let record: TokenRecord =
+                serde_json::from_slice(&value).context("parsing a token record")?;
+            api.tokens
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(token.id().to_owned(), (Instant::now(), record.clone()));
+            record
+        }
+    };
+    record
+        .check(&token, role, OffsetDateTime::now_utc())
+        .map_err(|e| ApiError::forbidden(format!("token: {e}")))
+}
+
