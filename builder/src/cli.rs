@@ -130,6 +130,17 @@ struct ClusterNewArgs {
     /// Lifetime of the bootstrap tokens (`30m`, `24h`, `7d`).
     #[arg(long, default_value = "24h", value_parser = globular_cluster::token::parse_ttl)]
     token_ttl: time::Duration,
+    /// Accept enrollments whose connection does not come from one of the
+    /// node's addresses (joiners behind NAT or a proxy).
+    #[arg(long)]
+    enroll_from_any_source: bool,
+    /// Accept loopback node addresses: only for clusters whose nodes all
+    /// run on one host (tests).
+    #[arg(long)]
+    allow_loopback_addresses: bool,
+    /// Most addresses a node may enroll.
+    #[arg(long, default_value_t = 4)]
+    max_addresses: usize,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -163,8 +174,17 @@ struct SeedArgs {
     endpoints: Vec<String>,
     /// Bootstrap token to put in the seed instead of the bundle's token for
     /// the role (e.g. one made with `globular token create` on the cluster).
-    #[arg(long, value_name = "ID.SECRET")]
+    /// The secret is visible to other local users while the command runs:
+    /// prefer --token-file.
+    #[arg(long, value_name = "ID.SECRET", conflicts_with = "token_file")]
     token: Option<String>,
+    /// Read that bootstrap token from a file (first line).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Lifetime of the node's enrollment ticket (`30d`, `365d`): until then
+    /// the seed can reimage the node under its name.
+    #[arg(long, default_value = "365d", value_parser = globular_cluster::token::parse_ttl)]
+    ticket_ttl: time::Duration,
     /// Substrate API port of this node.
     #[arg(long, default_value_t = globular_cluster::API_PORT)]
     api_port: u16,
@@ -253,6 +273,11 @@ fn cluster_new(args: ClusterNewArgs) -> anyhow::Result<()> {
         out: args.out.clone(),
         endpoints: args.endpoints,
         token_ttl: args.token_ttl,
+        policy: globular_cluster::registry::EnrollmentPolicy {
+            require_source_address: !args.enroll_from_any_source,
+            allow_loopback: args.allow_loopback_addresses,
+            max_addresses: args.max_addresses,
+        },
     })?;
     tracing::info!(
         "created cluster {} ({}) in {}, CA {}",
@@ -266,6 +291,17 @@ fn cluster_new(args: ClusterNewArgs) -> anyhow::Result<()> {
 
 fn seed(args: SeedArgs) -> anyhow::Result<()> {
     use globular_cluster::secrets::{self, SeedFormat, SeedOptions};
+    let token = match &args.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --token-file {}", path.display()))?;
+            let line = text.lines().next().unwrap_or_default().trim().to_owned();
+            globular_cluster::token::BootstrapToken::parse(&line)
+                .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?;
+            Some(line)
+        }
+        None => args.token,
+    };
     let options = SeedOptions {
         node: args.node,
         role: args.role,
@@ -278,7 +314,8 @@ fn seed(args: SeedArgs) -> anyhow::Result<()> {
             etcd_client: args.etcd_client_port,
             etcd_peer: args.etcd_peer_port,
         },
-        token: args.token,
+        token,
+        ticket_ttl: args.ticket_ttl,
     };
     let format = match args.format {
         SeedFormatArg::Yaml => SeedFormat::Yaml,

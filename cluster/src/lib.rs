@@ -5,6 +5,7 @@
 //! - [`secrets`]: the offline cluster secrets bundle (`builder cluster new`);
 //! - [`seed`]: the per-node seed YAML (`builder seed`) and [`cidata`], the
 //!   NoCloud-style config drive that carries it;
+//! - [`ticket`]: enrollment tickets, signed by the CA holder per node;
 //! - [`registry`]: node and service records and their etcd key layout;
 //! - [`protocol`]: the enrollment API's requests, responses and routes;
 //! - [`fsutil`]: the one atomic-write helper; [`logging`]: the binaries'
@@ -18,6 +19,7 @@ pub mod protocol;
 pub mod registry;
 pub mod secrets;
 pub mod seed;
+pub mod ticket;
 pub mod token;
 
 use serde::{Deserialize, Serialize};

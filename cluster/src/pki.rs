@@ -15,6 +15,7 @@ use rcgen::{
 };
 use ring::rand::SecureRandom as _;
 use time::{Duration, OffsetDateTime};
+use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer as _;
 
 use crate::Role;
@@ -36,6 +37,8 @@ pub enum PkiError {
     InvalidCertificate(String),
     #[error("private key is not valid: {0}")]
     InvalidKey(String),
+    #[error("the signature does not verify with the CA key")]
+    InvalidSignature,
     #[error("signing: {0}")]
     Signing(#[from] rcgen::Error),
 }
@@ -94,12 +97,24 @@ impl LeafSpec {
 }
 
 impl Ca {
-    /// Creates a new self-signed CA for `cluster_name`.
+    /// Creates a new self-signed cluster CA for `cluster_name`.
     pub fn generate(cluster_name: &str) -> Result<Ca, PkiError> {
+        Ca::generate_named(&format!("globular-ca {cluster_name}"))
+    }
+
+    /// Creates the etcd CA of `cluster_name`: a CA of its own, trusted by
+    /// etcd's client and peer ports and held only by control-plane nodes,
+    /// so that no certificate of the cluster CA (every node has one) opens
+    /// etcd.
+    pub fn generate_etcd(cluster_name: &str) -> Result<Ca, PkiError> {
+        Ca::generate_named(&format!("globular-etcd-ca {cluster_name}"))
+    }
+
+    fn generate_named(common_name: &str) -> Result<Ca, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, format!("globular-ca {cluster_name}"));
+        dn.push(DnType::CommonName, common_name);
         dn.push(DnType::OrganizationName, "globular");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -203,6 +218,23 @@ impl Ca {
         })
     }
 
+    /// Signs `message` with the CA key (ECDSA P-256, SHA-256, ASN.1 DER
+    /// signature): enrollment tickets.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, PkiError> {
+        let der = pem_block(&self.key_pem, "PRIVATE KEY").map_err(PkiError::InvalidKey)?;
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &der,
+            &rng,
+        )
+        .map_err(|e| PkiError::InvalidKey(format!("CA key: {e}")))?;
+        let sig = key
+            .sign(&rng, message)
+            .map_err(|_| PkiError::InvalidKey("signing with the CA key failed".into()))?;
+        Ok(sig.as_ref().to_vec())
+    }
+
     /// Generates a key here and issues a certificate for it (for the services
     /// of a control-plane node, which holds the CA key anyway).
     pub fn issue_with_new_key(&self, spec: &LeafSpec) -> Result<(Issued, String), PkiError> {
@@ -294,6 +326,9 @@ pub fn verify_csr(csr_pem: &str) -> Result<VerifiedCsr, PkiError> {
 pub struct CertIdentity {
     pub common_name: String,
     pub role: Option<Role>,
+    /// Subject alternative names: DNS names and IP addresses.
+    pub dns_names: Vec<String>,
+    pub ips: Vec<IpAddr>,
     pub serial: String,
     pub public_key_der: Vec<u8>,
     pub not_after: i64,
@@ -315,13 +350,61 @@ pub fn identity_of_der(der: &[u8]) -> Result<CertIdentity, PkiError> {
         .filter_map(|o| o.as_str().ok())
         .find_map(|o| o.strip_prefix(ROLE_PREFIX))
         .and_then(|r| r.parse().ok());
+    let (mut dns_names, mut ips) = (Vec::new(), Vec::new());
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(n) => dns_names.push((*n).to_owned()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or_default())),
+                    16 => ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or_default())),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
     Ok(CertIdentity {
         common_name,
         role,
+        dns_names,
+        ips,
         serial: hex::encode(cert.raw_serial()),
         public_key_der: cert.public_key().raw.to_vec(),
         not_after: cert.validity().not_after.timestamp(),
     })
+}
+
+/// Checks that `cert_pem` (one certificate) was signed by the CA
+/// `ca_pem` and is valid now; returns what it says. A joiner checks the
+/// certificate it was issued with this before it keeps it.
+pub fn verify_issued(cert_pem: &str, ca_pem: &str) -> Result<CertIdentity, PkiError> {
+    let bad = |m: String| PkiError::InvalidCertificate(m);
+    let der = pem_block(cert_pem, "CERTIFICATE").map_err(bad)?;
+    let ca_der = pem_block(ca_pem, "CERTIFICATE").map_err(bad)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| bad(e.to_string()))?;
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).map_err(|e| bad(e.to_string()))?;
+    cert.verify_signature(Some(ca.public_key()))
+        .map_err(|e| bad(format!("not signed by the cluster CA: {e}")))?;
+    if cert.issuer() != ca.subject() {
+        return Err(bad("its issuer is not the cluster CA".into()));
+    }
+    if !cert.validity().is_valid() {
+        return Err(bad("not valid now".into()));
+    }
+    identity_of_der(&der)
+}
+
+/// Verifies an ECDSA P-256 SHA-256 signature made by [`Ca::sign`] against
+/// the public key of the CA certificate `ca_pem`.
+pub fn verify_signature(ca_pem: &str, message: &[u8], signature: &[u8]) -> Result<(), PkiError> {
+    let bad = |m: String| PkiError::InvalidCertificate(m);
+    let der = pem_block(ca_pem, "CERTIFICATE").map_err(bad)?;
+    let (_, ca) = x509_parser::parse_x509_certificate(&der).map_err(|e| bad(e.to_string()))?;
+    let point = ca.public_key().subject_public_key.data.as_ref();
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, point)
+        .verify(message, signature)
+        .map_err(|_| PkiError::InvalidSignature)
 }
 
 /// Reads the identity out of a PEM certificate.

@@ -55,11 +55,16 @@ pub mod routes {
     pub const HEALTHZ: Route = get("/healthz");
 }
 
-/// `POST /v1/enroll`: a bootstrap token and a CSR made on the node.
+/// `POST /v1/enroll`: a CSR made on the node, with the node's enrollment
+/// ticket or a role token (a token enrolls new names only).
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
-    pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The node's ticket ([`crate::ticket`]), signed by the CA holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
     /// PEM certificate signing request; its common name must be `node`.
     pub csr: String,
     pub node: String,
@@ -77,8 +82,12 @@ impl std::fmt::Debug for EnrollRequest {
         f.debug_struct("EnrollRequest")
             .field(
                 "token_id",
-                &self.token.split('.').next().unwrap_or_default(),
+                &self
+                    .token
+                    .as_deref()
+                    .map(|t| t.split('.').next().unwrap_or_default()),
             )
+            .field("ticket", &self.ticket.is_some())
             .field("node", &self.node)
             .field("role", &self.role)
             .field("addresses", &self.addresses)

@@ -9,6 +9,7 @@
 //! | `/globular/nodes/<node>` | [`NodeRecord`] |
 //! | `/globular/tokens/<token id>` | [`crate::token::TokenRecord`] |
 //! | `/globular/services/<service name>/<instance id>` | [`ServiceRecord`] |
+//! | `/globular/addresses/<ip>` | the name of the node that owns the address |
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +46,12 @@ pub fn service_key(name: &str, instance: &str) -> String {
     format!("{PREFIX}services/{name}/{instance}")
 }
 
+/// The owner of an address: written with the node record that lists it, so
+/// two nodes never hold the same address.
+pub fn address_key(ip: &std::net::IpAddr) -> String {
+    format!("{PREFIX}addresses/{ip}")
+}
+
 pub fn services_prefix() -> String {
     format!("{PREFIX}services/")
 }
@@ -55,6 +62,65 @@ pub struct ClusterRecord {
     pub name: String,
     pub id: String,
     pub ca_cert_hash: String,
+    /// How enrollment treats addresses; the defaults are the strict rules.
+    #[serde(default)]
+    pub policy: EnrollmentPolicy,
+}
+
+/// How the substrate API checks the addresses a joiner asks for. Chosen at
+/// `builder cluster new`, carried by the seeds into the cluster record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollmentPolicy {
+    /// The enrollment connection must come from one of the addresses the
+    /// node asks for. Off for clusters whose joiners reach the API through
+    /// NAT or a proxy.
+    pub require_source_address: bool,
+    /// Loopback addresses may be enrolled: only for clusters whose nodes all
+    /// run on one host (the project's own integration tests).
+    pub allow_loopback: bool,
+    /// At most this many addresses per node.
+    pub max_addresses: usize,
+}
+
+/// The most addresses a policy may allow per node.
+pub const MAX_ADDRESSES: usize = 16;
+
+impl Default for EnrollmentPolicy {
+    fn default() -> EnrollmentPolicy {
+        EnrollmentPolicy {
+            require_source_address: true,
+            allow_loopback: false,
+            max_addresses: 4,
+        }
+    }
+}
+
+impl EnrollmentPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == EnrollmentPolicy::default()
+    }
+
+    /// Why `ip` cannot be a node address under this policy, if it cannot.
+    pub fn refuses(&self, ip: std::net::IpAddr) -> Option<&'static str> {
+        use std::net::IpAddr;
+        if ip.is_unspecified() {
+            return Some("unspecified");
+        }
+        if ip.is_multicast() {
+            return Some("multicast");
+        }
+        if ip.is_loopback() && !self.allow_loopback {
+            return Some("loopback");
+        }
+        match ip {
+            IpAddr::V4(v4) if v4.is_link_local() => Some("link-local"),
+            IpAddr::V4(v4) if v4.is_broadcast() => Some("broadcast"),
+            IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local"),
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => Some("IPv4-mapped"),
+            _ => None,
+        }
+    }
 }
 
 /// An enrolled node.
@@ -75,45 +141,58 @@ pub struct NodeRecord {
     pub enrolled_at: i64,
     /// Unix time of the last certificate (enrollment or renewal).
     pub renewed_at: i64,
-    /// The certificates (keys) this name had before it was enrolled again
-    /// with a new key (a wiped or reimaged node), oldest first, at most
-    /// [`MAX_SUPERSEDED`]. The substrate API refuses them.
+    /// The keys this name had before (a re-enrollment of a wiped or
+    /// reimaged node, or a renewal with a new key), each kept until the last
+    /// certificate of that key expires: an old key cannot enroll again while
+    /// a certificate of it could still be presented. The API authenticates
+    /// only the current key (`key_id`), so these are refused either way.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub superseded: Vec<Superseded>,
 }
 
-/// How many superseded certificates a node record remembers.
-pub const MAX_SUPERSEDED: usize = 16;
-
-/// A certificate of a node that was replaced by a re-enrollment.
+/// A key of a node that was replaced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Superseded {
     /// Serial (hex) of the replaced certificate.
     pub cert_serial: String,
-    /// `sha256:` of its public key: every certificate of that key is refused.
+    /// `sha256:` of its public key.
     pub key_id: String,
-    /// Unix time of the re-enrollment.
+    /// Unix time of the replacement.
     pub superseded_at: i64,
+    /// Unix time after which no certificate of this key is valid (the
+    /// replaced certificate's not-after); the entry is dropped after it.
+    #[serde(default)]
+    pub expires: i64,
 }
 
 impl NodeRecord {
-    /// This record after the node enrolled again as `new`: `new`, with the
-    /// history of this one and this one's certificate marked superseded.
-    pub fn reenrolled(self, mut new: NodeRecord) -> NodeRecord {
-        new.superseded = self.superseded;
-        new.superseded.push(Superseded {
-            cert_serial: self.cert_serial,
-            key_id: self.key_id,
-            superseded_at: new.enrolled_at,
+    /// Records that the current key is replaced by `key_id` at `now`, the
+    /// current certificate being valid until `not_after`; drops entries
+    /// that expired.
+    pub fn supersede_current(&mut self, now: i64, not_after: i64) {
+        self.superseded.retain(|s| s.expires >= now);
+        self.superseded.push(Superseded {
+            cert_serial: self.cert_serial.clone(),
+            key_id: self.key_id.clone(),
+            superseded_at: now,
+            expires: not_after,
         });
-        let excess = new.superseded.len().saturating_sub(MAX_SUPERSEDED);
-        new.superseded.drain(..excess);
+    }
+
+    /// This record after the node enrolled again as `new` (a new key): `new`,
+    /// with this record's history and its current key superseded.
+    pub fn reenrolled(self, mut new: NodeRecord, old_not_after: i64) -> NodeRecord {
+        let mut old = self;
+        old.supersede_current(new.enrolled_at, old_not_after);
+        new.superseded = old.superseded;
         new
     }
 
-    /// Whether a certificate for the key `key_id` was superseded.
-    pub fn is_superseded(&self, key_id: &str) -> bool {
-        self.superseded.iter().any(|s| s.key_id == key_id)
+    /// Whether `key_id` was replaced and a certificate of it may still be valid.
+    pub fn is_superseded(&self, key_id: &str, now: i64) -> bool {
+        self.superseded
+            .iter()
+            .any(|s| s.key_id == key_id && s.expires >= now)
     }
 }
 

@@ -8,6 +8,8 @@
 //! | `cluster.yaml` | 0644 | name, id, CA pin, default join endpoints |
 //! | `ca.crt` | 0644 | CA certificate |
 //! | `ca.key` | 0600 | CA private key |
+//! | `etcd-ca.crt` | 0644 | etcd CA certificate (trusted by etcd only) |
+//! | `etcd-ca.key` | 0600 | etcd CA private key |
 //! | `tokens.yaml` | 0600 | bootstrap tokens (one per role) with expiry |
 
 use std::path::{Path, PathBuf};
@@ -19,9 +21,10 @@ use time::{Duration, OffsetDateTime};
 
 use crate::fsutil::{self, PUBLIC, SECRET};
 use crate::pki::Ca;
+use crate::registry::{EnrollmentPolicy, MAX_ADDRESSES};
 use crate::seed::{CaBundle, ClusterRef, NodeSpec, Ports, Seed};
 use crate::token::{BootstrapToken, TokenRecord};
-use crate::Role;
+use crate::{ticket, Role};
 
 /// `cluster.yaml`: the public facts of a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +36,8 @@ pub struct ClusterInfo {
     pub ca_cert_hash: String,
     #[serde(default)]
     pub endpoints: Vec<String>,
+    #[serde(default, skip_serializing_if = "EnrollmentPolicy::is_default")]
+    pub policy: EnrollmentPolicy,
 }
 
 /// One entry of `tokens.yaml`.
@@ -81,6 +86,7 @@ fn roles_text(roles: &[Role]) -> String {
 pub struct ClusterSecrets {
     pub info: ClusterInfo,
     pub ca: Ca,
+    pub etcd_ca: Ca,
     pub tokens: Vec<TokenEntry>,
 }
 
@@ -91,6 +97,7 @@ pub struct NewCluster {
     pub out: PathBuf,
     pub endpoints: Vec<String>,
     pub token_ttl: Duration,
+    pub policy: EnrollmentPolicy,
 }
 
 /// Creates a new cluster secrets bundle in `opts.out` (which must not exist).
@@ -109,7 +116,11 @@ pub fn create(opts: &NewCluster) -> anyhow::Result<ClusterSecrets> {
             opts.out.display()
         );
     }
+    if opts.policy.max_addresses == 0 || opts.policy.max_addresses > MAX_ADDRESSES {
+        bail!("addresses per node must be between 1 and {MAX_ADDRESSES}");
+    }
     let ca = Ca::generate(&opts.name).context("creating the cluster CA")?;
+    let etcd_ca = Ca::generate_etcd(&opts.name).context("creating the etcd CA")?;
     let mut id = [0u8; 16];
     ring::rand::SystemRandom::new()
         .fill(&mut id)
@@ -122,6 +133,7 @@ pub fn create(opts: &NewCluster) -> anyhow::Result<ClusterSecrets> {
             id: hex::encode(id),
             ca_cert_hash: ca.pin(),
             endpoints: opts.endpoints.clone(),
+            policy: opts.policy,
         },
         tokens: [Role::ControlPlane, Role::Worker]
             .into_iter()
@@ -132,6 +144,7 @@ pub fn create(opts: &NewCluster) -> anyhow::Result<ClusterSecrets> {
             })
             .collect(),
         ca,
+        etcd_ca,
     };
     if let Some(parent) = opts.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
@@ -160,6 +173,8 @@ impl ClusterSecrets {
         )?;
         write("ca.crt", self.ca.cert_pem().as_bytes(), PUBLIC)?;
         write("ca.key", self.ca.key_pem().as_bytes(), SECRET)?;
+        write("etcd-ca.crt", self.etcd_ca.cert_pem().as_bytes(), PUBLIC)?;
+        write("etcd-ca.key", self.etcd_ca.key_pem().as_bytes(), SECRET)?;
         write(
             "tokens.yaml",
             serde_yaml_ng::to_string(&self.tokens)?.as_bytes(),
@@ -186,7 +201,14 @@ impl ClusterSecrets {
                 dir.display()
             );
         }
-        Ok(ClusterSecrets { info, ca, tokens })
+        let etcd_ca = Ca::from_pem(&read("etcd-ca.crt")?, &read("etcd-ca.key")?)
+            .with_context(|| format!("loading the etcd CA from {}", dir.display()))?;
+        Ok(ClusterSecrets {
+            info,
+            ca,
+            etcd_ca,
+            tokens,
+        })
     }
 
     /// Builds the seed of one node.
@@ -213,6 +235,24 @@ impl ClusterSecrets {
                 .with_context(|| format!("the bundle has no token for role {}", opts.role))?;
             Some(entry.token.clone())
         };
+        let ticket = if opts.bootstrap {
+            None
+        } else {
+            let claims = ticket::claims(
+                &self.info.id,
+                &opts.node,
+                opts.role,
+                &opts.addresses,
+                opts.ticket_ttl,
+            )
+            .map_err(|e| anyhow::anyhow!("--ticket-ttl: {e}"))?;
+            Some(ticket::sign(&self.ca, &claims).context("signing the enrollment ticket")?)
+        };
+        let bundle = |ca: &Ca| CaBundle {
+            certificate: ca.cert_pem().to_owned(),
+            key: ca.key_pem().to_owned(),
+        };
+        let control_plane = opts.role == Role::ControlPlane;
         let seed = Seed {
             version: crate::seed::VERSION,
             cluster: ClusterRef {
@@ -220,6 +260,7 @@ impl ClusterSecrets {
                 id: self.info.id.clone(),
                 ca_cert_hash: self.info.ca_cert_hash.clone(),
                 endpoints,
+                policy: self.info.policy,
             },
             node: NodeSpec {
                 name: opts.node.clone(),
@@ -230,10 +271,10 @@ impl ClusterSecrets {
             },
             bootstrap: opts.bootstrap,
             token,
-            ca: (opts.role == Role::ControlPlane).then(|| CaBundle {
-                certificate: self.ca.cert_pem().to_owned(),
-                key: self.ca.key_pem().to_owned(),
-            }),
+            ticket,
+            joined: false,
+            ca: control_plane.then(|| bundle(&self.ca)),
+            etcd_ca: control_plane.then(|| bundle(&self.etcd_ca)),
             tokens: if opts.bootstrap {
                 self.tokens
                     .iter()
@@ -263,7 +304,13 @@ pub struct SeedOptions {
     /// A bootstrap token to use instead of the bundle's token for the role
     /// (one created on the cluster with `globular token create`).
     pub token: Option<String>,
+    /// How long the node's enrollment ticket is valid.
+    pub ticket_ttl: Duration,
 }
+
+/// Default lifetime of an enrollment ticket: a seed reimages its node for a
+/// year; `builder seed` makes a new one any time.
+pub const TICKET_TTL: Duration = Duration::days(365);
 
 /// How `builder seed` writes the seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,6 +349,7 @@ mod tests {
             out: dir.join("c"),
             endpoints: vec!["10.0.0.1:10016".into()],
             token_ttl: Duration::hours(24),
+            policy: EnrollmentPolicy::default(),
         })
         .unwrap()
     }
@@ -313,6 +361,8 @@ mod tests {
         let dir = tmp.path().join("c");
         for (f, mode) in [
             ("ca.key", 0o600),
+            ("etcd-ca.key", 0o600),
+            ("etcd-ca.crt", 0o644),
             ("tokens.yaml", 0o600),
             ("ca.crt", 0o644),
             ("cluster.yaml", 0o644),
@@ -328,6 +378,7 @@ mod tests {
             out: dir.clone(),
             endpoints: vec![],
             token_ttl: Duration::hours(1),
+            policy: EnrollmentPolicy::default(),
         });
         assert!(again.unwrap_err().to_string().contains("already exists"));
     }
@@ -346,6 +397,7 @@ mod tests {
                 endpoints: vec![],
                 ports: Ports::default(),
                 token: None,
+                ticket_ttl: TICKET_TTL,
             })
             .unwrap();
         assert!(seed.ca.is_none());
@@ -373,6 +425,7 @@ mod tests {
             endpoints: vec![],
             ports: Ports::default(),
             token: Some(token.into()),
+            ticket_ttl: TICKET_TTL,
         };
         let made_later = BootstrapToken::generate().expose();
         let seed = secrets.seed(&opts(&made_later, false)).unwrap();
@@ -397,6 +450,7 @@ mod tests {
                 endpoints: vec![],
                 ports: Ports::default(),
                 token: None,
+                ticket_ttl: TICKET_TTL,
             })
             .unwrap();
         assert!(seed.ca.is_some());
@@ -419,6 +473,7 @@ mod tests {
                 endpoints: vec![],
                 ports: Ports::default(),
                 token: None,
+                ticket_ttl: TICKET_TTL,
             })
             .unwrap_err();
         assert!(format!("{err:#}").contains("bootstrap"), "{err:#}");

@@ -17,7 +17,10 @@
 //!   ports: {api: 10016, etcd_client: 2379, etcd_peer: 2380}  # optional
 //! bootstrap: false              # true on the first control-plane only
 //! token: abcdef.0123456789abcdef   # absent on the bootstrap seed
+//! ticket: gt1....                  # the node's enrollment ticket (signed by the CA)
+//! joined: false                    # true once enrolled: token and ticket dropped
 //! ca: {certificate: PEM, key: PEM} # control-plane seeds only
+//! etcd_ca: {certificate: PEM, key: PEM} # control-plane seeds only
 //! tokens: [TokenRecord...]         # bootstrap seed only: hashes to install
 //! ```
 
@@ -25,6 +28,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::registry::EnrollmentPolicy;
 use crate::token::{BootstrapToken, TokenRecord};
 use crate::{pki, Role};
 
@@ -48,8 +52,18 @@ pub struct Seed {
     pub bootstrap: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The node's enrollment ticket ([`crate::ticket`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// The node enrolled with this seed, and the stored copy dropped its
+    /// token and ticket.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joined: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<CaBundle>,
+    /// The etcd CA (control-plane seeds only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_ca: Option<CaBundle>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<TokenRecord>,
 }
@@ -62,6 +76,10 @@ pub struct ClusterRef {
     pub ca_cert_hash: String,
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// The cluster's enrollment policy (written to the cluster record by
+    /// the bootstrap node).
+    #[serde(default, skip_serializing_if = "EnrollmentPolicy::is_default")]
+    pub policy: EnrollmentPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,7 +141,10 @@ impl std::fmt::Debug for Seed {
                     .as_ref()
                     .map(|t| format!("{}.<redacted>", t.split('.').next().unwrap_or_default())),
             )
+            .field("ticket", &self.ticket.as_ref().map(|_| "<ticket>"))
+            .field("joined", &self.joined)
             .field("ca", &self.ca)
+            .field("etcd_ca", &self.etcd_ca)
             .field("tokens", &self.tokens)
             .finish()
     }
@@ -219,13 +240,40 @@ impl Seed {
             }
             (Role::Worker, None) => {}
         }
+        match (self.node.role, &self.etcd_ca) {
+            (Role::Worker, Some(_)) => {
+                return Err("field `etcd_ca`: only control-plane seeds carry the etcd CA".into())
+            }
+            (Role::ControlPlane, None) => {
+                return Err("field `etcd_ca`: a control-plane seed needs the etcd CA".into())
+            }
+            (Role::ControlPlane, Some(ca)) => {
+                pki::Ca::from_pem(&ca.certificate, &ca.key)
+                    .map_err(|e| format!("field `etcd_ca`: {e}"))?;
+            }
+            (Role::Worker, None) => {}
+        }
+        if self.node.addresses.len() > crate::registry::MAX_ADDRESSES {
+            return Err(format!(
+                "field `node.addresses`: at most {} addresses",
+                crate::registry::MAX_ADDRESSES
+            ));
+        }
+        if let Some(t) = &self.ticket {
+            if t.len() > 4096 || !t.starts_with("gt1.") {
+                return Err("field `ticket`: not an enrollment ticket (gt1.…)".into());
+            }
+        }
         if self.bootstrap {
             if self.node.role != Role::ControlPlane {
                 return Err("field `bootstrap`: only a control-plane node can bootstrap".into());
             }
         } else {
             match &self.token {
-                None => return Err("field `token`: a joining node needs a token".into()),
+                None if self.ticket.is_none() && !self.joined => {
+                    return Err("field `token`: a joining node needs a token or a ticket".into())
+                }
+                None => {}
                 Some(t) => {
                     BootstrapToken::parse(t).map_err(|e| format!("field `token`: {e}"))?;
                 }
@@ -238,6 +286,17 @@ impl Seed {
             }
         }
         Ok(())
+    }
+
+    /// This seed as stored once the node is enrolled: the token and the
+    /// ticket dropped (a stolen disk does not carry them).
+    pub fn joined(&self) -> Seed {
+        Seed {
+            token: None,
+            ticket: None,
+            joined: true,
+            ..self.clone()
+        }
     }
 
     /// The node's IP addresses (without prefix lengths).
@@ -370,6 +429,7 @@ mod robustness {
                 id: "0".repeat(32),
                 ca_cert_hash: ca.pin(),
                 endpoints: vec![],
+                policy: EnrollmentPolicy::default(),
             },
             node: NodeSpec {
                 name: "cp1".into(),
@@ -380,7 +440,13 @@ mod robustness {
             },
             bootstrap: true,
             token: None,
+            ticket: None,
+            joined: false,
             ca: Some(CaBundle {
+                certificate: ca.cert_pem().into(),
+                key: ca.key_pem().into(),
+            }),
+            etcd_ca: Some(CaBundle {
                 certificate: ca.cert_pem().into(),
                 key: ca.key_pem().into(),
             }),

@@ -18,6 +18,7 @@ fn bundle(dir: &Path) -> ClusterSecrets {
         out: dir.join("cluster"),
         endpoints: vec!["127.0.0.1:10016".into()],
         token_ttl: time::Duration::hours(1),
+        policy: Default::default(),
     })
     .unwrap()
 }
@@ -32,5 +33,6 @@ fn seed_options(node: &str, role: Role, bootstrap: bool) -> SeedOptions {
         endpoints: vec![],
         ports: Ports::default(),
         token: None,
+        ticket_ttl: secrets::TICKET_TTL,
     }
 }

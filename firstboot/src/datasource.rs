@@ -146,9 +146,19 @@ impl Datasource for KernelCmdline {
             .decode(value)
             .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(value))
             .with_context(|| "globular.seed=: neither a path nor base64".to_string())?;
-        String::from_utf8(bytes)
-            .map(Some)
-            .context("globular.seed=: decoded seed is not UTF-8")
+        let text = String::from_utf8(bytes).context("globular.seed=: decoded seed is not UTF-8")?;
+        // Any local user reads /proc/cmdline, and boot loaders keep it in
+        // plain files: no CA key travels there.
+        if let Ok(seed) = globular_cluster::seed::Seed::parse(&text, "globular.seed=") {
+            if seed.ca.is_some() || seed.etcd_ca.is_some() {
+                anyhow::bail!(
+                    "globular.seed=: a seed on the kernel command line may not carry the CA \
+                     (every local user can read /proc/cmdline); give a control-plane seed \
+                     on a cidata drive or through fw_cfg"
+                );
+            }
+        }
+        Ok(Some(text))
     }
 }
 
@@ -195,6 +205,7 @@ mod tests {
                 id: "0".repeat(32),
                 ca_cert_hash: format!("sha256:{}", "0".repeat(64)),
                 endpoints: vec!["127.0.0.1:10016".into()],
+                policy: Default::default(),
             },
             node: globular_cluster::seed::NodeSpec {
                 name: "w1".into(),
@@ -205,7 +216,10 @@ mod tests {
             },
             bootstrap: false,
             token: Some("abcdef.0123456789abcdef".into()),
+            ticket: None,
+            joined: false,
             ca: None,
+            etcd_ca: None,
             tokens: vec![],
         };
         std::fs::write(by_label.join("GLOBULAR"), cidata::image(&seed).unwrap()).unwrap();

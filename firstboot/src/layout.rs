@@ -54,6 +54,15 @@ impl Layout {
     pub fn ca_key(&self) -> PathBuf {
         self.pki().join("ca.key")
     }
+    /// The etcd CA (control-plane nodes only): etcd trusts it alone.
+    pub fn etcd_ca_cert(&self) -> PathBuf {
+        self.pki().join("etcd-ca.crt")
+    }
+    pub fn etcd_ca_key(&self) -> PathBuf {
+        self.pki().join("etcd-ca.key")
+    }
+    /// etcd certificates by kind: `server`, `peer`, and `client` (the
+    /// substrate's own services reaching etcd).
     pub fn etcd_cert(&self, kind: &str) -> PathBuf {
         self.pki().join(format!("etcd-{kind}.crt"))
     }

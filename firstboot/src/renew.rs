@@ -13,8 +13,8 @@ use crate::layout::Layout;
 
 /// Renews the node certificate with the node's own key; only the certificate
 /// file changes (atomically), so a crash leaves the old or the new one. On a
-/// control-plane node the etcd server and peer certificates are renewed too
-/// (same keys, signed with the local CA); etcd and the substrate API pick up
+/// control-plane node the etcd server, peer and client certificates are
+/// renewed too (same keys, signed with the local etcd CA); etcd and the substrate API pick up
 /// the new files on their next TLS handshake.
 pub async fn renew(
     layout: &Layout,
@@ -50,15 +50,15 @@ pub async fn renew(
         );
     }
 
-    if layout.ca_key().exists() && layout.etcd_cert("server").exists() {
+    if layout.etcd_ca_key().exists() && layout.etcd_cert("server").exists() {
         let ca = Ca::from_pem(
-            &layout.read(&layout.ca_cert())?,
-            &layout.read(&layout.ca_key())?,
+            &layout.read(&layout.etcd_ca_cert())?,
+            &layout.read(&layout.etcd_ca_key())?,
         )
-        .context("loading the CA")?;
+        .context("loading the etcd CA")?;
         let seed_path = layout.seed();
         let seed = Seed::parse(&layout.read(&seed_path)?, &seed_path.display().to_string())?;
-        for kind in ["server", "peer"] {
+        for kind in agent::ETCD_CERT_KINDS {
             let path = layout.etcd_cert(kind);
             let id = pki::identity_of_pem(&layout.read(&path)?)
                 .with_context(|| format!("reading {}", path.display()))?;

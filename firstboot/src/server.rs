@@ -22,9 +22,14 @@ pub fn load(layout: &Layout) -> anyhow::Result<(Arc<Api>, Arc<rustls::ServerConf
         .context("this node does not serve the substrate API (not a control-plane node)")?;
     let ca_pem = layout.read(&layout.ca_cert())?;
     let ca = Ca::from_pem(&ca_pem, &layout.read(&layout.ca_key())?).context("loading the CA")?;
-    let cert = layout.read(&layout.node_cert())?;
-    let key = layout.read(&layout.node_key())?;
-    let etcd = Etcd::new(config.etcd_endpoints.clone(), &ca_pem, &cert, &key)?;
+    // etcd trusts its own CA only: the API reaches it with the substrate's
+    // etcd client certificate, never with the node certificate.
+    let etcd = Etcd::new(
+        config.etcd_endpoints.clone(),
+        &layout.read(&layout.etcd_ca_cert())?,
+        &layout.read(&layout.etcd_cert("client"))?,
+        &layout.read(&layout.etcd_key("client"))?,
+    )?;
     let tls = tls::server_config(&layout.node_cert(), &layout.node_key(), &ca_pem)?;
     Ok((
         Arc::new(Api::new(ca, etcd, config.cluster_name)),

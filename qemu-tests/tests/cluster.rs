@@ -69,6 +69,8 @@ impl Cluster {
             out: bundle.clone(),
             endpoints,
             token_ttl: time::Duration::hours(24),
+            // The strict defaults: real addresses, joiners connect from them.
+            policy: Default::default(),
         })
         .expect("builder cluster new");
         Cluster {
@@ -96,6 +98,7 @@ impl Cluster {
                 endpoints: Vec::new(),
                 ports: Ports::default(),
                 token,
+                ticket_ttl: secrets::TICKET_TTL,
             },
             SeedFormat::Cidata,
             &seed,
@@ -212,13 +215,14 @@ impl Cluster {
             .join(",")
     }
 
-    /// `etcdctl` on a control-plane node with its own client certificate.
+    /// `etcdctl` on a control-plane node with the substrate's etcd client
+    /// certificate (etcd trusts the etcd CA only).
     fn etcdctl(&mut self, via: &str, endpoints: &str, args: &[&str]) -> anyhow::Result<String> {
         let mut argv = vec![
             format!("--endpoints={endpoints}"),
-            format!("--cacert={PKI}/ca.crt"),
-            format!("--cert={PKI}/node.crt"),
-            format!("--key={PKI}/node.key"),
+            format!("--cacert={PKI}/etcd-ca.crt"),
+            format!("--cert={PKI}/etcd-client.crt"),
+            format!("--key={PKI}/etcd-client.key"),
             "--command-timeout=10s".into(),
         ];
         argv.extend(args.iter().map(|a| a.to_string()));
@@ -388,6 +392,38 @@ fn cluster_forms_survives_loss_reimages_and_grows() {
     assert!(
         !c.exists("worker-1", &format!("{PKI}/ca.key")),
         "the worker holds the CA key"
+    );
+    assert!(
+        !c.exists("worker-1", &format!("{PKI}/etcd-ca.key"))
+            && !c.exists("worker-1", &format!("{PKI}/etcd-client.key")),
+        "the worker holds an etcd identity"
+    );
+    // Issue 11: the node certificate of a control plane (the same kind of
+    // certificate a worker has) does not open etcd.
+    let endpoint = format!(
+        "https://{}:{}",
+        c.node("cp-1").ip,
+        globular_cluster::ETCD_CLIENT_PORT
+    );
+    let refused = c.vm("cp-2").exec(
+        "/usr/bin/etcdctl",
+        &[
+            &format!("--endpoints={endpoint}"),
+            &format!("--cacert={PKI}/etcd-ca.crt"),
+            &format!("--cert={PKI}/node.crt"),
+            &format!("--key={PKI}/node.key"),
+            "--command-timeout=5s",
+            "get",
+            "--prefix",
+            "/globular/",
+        ],
+        EXEC,
+    );
+    assert!(
+        refused
+            .map(|o| o.success("etcdctl").is_err())
+            .unwrap_or(true),
+        "a node certificate read etcd"
     );
     assert!(
         !c.exists("worker-1", "/var/lib/globular/etcd/data"),

@@ -119,7 +119,7 @@ impl Client {
         identity: Option<(&str, &str)>,
     ) -> anyhow::Result<Client> {
         Ok(Client {
-            http: tls::http_client(tls::client_config(ca_pem, identity)?)?,
+            http: tls::http_client(tls::api_client_config(ca_pem, identity)?)?,
             endpoints,
             request_timeout: Duration::from_secs(10),
         })

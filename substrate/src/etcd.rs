@@ -35,6 +35,28 @@ pub struct Member {
     pub is_learner: bool,
 }
 
+/// A condition of a transaction ([`Etcd::txn`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// The key does not exist.
+    Absent(String),
+    /// The key's mod revision is this one.
+    ModRevision(String, i64),
+}
+
+impl Condition {
+    fn json(&self) -> Value {
+        match self {
+            Condition::Absent(k) => {
+                json!({"key": B64.encode(k), "result": "EQUAL", "target": "CREATE", "create_revision": "0"})
+            }
+            Condition::ModRevision(k, rev) => {
+                json!({"key": B64.encode(k), "result": "EQUAL", "target": "MOD", "mod_revision": rev.to_string()})
+            }
+        }
+    }
+}
+
 /// A client for one etcd cluster (tries the endpoints in order).
 #[derive(Debug, Clone)]
 pub struct Etcd {
@@ -237,6 +259,60 @@ impl Etcd {
             .get("succeeded")
             .and_then(Value::as_bool)
             .unwrap_or(false))
+    }
+
+    /// One transaction: if every condition holds, the puts and deletes are
+    /// carried out (`Ok(None)`); else the keys in `read_on_failure` are read
+    /// (`Ok(Some(values))`, in that order, `None` for a missing key).
+    pub async fn txn(
+        &self,
+        conditions: &[Condition],
+        puts: &[(String, Vec<u8>)],
+        deletes: &[String],
+        read_on_failure: &[String],
+    ) -> anyhow::Result<Option<Vec<Option<(Vec<u8>, i64)>>>> {
+        let compare: Vec<Value> = conditions.iter().map(Condition::json).collect();
+        let success: Vec<Value> = puts
+            .iter()
+            .map(|(k, v)| json!({"request_put": {"key": B64.encode(k), "value": B64.encode(v)}}))
+            .chain(
+                deletes
+                    .iter()
+                    .map(|k| json!({"request_delete_range": {"key": B64.encode(k)}})),
+            )
+            .collect();
+        let failure: Vec<Value> = read_on_failure
+            .iter()
+            .map(|k| json!({"request_range": {"key": B64.encode(k)}}))
+            .collect();
+        let resp = self
+            .call(
+                "/v3/kv/txn",
+                json!({"compare": compare, "success": success, "failure": failure}),
+            )
+            .await?;
+        if resp
+            .get("succeeded")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+        {
+            return Ok(None);
+        }
+        let responses = resp.get("responses").and_then(Value::as_array);
+        let mut out = Vec::new();
+        for i in 0..read_on_failure.len() {
+            let kv = responses
+                .and_then(|r| r.get(i))
+                .and_then(|r| r.get("response_range"))
+                .and_then(|r| r.get("kvs"))
+                .and_then(Value::as_array)
+                .and_then(|k| k.first());
+            out.push(match kv {
+                Some(kv) => Some((decode(kv, "value")?, int(kv, "mod_revision"))),
+                None => None,
+            });
+        }
+        Ok(Some(out))
     }
 
     async fn txn_put(&self, key: &str, value: &[u8], compare: Value) -> anyhow::Result<bool> {

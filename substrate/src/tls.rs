@@ -141,7 +141,34 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// A client that trusts the CA and presents the node's certificate.
+/// A client of the substrate API: trusts the CA, accepts only a server
+/// whose certificate says `globular:control-plane`, and presents the node's
+/// certificate if given.
+pub fn api_client_config(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let inner = WebPkiServerVerifier::builder_with_provider(roots(ca_pem)?, provider())
+        .build()
+        .context("building the server verifier")?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ControlPlaneServer {
+            inner,
+            provider: provider(),
+        }));
+    let mut config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(certs_of_pem(cert)?, key_of_pem(key)?)
+            .context("loading the client certificate")?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client that trusts the CA and presents a certificate (etcd).
 pub fn client_config(
     ca_pem: &str,
     identity: Option<(&str, &str)>,
@@ -167,8 +194,11 @@ pub fn pinned_client_config(pin: &str) -> anyhow::Result<rustls::ClientConfig> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCa {
-            pin: pin.to_owned(),
+        .with_custom_certificate_verifier(Arc::new(ControlPlaneServer {
+            inner: Arc::new(PinnedCa {
+                pin: pin.to_owned(),
+                provider: provider(),
+            }),
             provider: provider(),
         }))
         .with_no_client_auth();
@@ -209,6 +239,77 @@ impl ServerCertVerifier for PinnedCa {
                 .build()
                 .map_err(|e| rustls::Error::General(format!("pinned CA: {e}")))?;
         inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A server verifier that also requires the server's certificate to carry
+/// the control-plane role: a worker's certificate (signed by the same CA)
+/// cannot pose as the substrate API.
+#[derive(Debug)]
+struct ControlPlaneServer {
+    inner: Arc<dyn ServerCertVerifier>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for ControlPlaneServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let id = pki::identity_of_der(end_entity)
+            .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
+        if id.role != Some(globular_cluster::Role::ControlPlane) {
+            return Err(rustls::Error::General(format!(
+                "the server's certificate ({}) is not a control-plane node's",
+                id.common_name
+            )));
+        }
+        Ok(verified)
     }
 
     fn verify_tls12_signature(

@@ -15,6 +15,7 @@ impl Agent {
             name: seed.cluster.name.clone(),
             id: seed.cluster.id.clone(),
             ca_cert_hash: seed.cluster.ca_cert_hash.clone(),
+            policy: seed.cluster.policy,
         };
         etcd.create(&registry::cluster_key(), &serde_json::to_vec(&cluster)?)
             .await?;
@@ -42,6 +43,11 @@ impl Agent {
             &serde_json::to_vec(&record)?,
         )
         .await?;
+        // This node owns its addresses like every enrolled node.
+        for ip in seed.ips() {
+            etcd.create(&registry::address_key(&ip), seed.node.name.as_bytes())
+                .await?;
+        }
         let api = vec![seed::host_port(seed.primary_ip(), seed.node.ports.api)];
         self.write_node_config(seed, vec![Self::client_url(seed)], api)
     }

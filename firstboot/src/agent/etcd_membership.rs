@@ -14,9 +14,29 @@ use globular_substrate::retry::{Attempt, Retry};
 use super::Agent;
 use crate::services::Service;
 
+/// The kinds of etcd certificate a control-plane node holds, all signed by
+/// the etcd CA.
+pub const ETCD_CERT_KINDS: [&str; 3] = ["server", "peer", "client"];
+
+/// The common name of the substrate's etcd client certificates: one etcd
+/// identity for the substrate's services on every control plane (the user
+/// etcd's auth would know them by).
+pub const ETCD_CLIENT_NAME: &str = "globular-substrate";
+
 /// The etcd certificates of a control-plane node (`kind`: `server` or
-/// `peer`): the node's IPs and 127.0.0.1, client and server use.
+/// `peer`: the node's IPs and 127.0.0.1, client and server use; `client`:
+/// the substrate's services as etcd clients).
 pub fn etcd_leaf_spec(seed: &Seed, kind: &str) -> LeafSpec {
+    if kind == "client" {
+        return LeafSpec {
+            common_name: ETCD_CLIENT_NAME.into(),
+            role: None,
+            dns_names: Vec::new(),
+            ips: Vec::new(),
+            server: false,
+            client: true,
+        };
+    }
     let mut ips: Vec<IpAddr> = seed.ips();
     let loopback = IpAddr::from([127, 0, 0, 1]);
     if !ips.contains(&loopback) {
@@ -45,16 +65,20 @@ async fn remove_stale(etcd: &Etcd, name: &str, peer: &str) -> anyhow::Result<()>
 }
 
 impl Agent {
-    /// etcd server and peer certificates, signed here with the CA.
+    /// The etcd CA from the seed, and etcd's server, peer and client
+    /// certificates signed here with it.
     pub(super) fn etcd_certs(&self, seed: &Seed) -> anyhow::Result<()> {
-        let ca = self.ca(seed)?;
-        for kind in ["server", "peer"] {
+        let bundle = seed.etcd_ca.as_ref().context("the seed has no etcd CA")?;
+        let ca = pki::Ca::from_pem(&bundle.certificate, &bundle.key).context("the etcd CA")?;
+        self.write_secret(&self.layout.etcd_ca_key(), ca.key_pem())?;
+        self.write_public(&self.layout.etcd_ca_cert(), ca.cert_pem())?;
+        for kind in ETCD_CERT_KINDS {
             let (cert_path, key_path) = (self.layout.etcd_cert(kind), self.layout.etcd_key(kind));
             let valid = match (
                 std::fs::read_to_string(&cert_path),
                 std::fs::read_to_string(&key_path),
             ) {
-                (Ok(cert), Ok(key)) => pki::identity_of_pem(&cert)
+                (Ok(cert), Ok(key)) => pki::verify_issued(&cert, ca.cert_pem())
                     .ok()
                     .zip(pki::public_key_of_key_pem(&key).ok())
                     .is_some_and(|(id, public)| id.public_key_der == public),
@@ -67,7 +91,7 @@ impl Agent {
             self.write_secret(&key_path, &key)?;
             self.write_public(&cert_path, &issued.cert_pem)?;
         }
-        self.write_public(&self.layout.ca_cert(), ca.cert_pem())
+        Ok(())
     }
 
     pub(super) fn write_etcd_config(
@@ -83,7 +107,7 @@ impl Agent {
                 "cert-file": l.etcd_cert(kind),
                 "key-file": l.etcd_key(kind),
                 "client-cert-auth": true,
-                "trusted-ca-file": l.ca_cert(),
+                "trusted-ca-file": l.etcd_ca_cert(),
             })
         };
         let config = serde_json::json!({
@@ -118,9 +142,9 @@ impl Agent {
         let l = &self.layout;
         Etcd::new(
             endpoints,
-            &l.read(&l.ca_cert())?,
-            &l.read(&l.node_cert())?,
-            &self.node_key()?,
+            &l.read(&l.etcd_ca_cert())?,
+            &l.read(&l.etcd_cert("client"))?,
+            &l.read(&l.etcd_key("client"))?,
         )
     }
 

@@ -65,8 +65,12 @@ impl Agent {
             self.write_secret(&self.layout.ca_key(), &ca.key)?;
         }
         let key = self.node_key()?;
+        if seed.token.is_none() && seed.ticket.is_none() {
+            bail!("the seed has neither a token nor a ticket to enroll with");
+        }
         let request = EnrollRequest {
-            token: seed.token.clone().context("the seed has no token")?,
+            token: seed.token.clone(),
+            ticket: seed.ticket.clone(),
             csr: pki::create_csr(&key, &seed.node.name)?,
             node: seed.node.name.clone(),
             role: seed.node.role,
@@ -86,14 +90,22 @@ impl Agent {
             self.opts.timeout,
         )
         .await?;
-        let id = pki::identity_of_pem(&response.certificate).context("the issued certificate")?;
+        // Exactly the pinned CA, and a certificate it signed for this key,
+        // name and role.
+        let bundle = pki::pem_blocks(&response.ca_bundle, "CERTIFICATE")
+            .map_err(|e| anyhow::anyhow!("the server's CA bundle: {e}"))?;
+        if bundle.len() != 1
+            || pki::ca_pin_of_pem(&response.ca_bundle)? != seed.cluster.ca_cert_hash
+        {
+            bail!("the server's CA bundle is not exactly the pinned CA");
+        }
+        let id = pki::verify_issued(&response.certificate, &response.ca_bundle)
+            .context("the issued certificate")?;
         if id.public_key_der != pki::public_key_of_key_pem(&key)?
             || id.common_name != seed.node.name
+            || id.role != Some(seed.node.role)
         {
-            bail!("the server issued a certificate for another key or name");
-        }
-        if pki::ca_pin_of_pem(&response.ca_bundle)? != seed.cluster.ca_cert_hash {
-            bail!("the server's CA bundle does not match the pinned hash");
+            bail!("the server issued a certificate for another key, name or role");
         }
         self.write_public(&self.layout.ca_cert(), &response.ca_bundle)?;
         self.write_public(&self.layout.node_cert(), &response.certificate)?;

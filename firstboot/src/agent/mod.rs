@@ -43,7 +43,7 @@ use crate::layout::Layout;
 use crate::runtime::{self, Threads};
 use crate::services::Manager;
 pub use boot_config::{network_config, NETWORK_FILE};
-pub use etcd_membership::etcd_leaf_spec;
+pub use etcd_membership::{etcd_leaf_spec, ETCD_CERT_KINDS, ETCD_CLIENT_NAME};
 pub use steps::{State, Step, PAUSE_ENV};
 
 /// Options of `globular firstboot`.
@@ -177,12 +177,19 @@ impl Agent {
             Step::EtcdPromoted => self.etcd_promoted(seed).await,
             Step::ClusterInit => self.cluster_init(seed).await,
             Step::ApiStarted => self.api_started(seed).await,
-            Step::Enrolled => fsutil::write_atomic(
-                &self.layout.enrolled(),
-                format!("{}\n", time::OffsetDateTime::now_utc().unix_timestamp()).as_bytes(),
-                PUBLIC,
-            )
-            .context("writing the enrolled marker"),
+            Step::Enrolled => {
+                // The stored seed no longer needs the token and the ticket:
+                // a stolen disk of an enrolled node does not carry them.
+                if !seed.joined {
+                    self.write_secret(&self.layout.seed(), &seed.joined().to_yaml())?;
+                }
+                fsutil::write_atomic(
+                    &self.layout.enrolled(),
+                    format!("{}\n", time::OffsetDateTime::now_utc().unix_timestamp()).as_bytes(),
+                    PUBLIC,
+                )
+                .context("writing the enrolled marker")
+            }
         }
     }
 

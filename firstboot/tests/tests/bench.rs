@@ -44,11 +44,13 @@ fn bench_enrollment() {
             let name = format!("bench-{i}");
             let key = pki::generate_key_pem().unwrap();
             EnrollRequest {
-                token: token.clone(),
+                token: Some(token.clone()),
+                ticket: None,
                 csr: pki::create_csr(&key, &name).unwrap(),
                 node: name,
                 role: Role::Worker,
-                addresses: vec!["127.0.0.1/8".into()],
+                // Each node owns its address.
+                addresses: vec![format!("127.1.{}.{}/8", i / 250, 1 + i % 250)],
                 image_version: "bench".into(),
             }
         })

@@ -50,7 +50,7 @@ fn assert_applied(node: &Node) {
     );
     let network = std::fs::read_to_string(network_file(node)).unwrap();
     assert!(
-        network.contains("[Network]\nAddress=127.0.0.1/8\n"),
+        network.contains(&format!("[Network]\nAddress={}\n", node.address())),
         "{network}"
     );
 }
@@ -77,12 +77,29 @@ fn every_boot_applies_network_and_hostname_from_the_stored_seed() {
 
     for node in [&cp1, &w1] {
         assert_applied(node);
-        // The seed holds the token (and on control-plane nodes the CA key).
+        // The stored seed holds on control-plane nodes the CA keys: 0600.
+        // Once enrolled it no longer holds the token or the ticket (issue 11).
         let mode = std::fs::metadata(node.layout().seed())
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{}", node.name);
+        let stored = std::fs::read_to_string(node.layout().seed()).unwrap();
+        let stored = globular_cluster::seed::Seed::parse(&stored, "stored seed").unwrap();
+        assert!(stored.joined, "{}", node.name);
+        assert!(
+            stored.token.is_none() && stored.ticket.is_none(),
+            "{}",
+            node.name
+        );
+        if node.name == "w1" {
+            let given = globular_cluster::seed::Seed::parse(
+                &std::fs::read_to_string(&node.seed_path).unwrap_or_else(|_| node.seed.to_yaml()),
+                "seed",
+            )
+            .unwrap();
+            assert!(given.token.is_some() && given.ticket.is_some());
+        }
 
         let before = durable_files(&node.root);
         reboot(node);

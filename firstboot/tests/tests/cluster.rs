@@ -7,7 +7,7 @@ use globular_firstboot::node_cli;
 use globular_substrate::Client;
 use globular_task::Task;
 
-use crate::harness::{etcdctl, openssl_verify, runtime, Cluster, AGENT};
+use crate::harness::{etcdctl, etcdctl_as, openssl_verify, runtime, Cluster, AGENT};
 
 #[test]
 fn five_node_cluster() {
@@ -53,17 +53,48 @@ fn five_node_cluster() {
         "{members:?}"
     );
     let endpoints = [&cp1, &cp2, &cp3].map(|n| n.etcd_url()).join(",");
-    let health = etcdctl(&w1, &endpoints, &["endpoint", "health", "-w", "json"]);
+    let health = etcdctl(&cp2, &endpoints, &["endpoint", "health", "-w", "json"]);
     assert_eq!(health.matches("\"health\":true").count(), 3, "{health}");
 
-    // Every issued certificate verifies against the CA.
+    // Issue 11: a worker's credentials are no etcd client, even given the
+    // etcd CA to trust; a control plane's node certificate is none either.
+    for (node, ca) in [
+        (&w1, w1.layout().ca_cert()),
+        (&w1, cp1.layout().etcd_ca_cert()),
+        (&cp2, cp2.layout().ca_cert()),
+    ] {
+        let l = node.layout();
+        for args in [
+            &["get", "--prefix", "/globular/"][..],
+            &["put", "/globular/x", "y"],
+            &["member", "list"],
+        ] {
+            let out = etcdctl_as((&ca, &l.node_cert(), &l.node_key()), &cp1.etcd_url(), args);
+            assert!(
+                out.is_err(),
+                "{} read etcd with its node certificate: {out:?}",
+                node.name
+            );
+        }
+    }
+    let keys = etcdctl(
+        &cp1,
+        &cp1.etcd_url(),
+        &["get", "--prefix", "/globular/x", "--keys-only"],
+    );
+    assert!(keys.trim().is_empty(), "{keys}");
+    assert!(!w1.layout().etcd_ca_cert().exists() && !w1.layout().etcd_cert("client").exists());
+
+    // Every issued certificate verifies against its CA.
     let ca = cluster.bundle_dir().join("ca.crt");
+    let etcd_ca = cluster.bundle_dir().join("etcd-ca.crt");
     for node in [&cp1, &cp2, &cp3, &w1, &w2] {
         let l = node.layout();
         openssl_verify(&ca, &l.node_cert());
         if node.seed.node.role == Role::ControlPlane {
-            openssl_verify(&ca, &l.etcd_cert("server"));
-            openssl_verify(&ca, &l.etcd_cert("peer"));
+            for kind in ["server", "peer", "client"] {
+                openssl_verify(&etcd_ca, &l.etcd_cert(kind));
+            }
         }
     }
 
@@ -178,7 +209,7 @@ fn five_node_cluster() {
     // Each node's network configuration comes from its seed.
     let network = std::fs::read_to_string(w1.network_dir().join("10-globular.network")).unwrap();
     assert!(
-        network.contains("[Network]\nAddress=127.0.0.1/8\n"),
+        network.contains(&format!("[Network]\nAddress={}\n", w1.address())),
         "{network}"
     );
 
@@ -194,6 +225,12 @@ fn five_node_cluster() {
     // Renewal: mTLS identity, a CSR for its own name (here with a new key).
     let w1_client = node_cli::client(&w1.layout()).unwrap();
     let key = globular_cluster::pki::generate_key_pem().unwrap();
+    let other = globular_cluster::pki::create_csr(&key, "w2").unwrap();
+    let err = format!("{:#}", rt.block_on(w1_client.renew(&other)).unwrap_err());
+    assert!(
+        err.contains("403") && err.contains("caller is \"w1\""),
+        "{err}"
+    );
     let csr = globular_cluster::pki::create_csr(&key, "w1").unwrap();
     let renewed = rt.block_on(w1_client.renew(&csr)).unwrap();
     let id = globular_cluster::pki::identity_of_pem(&renewed.certificate).unwrap();
@@ -202,15 +239,20 @@ fn five_node_cluster() {
     let renewed_path = cluster.dir.path().join("w1-renewed.crt");
     std::fs::write(&renewed_path, &renewed.certificate).unwrap();
     openssl_verify(&ca, &renewed_path);
-    let nodes = rt.block_on(w1_client.nodes()).unwrap().nodes;
+    // Issue 11: the renewed key is the only one the API accepts for w1.
+    let err = format!("{:#}", rt.block_on(w1_client.nodes()).unwrap_err());
+    assert!(err.contains("403") && err.contains("current key"), "{err}");
+    let new_client = Client::with_ca(
+        w1_client.endpoints().to_vec(),
+        &std::fs::read_to_string(w1.layout().ca_cert()).unwrap(),
+        Some((&renewed.certificate, &key)),
+    )
+    .unwrap();
+    let nodes = rt.block_on(new_client.nodes()).unwrap().nodes;
     let record = nodes.iter().find(|n| n.name == "w1").unwrap();
     assert_eq!(record.cert_serial, id.serial);
-    let other = globular_cluster::pki::create_csr(&key, "w2").unwrap();
-    let err = format!("{:#}", rt.block_on(w1_client.renew(&other)).unwrap_err());
-    assert!(
-        err.contains("403") && err.contains("caller is \"w1\""),
-        "{err}"
-    );
+    std::fs::write(w1.layout().node_key(), &key).unwrap();
+    std::fs::write(w1.layout().node_cert(), &renewed.certificate).unwrap();
 
     // The CLI renews with the node's own key when asked early enough.
     let kept = Task::new("renewal not due", AGENT)
@@ -253,28 +295,32 @@ fn five_node_cluster() {
             .serial
     };
     let l3 = cp3.layout();
-    let before =
-        [l3.node_cert(), l3.etcd_cert("server"), l3.etcd_cert("peer")].map(|p| cert_serial(&p));
+    let files = [
+        l3.node_cert(),
+        l3.etcd_cert("server"),
+        l3.etcd_cert("peer"),
+        l3.etcd_cert("client"),
+    ];
+    let before = files.clone().map(|p| cert_serial(&p));
     let out = Task::new("renewing a control-plane node", AGENT)
         .args(["cert", "renew", "--before", "400d", "--root"])
         .arg(&cp3.root)
         .read_string()
         .unwrap();
-    let after =
-        [l3.node_cert(), l3.etcd_cert("server"), l3.etcd_cert("peer")].map(|p| cert_serial(&p));
+    let after = files.clone().map(|p| cert_serial(&p));
     for (old, new) in before.iter().zip(&after) {
         assert_ne!(old, new, "{out}");
         assert!(out.contains(new.as_str()), "{out}");
     }
-    for path in [l3.etcd_cert("server"), l3.etcd_cert("peer")] {
-        openssl_verify(&ca, &path);
+    for kind in ["server", "peer", "client"] {
+        openssl_verify(&etcd_ca, &l3.etcd_cert(kind));
     }
-    let served = |addr: &str| {
+    let served = |addr: &str, (cert, key): (std::path::PathBuf, std::path::PathBuf)| {
         let text = Task::new("reading a served certificate", "openssl")
             .args(["s_client", "-connect", addr, "-cert"])
-            .arg(w1.layout().node_cert())
+            .arg(cert)
             .arg("-key")
-            .arg(w1.layout().node_key())
+            .arg(key)
             .stdin("")
             .read_string()
             .unwrap();
@@ -282,10 +328,12 @@ fn five_node_cluster() {
             ..text.find("-----END CERTIFICATE-----").unwrap() + 25];
         globular_cluster::pki::identity_of_pem(pem).unwrap().serial
     };
-    assert_eq!(served(&cp3.api()), after[0]);
+    let w1_id = (w1.layout().node_cert(), w1.layout().node_key());
+    assert_eq!(served(&cp3.api(), w1_id), after[0]);
     let etcd_addr = cp3.etcd_url().trim_start_matches("https://").to_owned();
-    assert_eq!(served(&etcd_addr), after[1]);
-    let health = etcdctl(&w1, &cp3.etcd_url(), &["endpoint", "health", "-w", "json"]);
+    let cp3_etcd = (l3.etcd_cert("client"), l3.etcd_key("client"));
+    assert_eq!(served(&etcd_addr, cp3_etcd), after[1]);
+    let health = etcdctl(&cp3, &cp3.etcd_url(), &["endpoint", "health", "-w", "json"]);
     assert!(health.contains("\"health\":true"), "{health}");
 
     // Running the agent on an enrolled node changes nothing.

@@ -5,6 +5,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 
+use globular_cluster::registry::EnrollmentPolicy;
 use globular_cluster::secrets::{self, ClusterSecrets, NewCluster, SeedOptions};
 use globular_cluster::seed::{Ports, Seed};
 use globular_cluster::Role;
@@ -43,7 +44,7 @@ impl Node {
         Layout::new(&self.root)
     }
     pub fn api(&self) -> String {
-        format!("127.0.0.1:{}", self.seed.node.ports.api)
+        format!("{}:{}", self.seed.primary_ip(), self.seed.node.ports.api)
     }
     /// Where the agent writes this node's network configuration.
     pub fn network_dir(&self) -> PathBuf {
@@ -54,7 +55,16 @@ impl Node {
         std::fs::read_to_string(self.sysroot.join("proc/sys/kernel/hostname")).ok()
     }
     pub fn etcd_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.seed.node.ports.etcd_client)
+        format!(
+            "https://{}:{}",
+            self.seed.primary_ip(),
+            self.seed.node.ports.etcd_client
+        )
+    }
+    /// The node's own address (`127.0.0.N/8`: every node of a test cluster
+    /// owns another loopback address).
+    pub fn address(&self) -> &str {
+        &self.seed.node.addresses[0]
     }
 }
 
@@ -62,6 +72,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub secrets: ClusterSecrets,
     agents: Vec<Child>,
+    /// The last octet of the next node's loopback address.
+    next_address: std::sync::atomic::AtomicU8,
 }
 
 impl Cluster {
@@ -72,13 +84,29 @@ impl Cluster {
             out: dir.path().join("cluster"),
             endpoints: vec![],
             token_ttl: time::Duration::hours(1),
+            // Every node of a test cluster runs on this host: loopback
+            // addresses, and joiners connect from 127.0.0.1.
+            policy: EnrollmentPolicy {
+                allow_loopback: true,
+                require_source_address: false,
+                ..EnrollmentPolicy::default()
+            },
         })
         .unwrap();
         Cluster {
             dir,
             secrets,
             agents: Vec::new(),
+            next_address: std::sync::atomic::AtomicU8::new(10),
         }
+    }
+
+    /// A loopback address no other node of this cluster has.
+    pub fn fresh_address(&self) -> String {
+        let n = self
+            .next_address
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("127.0.0.{n}/8")
     }
 
     pub fn bundle_dir(&self) -> PathBuf {
@@ -87,6 +115,19 @@ impl Cluster {
 
     /// Writes the seed of a node (joining `endpoints`) and returns it.
     pub fn node(&self, name: &str, role: Role, bootstrap: bool, endpoints: &[String]) -> Node {
+        self.node_at(name, role, bootstrap, endpoints, &self.fresh_address())
+    }
+
+    /// Like [`Cluster::node`], with the given address (a reimaged node keeps
+    /// its address).
+    pub fn node_at(
+        &self,
+        name: &str,
+        role: Role,
+        bootstrap: bool,
+        endpoints: &[String],
+        address: &str,
+    ) -> Node {
         let ports = Ports {
             api: free_port(),
             etcd_client: free_port(),
@@ -98,12 +139,13 @@ impl Cluster {
             &SeedOptions {
                 node: name.into(),
                 role,
-                addresses: vec!["127.0.0.1/8".into()],
+                addresses: vec![address.into()],
                 gateway: None,
                 bootstrap,
                 endpoints: endpoints.to_vec(),
                 ports,
                 token: None,
+                ticket_ttl: secrets::TICKET_TTL,
             },
             secrets::SeedFormat::Yaml,
             &seed_path,
@@ -262,22 +304,42 @@ pub fn kill_spawned(root: &Path) {
     }
 }
 
-/// `etcdctl` against a node's etcd with that node's certificate.
+/// `etcdctl` against etcd with a control-plane node's etcd client
+/// certificate (the substrate's own etcd identity).
 pub fn etcdctl(node: &Node, endpoint: &str, args: &[&str]) -> String {
     let l = node.layout();
+    etcdctl_as(
+        (
+            &l.etcd_ca_cert(),
+            &l.etcd_cert("client"),
+            &l.etcd_key("client"),
+        ),
+        endpoint,
+        args,
+    )
+    .unwrap()
+}
+
+/// `etcdctl` with the given CA, certificate and key files.
+pub fn etcdctl_as(
+    (ca, cert, key): (&Path, &Path, &Path),
+    endpoint: &str,
+    args: &[&str],
+) -> Result<String, globular_task::TaskError> {
     Task::new("querying etcd", "etcdctl")
         .package("etcd-client")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
+        .arg("--command-timeout=5s")
+        .arg("--dial-timeout=3s")
         .arg("--cacert")
-        .arg(l.ca_cert())
+        .arg(ca)
         .arg("--cert")
-        .arg(l.node_cert())
+        .arg(cert)
         .arg("--key")
-        .arg(l.node_key())
+        .arg(key)
         .args(args)
         .read_string()
-        .unwrap()
 }
 
 /// `openssl verify -CAfile` of a certificate.

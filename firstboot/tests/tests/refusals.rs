@@ -4,21 +4,25 @@ use std::time::Duration;
 
 use globular_cluster::pki;
 use globular_cluster::protocol::EnrollRequest;
-use globular_cluster::Role;
+use globular_cluster::{ticket, Role};
 use globular_firstboot::node_cli;
 use globular_substrate::client::enroll_with;
 use globular_task::Task;
 
 use crate::harness::{runtime, Cluster, AGENT};
 
+/// The address of the test's joiners.
+const W1_ADDRESS: &str = "127.0.0.201/8";
+
 fn request(token: &str, node: &str, csr_name: &str, role: Role) -> (EnrollRequest, String) {
     let key = pki::generate_key_pem().unwrap();
     let req = EnrollRequest {
-        token: token.into(),
+        token: Some(token.into()),
+        ticket: None,
         csr: pki::create_csr(&key, csr_name).unwrap(),
         node: node.into(),
         role,
-        addresses: vec!["127.0.0.1/8".into()],
+        addresses: vec![W1_ADDRESS.into()],
         image_version: "test-1".into(),
     };
     (req, key)
@@ -111,6 +115,24 @@ fn refusals_issue_nothing() {
         "expired",
     );
 
+    // Addresses are owned (issue 11): no unspecified, link-local, multicast
+    // or broadcast address, not too many, and not another node's.
+    for (address, expect) in [
+        ("0.0.0.0/0", "unspecified"),
+        ("169.254.7.7/16", "link-local"),
+        ("fe80::7/64", "link-local"),
+        ("239.1.1.1/8", "multicast"),
+        ("255.255.255.255/32", "broadcast"),
+        (cp1.address(), "belongs to node cp1"),
+    ] {
+        let (mut req, _) = request(&worker_token, "w1", "w1", Role::Worker);
+        req.addresses = vec![address.into()];
+        refused(&req, &pin, expect);
+    }
+    let (mut many, _) = request(&worker_token, "w1", "w1", Role::Worker);
+    many.addresses = (1..=5).map(|i| format!("127.0.1.{i}/8")).collect();
+    refused(&many, &pin, "at most 4 addresses");
+
     // Nothing was issued: the registry holds the bootstrap node only.
     let nodes = rt.block_on(client.nodes()).unwrap().nodes;
     assert_eq!(
@@ -123,19 +145,58 @@ fn refusals_issue_nothing() {
     let first = enroll(&req, &pin).unwrap();
     let second = enroll(&req, &pin).unwrap();
     assert_eq!(first.certificate, second.certificate);
-    // A worker token cannot take a control-plane node's name.
+    // A token cannot take an existing name (issue 11): neither a
+    // control-plane's nor a worker's with a new key (a stolen worker token
+    // does not re-enroll w1 under the attacker's key).
     refused(
         &request(&worker_token, "cp1", "cp1", Role::Worker).0,
         &pin,
-        "node cp1 is enrolled as control-plane",
+        "re-enrolling cp1 needs its ticket",
     );
-    // A new key for w1 with a valid worker token is a re-enrollment (a
-    // wiped node): the old certificate is superseded and its key cannot
-    // enroll again (the reimage test checks that the API refuses it).
     let (again, _) = request(&worker_token, "w1", "w1", Role::Worker);
-    let third = enroll(&again, &pin).unwrap();
+    refused(&again, &pin, "re-enrolling w1 needs its ticket");
+    // A ticket for another node, or one that says another role, does not
+    // help; w1's own ticket re-enrolls it (a wiped or reimaged node).
+    let ticket_of = |node: &str, role: Role| {
+        let claims = ticket::claims(
+            &cluster.secrets.info.id,
+            node,
+            role,
+            &[W1_ADDRESS.into()],
+            time::Duration::hours(1),
+        )
+        .unwrap();
+        ticket::sign(&cluster.secrets.ca, &claims).unwrap()
+    };
+    let mut with_ticket = again.clone();
+    with_ticket.token = None;
+    with_ticket.ticket = Some(ticket_of("w2", Role::Worker));
+    refused(&with_ticket, &pin, "ticket is for node \"w2\"");
+    with_ticket.ticket = Some(ticket_of("w1", Role::ControlPlane));
+    refused(&with_ticket, &pin, "ticket is for role");
+    let forged = pki::Ca::generate("test").unwrap();
+    with_ticket.ticket = Some(
+        ticket::sign(
+            &forged,
+            &ticket::claims(
+                &cluster.secrets.info.id,
+                "w1",
+                Role::Worker,
+                &[W1_ADDRESS.into()],
+                time::Duration::hours(1),
+            )
+            .unwrap(),
+        )
+        .unwrap(),
+    );
+    refused(&with_ticket, &pin, "signature does not verify");
+    with_ticket.ticket = Some(ticket_of("w1", Role::Worker));
+    let third = enroll(&with_ticket, &pin).unwrap();
     assert_ne!(third.certificate, first.certificate);
-    refused(&req, &pin, "superseded");
+    // The superseded key cannot come back, even with the ticket.
+    let mut old_key = req.clone();
+    old_key.ticket = with_ticket.ticket.clone();
+    refused(&old_key, &pin, "already used by the node");
     let nodes = rt.block_on(client.nodes()).unwrap().nodes;
     assert_eq!(nodes.len(), 2);
     let w1 = nodes.iter().find(|n| n.name == "w1").unwrap();
@@ -143,6 +204,7 @@ fn refusals_issue_nothing() {
     assert_eq!(w1.certificate, third.certificate);
     assert_eq!(w1.superseded.len(), 1);
     assert_eq!(w1.superseded[0].cert_serial, old.serial);
+    assert_eq!(w1.superseded[0].expires, old.not_after);
 }
 
 #[test]
@@ -161,8 +223,11 @@ fn malformed_seed_names_the_field_and_writes_nothing() {
     std::fs::write(
         &w1.seed_path,
         text.replace(
-            "  addresses:\n  - 127.0.0.1/8\n",
-            "  addresses:\n  - 127.0.0.1\n",
+            &format!("  addresses:\n  - {}\n", w1.address()),
+            &format!(
+                "  addresses:\n  - {}\n",
+                w1.address().trim_end_matches("/8")
+            ),
         ),
     )
     .unwrap();

@@ -109,7 +109,10 @@ fn reimaged_control_plane_rejoins_under_its_name() {
         )
         .unwrap_err()
     );
-    assert!(err.contains("403") && err.contains("superseded"), "{err}");
+    assert!(
+        err.contains("403") && err.contains("not of its current key"),
+        "{err}"
+    );
 
     // The rejoined node serves the API again (the registry above was read
     // through it: its own endpoint comes first) and registered it once.

@@ -49,8 +49,9 @@ fn identity(peer: &Peer) -> Result<&CertIdentity, ApiError> {
 }
 
 /// The caller's identity, checked against its node record: the node is
-/// enrolled and the certificate's key was not superseded by a
-/// re-enrollment. Returns the record and its mod revision.
+/// enrolled and the certificate is of its current key (a renewal with a new
+/// key or a re-enrollment retires the old one at once). Returns the record
+/// and its mod revision.
 async fn authenticate<'p>(
     api: &Api,
     peer: &'p Peer,
@@ -62,9 +63,9 @@ async fn authenticate<'p>(
         .await?
         .ok_or_else(|| ApiError::forbidden(format!("node {} is not enrolled", id.common_name)))?;
     let rec: NodeRecord = serde_json::from_slice(&value).context("parsing a node record")?;
-    if rec.is_superseded(&pki::spki_pin(&id.public_key_der)) {
+    if rec.key_id != pki::spki_pin(&id.public_key_der) {
         return Err(ApiError::forbidden(format!(
-            "the certificate {} of node {} was superseded when the node enrolled again",
+            "the certificate {} of node {} is not of its current key (superseded)",
             id.serial, id.common_name
         )));
     }

@@ -3,8 +3,8 @@
 //!
 //! | route | caller | does |
 //! |---|---|---|
-//! | `POST /v1/enroll` | anyone with a token | token + CSR + role → certificate |
-//! | `POST /v1/renew` | enrolled node (mTLS) | CSR for its own name → certificate |
+//! | `POST /v1/enroll` | a node's ticket, or a token for a new name | CSR + role + addresses → certificate |
+//! | `POST /v1/renew` | enrolled node (mTLS, current key) | CSR for its own name → certificate with the presented role and SANs |
 //! | `GET /v1/nodes` | enrolled node | the node registry |
 //! | `POST /v1/tokens` | control-plane node | a new bootstrap token |
 //! | `POST /api/register` | enrolled node | register a service instance |
@@ -20,6 +20,7 @@
 //! every control-plane node serves the same truth. A refusal is a JSON
 //! [`ErrorBody`] and nothing is written or issued.
 
+mod addresses;
 mod auth;
 mod batch;
 mod enroll;
@@ -33,11 +34,12 @@ mod tokens;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use axum::routing::{get, post};
 use axum::Router;
 use globular_cluster::pki::{Ca, CertIdentity};
 use globular_cluster::protocol::{routes, EnrollResponse};
-use globular_cluster::registry::{self, ServiceRecord, API_SERVICE};
+use globular_cluster::registry::{self, ClusterRecord, ServiceRecord, API_SERVICE};
 use globular_cluster::seed;
 use globular_cluster::token::TokenRecord;
 use time::OffsetDateTime;
@@ -60,6 +62,8 @@ pub struct Api {
     creates_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<CreateJob>>>,
     /// Token records read in the last [`TOKEN_CACHE`].
     tokens: std::sync::Mutex<std::collections::HashMap<String, (Instant, TokenRecord)>>,
+    /// The cluster record (id, enrollment policy), read once.
+    cluster: tokio::sync::OnceCell<ClusterRecord>,
 }
 
 /// How long a token record read from etcd is reused: a new token works at
@@ -76,6 +80,10 @@ struct Endpoints {
 #[derive(Debug, Clone)]
 pub struct Peer(pub Option<CertIdentity>);
 
+/// The source address of a connection, if known.
+#[derive(Debug, Clone, Copy)]
+pub struct Remote(pub Option<std::net::IpAddr>);
+
 impl Api {
     pub fn new(ca: Ca, etcd: Etcd, cluster_name: String) -> Api {
         let (creates, creates_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -87,7 +95,24 @@ impl Api {
             cluster_name,
             endpoints: tokio::sync::Mutex::new(None),
             tokens: Default::default(),
+            cluster: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The cluster record: written once at bootstrap, read once here.
+    async fn cluster(&self) -> Result<&ClusterRecord, ApiError> {
+        Ok(self
+            .cluster
+            .get_or_try_init(|| async {
+                let (value, _) = self
+                    .etcd
+                    .get(&registry::cluster_key())
+                    .await?
+                    .context("the cluster record is missing")?;
+                serde_json::from_slice::<ClusterRecord>(&value)
+                    .context("parsing the cluster record")
+            })
+            .await?)
     }
 
     pub fn router(self: Arc<Api>) -> Router {

@@ -1,4 +1,5 @@
-//! The renewal route, `POST /v1/renew`: an enrolled node's CSR for its own name -> certificate.
+//! The renewal route, `POST /v1/renew`: an enrolled node's CSR for its own
+//! name -> a certificate with the role and SANs of the one presented.
 
 use std::sync::Arc;
 
@@ -11,7 +12,6 @@ use globular_cluster::protocol::{EnrollResponse, RenewRequest};
 use globular_cluster::registry;
 
 use super::auth::Caller;
-use super::enroll::parse_ips;
 use super::error::{parse_body, ApiResult};
 use super::{now_unix, Api, ApiError};
 
@@ -33,20 +33,36 @@ pub(super) async fn renew(
             csr.common_name, id.common_name
         )));
     }
-    let key = registry::node_key(&id.common_name);
-    let ips = parse_ips(&rec.addresses)?;
+    // What the CA signed before is the authority, not the record (which an
+    // etcd client could have edited): the same name, role and SANs.
+    let role = id.role.ok_or_else(|| {
+        ApiError::forbidden("the presented certificate carries no role; it cannot be renewed")
+    })?;
+    let spec = LeafSpec {
+        common_name: id.common_name.clone(),
+        role: Some(role),
+        dns_names: id.dns_names.clone(),
+        ips: id.ips.clone(),
+        server: true,
+        client: true,
+    };
     let issued = api
         .ca
-        .issue(
-            &csr.public_key_der,
-            &LeafSpec::node(&rec.name, rec.role, &ips),
-        )
+        .issue(&csr.public_key_der, &spec)
         .map_err(|e| ApiError::bad(e.to_string()))?;
+    let now = now_unix();
+    if csr.key_id() != rec.key_id {
+        // A new key: the presented one is retired until its certificate
+        // would have expired anyway.
+        rec.supersede_current(now, id.not_after);
+    }
+    rec.role = role;
     rec.cert_serial = issued.serial.clone();
     rec.key_id = csr.key_id();
     rec.certificate = issued.cert_pem.clone();
-    rec.renewed_at = now_unix();
+    rec.renewed_at = now;
     let value = serde_json::to_vec(&rec).context("encoding a node record")?;
+    let key = registry::node_key(&id.common_name);
     if !api.etcd.replace(&key, &value, revision).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

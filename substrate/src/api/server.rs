@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use super::{Api, Peer};
+use super::{Api, Peer, Remote};
 
 /// Serves the API on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -56,7 +56,11 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(|der| pki::identity_of_der(der).ok());
-            let service = TowerToHyperService::new(router.layer(Extension(Peer(peer))));
+            let service = TowerToHyperService::new(
+                router
+                    .layer(Extension(Peer(peer)))
+                    .layer(Extension(Remote(Some(remote.ip())))),
+            );
             // A peer gets 10 s to send each request's headers.
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

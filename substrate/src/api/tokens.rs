@@ -98,4 +98,3 @@ pub(super) async fn check_token(api: &Api, token: &str, role: Role) -> Result<()
         .check(&token, role, OffsetDateTime::now_utc())
         .map_err(|e| ApiError::forbidden(format!("token: {e}")))
 }
-

@@ -14,7 +14,8 @@ use crate::harness::Substrate;
 fn request(token: &str, node: &str) -> (EnrollRequest, String) {
     let key = pki::generate_key_pem().unwrap();
     let req = EnrollRequest {
-        token: token.into(),
+        token: Some(token.into()),
+        ticket: None,
         csr: pki::create_csr(&key, node).unwrap(),
         node: node.into(),
         role: Role::Worker,

@@ -1,5 +1,6 @@
-//! A test substrate: a CA, a real etcd with client TLS, and the API served
-//! in-process on `127.0.0.1:0` until the harness is dropped.
+//! A test substrate: a cluster CA, an etcd CA, a real etcd with client and
+//! peer TLS trusting the etcd CA only, and the API served in-process on
+//! `127.0.0.1:0` until the harness is dropped.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::Child;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use globular_cluster::pki::{Ca, LeafSpec};
-use globular_cluster::registry;
+use globular_cluster::registry::{self, ClusterRecord, EnrollmentPolicy};
 use globular_cluster::token::{BootstrapToken, TokenRecord};
 use globular_cluster::Role;
 use globular_substrate::api::{self, Api};
@@ -29,8 +30,15 @@ fn free_port() -> u16 {
 
 pub struct Substrate {
     /// etcd's data and log, the API's certificate files.
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     pub ca: Ca,
+    pub etcd_ca: Ca,
+    /// The substrate's own etcd client (etcd CA certificate).
+    pub etcd_db: Etcd,
+    pub cluster_id: String,
+    /// etcd's client and peer addresses (`127.0.0.1:port`).
+    pub etcd_client: String,
+    pub etcd_peer: String,
     /// The API's address (`127.0.0.1:port`).
     pub api: String,
     pub runtime: tokio::runtime::Runtime,
@@ -40,10 +48,21 @@ pub struct Substrate {
 }
 
 impl Substrate {
-    /// etcd, the API in-process, and a worker token in the registry.
+    /// etcd, the API in-process, and a worker token in the registry; the
+    /// cluster accepts loopback addresses (its joiners are this process),
+    /// enrolled from one of them.
     pub fn start() -> (Substrate, String) {
+        Substrate::start_with(EnrollmentPolicy {
+            allow_loopback: true,
+            ..EnrollmentPolicy::default()
+        })
+    }
+
+    /// Like [`Substrate::start`], with the cluster's enrollment policy.
+    pub fn start_with(policy: EnrollmentPolicy) -> (Substrate, String) {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::generate("test").unwrap();
+        let etcd_ca = Ca::generate_etcd("test").unwrap();
         // The control-plane identity the API serves and reaches etcd with.
         let (cp, cp_key) = ca
             .issue_with_new_key(&LeafSpec::node("cp1", Role::ControlPlane, &[LOOPBACK]))
@@ -53,13 +72,30 @@ impl Substrate {
             std::fs::write(&path, text).unwrap();
             path
         };
-        let ca_path = write("ca.crt", ca.cert_pem());
         let cert_path = write("cp1.crt", &cp.cert_pem);
         let key_path = write("cp1.key", &cp_key);
+        // etcd's own identities, from the etcd CA.
+        let etcd_spec = |cn: &str, server: bool| LeafSpec {
+            common_name: cn.into(),
+            role: None,
+            dns_names: vec![],
+            ips: vec![LOOPBACK],
+            server,
+            client: true,
+        };
+        let (server, server_key) = etcd_ca
+            .issue_with_new_key(&etcd_spec("cp1-etcd-server", true))
+            .unwrap();
+        let (client_cert, client_key) = etcd_ca
+            .issue_with_new_key(&etcd_spec("globular-substrate", false))
+            .unwrap();
+        let etcd_ca_path = write("etcd-ca.crt", etcd_ca.cert_pem());
+        let server_path = write("etcd-server.crt", &server.cert_pem);
+        let server_key_path = write("etcd-server.key", &server_key);
 
         let (client, peer) = (free_port(), free_port());
         let client_url = format!("https://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
+        let peer_url = format!("https://127.0.0.1:{peer}");
         let etcd = Task::new("starting etcd", "etcd")
             .package("etcd-server")
             .arg("--name=t")
@@ -69,10 +105,14 @@ impl Substrate {
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster=t={peer_url}"))
-            .arg(format!("--cert-file={}", cert_path.display()))
-            .arg(format!("--key-file={}", key_path.display()))
-            .arg(format!("--trusted-ca-file={}", ca_path.display()))
+            .arg(format!("--cert-file={}", server_path.display()))
+            .arg(format!("--key-file={}", server_key_path.display()))
+            .arg(format!("--trusted-ca-file={}", etcd_ca_path.display()))
             .arg("--client-cert-auth")
+            .arg(format!("--peer-cert-file={}", server_path.display()))
+            .arg(format!("--peer-key-file={}", server_key_path.display()))
+            .arg(format!("--peer-trusted-ca-file={}", etcd_ca_path.display()))
+            .arg("--peer-client-cert-auth")
             .spawn_logged(&dir.path().join("etcd.log"))
             .unwrap();
 
@@ -81,8 +121,19 @@ impl Substrate {
             .enable_all()
             .build()
             .unwrap();
-        let etcd_client =
-            Etcd::new(vec![client_url], ca.cert_pem(), &cp.cert_pem, &cp_key).unwrap();
+        let etcd_client = Etcd::new(
+            vec![client_url],
+            etcd_ca.cert_pem(),
+            &client_cert.cert_pem,
+            &client_key,
+        )
+        .unwrap();
+        let cluster = ClusterRecord {
+            name: "test".into(),
+            id: "0123456789abcdef0123456789abcdef".into(),
+            ca_cert_hash: ca.pin(),
+            policy,
+        };
         let token = BootstrapToken::generate();
         let record = TokenRecord::new(&token, vec![Role::Worker], time::Duration::hours(1));
         runtime.block_on(async {
@@ -97,11 +148,13 @@ impl Substrate {
                 .create(&registry::token_key(token.id()), &value)
                 .await
                 .unwrap());
+            let value = serde_json::to_vec(&cluster).unwrap();
+            assert!(etcd.create(&registry::cluster_key(), &value).await.unwrap());
         });
 
         let tls = tls::server_config(&cert_path, &key_path, ca.cert_pem()).unwrap();
         let ca_again = Ca::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
-        let api = Arc::new(Api::new(ca_again, etcd_client, "test".into()));
+        let api = Arc::new(Api::new(ca_again, etcd_client.clone(), "test".into()));
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(SocketAddr::from((
                 LOOPBACK, 0,
@@ -113,8 +166,13 @@ impl Substrate {
             let _ = rx.await;
         }));
         let substrate = Substrate {
-            _dir: dir,
+            dir,
             ca,
+            etcd_ca,
+            etcd_db: etcd_client,
+            cluster_id: cluster.id,
+            etcd_client: format!("127.0.0.1:{client}"),
+            etcd_peer: format!("127.0.0.1:{peer}"),
             api: addr,
             runtime,
             etcd,
