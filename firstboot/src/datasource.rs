@@ -166,6 +166,52 @@ impl Datasource for KernelCmdline {
 mod tests {
     use super::*;
 
+    /// Issue 11: a control-plane seed (it carries the CA keys) inline on the
+    /// kernel command line is refused; a worker seed is fine there.
+    #[test]
+    fn cmdline_seed_may_not_carry_the_ca() {
+        use globular_cluster::secrets::{self, NewCluster, SeedOptions};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        let bundle = secrets::create(&NewCluster {
+            name: "demo".into(),
+            out: dir.path().join("c"),
+            endpoints: vec!["10.0.0.1:10016".into()],
+            token_ttl: time::Duration::hours(1),
+            policy: Default::default(),
+        })
+        .unwrap();
+        for (role, allowed) in [
+            (globular_cluster::Role::ControlPlane, false),
+            (globular_cluster::Role::Worker, true),
+        ] {
+            let seed = bundle
+                .seed(&SeedOptions {
+                    node: "n1".into(),
+                    role,
+                    addresses: vec!["10.0.0.5/24".into()],
+                    gateway: None,
+                    bootstrap: false,
+                    endpoints: vec![],
+                    ports: Default::default(),
+                    token: None,
+                    ticket_ttl: secrets::TICKET_TTL,
+                })
+                .unwrap();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(seed.to_yaml());
+            std::fs::write(
+                dir.path().join("proc/cmdline"),
+                format!("globular.seed={b64}\n"),
+            )
+            .unwrap();
+            let found = find(&all(dir.path()));
+            assert_eq!(found.is_ok(), allowed, "{role}: {found:?}");
+            if let Err(e) = found {
+                assert!(format!("{e:#}").contains("may not carry the CA"), "{e:#}");
+            }
+        }
+    }
+
     #[test]
     fn cmdline_base64_and_path() {
         let dir = tempfile::tempdir().unwrap();
