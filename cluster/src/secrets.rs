@@ -114,8 +114,8 @@ pub fn create(opts: &NewCluster) -> anyhow::Result<ClusterSecrets> {
     ring::rand::SystemRandom::new()
         .fill(&mut id)
         .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
-    let expires = crate::token::expiry(OffsetDateTime::now_utc(), opts.token_ttl)
-        .context("--token-ttl")?;
+    let expires =
+        crate::token::expiry(OffsetDateTime::now_utc(), opts.token_ttl).context("--token-ttl")?;
     let secrets = ClusterSecrets {
         info: ClusterInfo {
             version: 1,

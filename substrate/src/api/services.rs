@@ -125,9 +125,8 @@ async fn check_instances(api: &Api, node: &str) -> Result<(), ApiError> {
 
 /// Refuses tags, metadata and a protocol beyond their limits, naming the field.
 fn check_sizes(req: &RegisterRequest) -> Result<(), ApiError> {
-    let too_long = |field: String, max: usize| {
-        ApiError::bad(format!("{field}: longer than {max} bytes"))
-    };
+    let too_long =
+        |field: String, max: usize| ApiError::bad(format!("{field}: longer than {max} bytes"));
     if req.protocol.len() > MAX_PROTOCOL_LEN {
         return Err(too_long("protocol".into(), MAX_PROTOCOL_LEN));
     }
@@ -272,7 +271,9 @@ mod tests {
         });
         assert!(msg.starts_with("tags[1]:"), "{msg}");
         let msg = refusal(RegisterRequest {
-            metadata: (0..=MAX_METADATA).map(|i| (i.to_string(), String::new())).collect(),
+            metadata: (0..=MAX_METADATA)
+                .map(|i| (i.to_string(), String::new()))
+                .collect(),
             ..request()
         });
         assert!(msg.starts_with("metadata:"), "{msg}");
