@@ -7,3 +7,6 @@ mod harness;
 
 #[path = "tests/api.rs"]
 mod api;
+
+#[path = "tests/abuse.rs"]
+mod abuse;

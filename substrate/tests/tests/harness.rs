@@ -10,7 +10,7 @@ use globular_cluster::pki::{Ca, LeafSpec};
 use globular_cluster::registry;
 use globular_cluster::token::{BootstrapToken, TokenRecord};
 use globular_cluster::Role;
-use globular_substrate::api::{self, Api};
+use globular_substrate::api::{self, Api, Limits};
 use globular_substrate::etcd::Etcd;
 use globular_substrate::retry::Retry;
 use globular_substrate::tls;
@@ -33,6 +33,8 @@ pub struct Substrate {
     pub ca: Ca,
     /// The API's address (`127.0.0.1:port`).
     pub api: String,
+    /// etcd's plain-HTTP metrics address (`127.0.0.1:port`).
+    pub etcd_metrics: String,
     pub runtime: tokio::runtime::Runtime,
     etcd: Child,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -42,6 +44,11 @@ pub struct Substrate {
 impl Substrate {
     /// etcd, the API in-process, and a worker token in the registry.
     pub fn start() -> (Substrate, String) {
+        Substrate::start_with(Limits::default())
+    }
+
+    /// [`Substrate::start`] with the API serving within `limits`.
+    pub fn start_with(limits: Limits) -> (Substrate, String) {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::generate("test").unwrap();
         // The control-plane identity the API serves and reaches etcd with.
@@ -57,7 +64,8 @@ impl Substrate {
         let cert_path = write("cp1.crt", &cp.cert_pem);
         let key_path = write("cp1.key", &cp_key);
 
-        let (client, peer) = (free_port(), free_port());
+        let (client, peer, metrics) = (free_port(), free_port(), free_port());
+        let etcd_metrics = format!("127.0.0.1:{metrics}");
         let client_url = format!("https://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let etcd = Task::new("starting etcd", "etcd")
@@ -69,6 +77,7 @@ impl Substrate {
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster=t={peer_url}"))
+            .arg(format!("--listen-metrics-urls=http://{etcd_metrics}"))
             .arg(format!("--cert-file={}", cert_path.display()))
             .arg(format!("--key-file={}", key_path.display()))
             .arg(format!("--trusted-ca-file={}", ca_path.display()))
@@ -84,7 +93,8 @@ impl Substrate {
         let etcd_client =
             Etcd::new(vec![client_url], ca.cert_pem(), &cp.cert_pem, &cp_key).unwrap();
         let token = BootstrapToken::generate();
-        let record = TokenRecord::new(&token, vec![Role::Worker], time::Duration::hours(1));
+        let record =
+            TokenRecord::new(&token, vec![Role::Worker], time::Duration::hours(1)).unwrap();
         runtime.block_on(async {
             let etcd = &etcd_client;
             let retry = Retry::every(Duration::from_millis(100), Duration::from_secs(30));
@@ -109,13 +119,20 @@ impl Substrate {
             .unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = runtime.spawn(api::serve(listener, Arc::new(tls), api, async {
-            let _ = rx.await;
-        }));
+        let server = runtime.spawn(api::serve_with(
+            listener,
+            Arc::new(tls),
+            api,
+            limits,
+            async {
+                let _ = rx.await;
+            },
+        ));
         let substrate = Substrate {
             _dir: dir,
             ca,
             api: addr,
+            etcd_metrics,
             runtime,
             etcd,
             shutdown: Some(tx),
@@ -137,12 +154,17 @@ impl Substrate {
             .block_on(async { tokio::time::timeout(Duration::from_secs(5), server).await })
             .is_ok()
     }
+
+    /// Kills etcd: the API stays up and its etcd calls fail.
+    pub fn kill_etcd(&mut self) {
+        let _ = self.etcd.kill();
+        let _ = self.etcd.wait();
+    }
 }
 
 impl Drop for Substrate {
     fn drop(&mut self) {
         self.stop();
-        let _ = self.etcd.kill();
-        let _ = self.etcd.wait();
+        self.kill_etcd();
     }
 }
