@@ -141,18 +141,8 @@ pub(super) async fn tokens(
     if req.roles.is_empty() {
         return Err(ApiError::bad("roles: at least one role is required"));
     }
-    if req.ttl_seconds <= 0 {
-        return Err(ApiError::bad("ttl_seconds: must be positive"));
-    }
-    if req.ttl_seconds > MAX_TTL.whole_seconds() {
-        return Err(ApiError::bad(format!(
-            "ttl_seconds: at most {} ({} days)",
-            MAX_TTL.whole_seconds(),
-            MAX_TTL.whole_days()
-        )));
-    }
     let token = BootstrapToken::generate();
-    let mut record = TokenRecord::new(&token, req.roles, time::Duration::seconds(req.ttl_seconds))
+    let mut record = TokenRecord::new(&token, req.roles, ttl(req.ttl_seconds)?)
         .map_err(|e| ApiError::bad(format!("ttl_seconds: {e}")))?;
     record.description = if req.description.is_empty() {
         format!("created by {}", caller.id.common_name)
@@ -177,6 +167,21 @@ pub(super) async fn tokens(
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
     }))
+}
+
+/// A requested token lifetime, if positive and at most [`MAX_TTL`].
+fn ttl(seconds: i64) -> Result<time::Duration, ApiError> {
+    if seconds <= 0 {
+        return Err(ApiError::bad("ttl_seconds: must be positive"));
+    }
+    if seconds > MAX_TTL.whole_seconds() {
+        return Err(ApiError::bad(format!(
+            "ttl_seconds: at most {} ({} days)",
+            MAX_TTL.whole_seconds(),
+            MAX_TTL.whole_days()
+        )));
+    }
+    Ok(time::Duration::seconds(seconds))
 }
 
 /// Checks a token against the records in etcd (or recently read from it).
@@ -220,6 +225,17 @@ mod tests {
     fn record() -> TokenRecord {
         let token = BootstrapToken::generate();
         TokenRecord::new(&token, vec![Role::Worker], time::Duration::hours(1)).unwrap()
+    }
+
+    #[test]
+    fn a_ttl_is_positive_and_at_most_30_days() {
+        assert_eq!(ttl(3600).unwrap(), time::Duration::hours(1));
+        assert_eq!(ttl(30 * 86_400).unwrap(), MAX_TTL);
+        for bad in [0, -1, 30 * 86_400 + 1, i64::MAX, i64::MIN] {
+            let err = ttl(bad).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            assert!(err.message.starts_with("ttl_seconds:"), "{}", err.message);
+        }
     }
 
     #[test]
