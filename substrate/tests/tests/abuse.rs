@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use globular_cluster::pki;
-use globular_cluster::protocol::{EnrollRequest, RegisterRequest};
-use globular_cluster::Role;
+use globular_cluster::protocol::{EnrollRequest, EnrollResponse, RegisterRequest};
 use globular_substrate::api::{
     self, Limits, INTERNAL_ERROR, UNKNOWN_TOKEN_BURST, UNKNOWN_TOKEN_RATE,
 };
@@ -25,20 +24,26 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::api::{registered_request, request};
 use crate::harness::Substrate;
 
-/// A worker enrollment of `node` with `token` and a new key.
-fn enrollment(token: &str, node: &str) -> (EnrollRequest, String) {
-    let key = pki::generate_key_pem().unwrap();
-    let req = EnrollRequest {
-        token: token.into(),
-        csr: pki::create_csr(&key, node).unwrap(),
-        node: node.into(),
-        role: Role::Worker,
-        addresses: vec!["127.0.0.1/8".into()],
-        image_version: "test-1".into(),
-    };
-    (req, key)
+/// Enrolls through the API at `s` only, trying for up to `within`.
+async fn enroll(
+    s: &Substrate,
+    req: &EnrollRequest,
+    within: Duration,
+) -> anyhow::Result<EnrollResponse> {
+    enroll_with(std::slice::from_ref(&s.api), &s.ca.pin(), req, within).await
+}
+
+/// A worker `node` enrolled with `token`: its answer and key.
+fn enrolled(s: &Substrate, token: &str, node: &str) -> (EnrollResponse, String) {
+    let (req, key) = request(token, node);
+    let response = s
+        .runtime
+        .block_on(enroll(s, &req, Duration::from_secs(10)))
+        .unwrap();
+    (response, key)
 }
 
 /// A TCP connection to `to` from the loopback address `from`.
@@ -204,16 +209,9 @@ fn two_thousand_slow_connections_do_not_stop_healthz_or_an_enrollment() {
             .await
             .unwrap();
         let healthz = t.elapsed();
-        let (req, _) = enrollment(&token, "w1");
+        let (req, _) = request(&token, "w1");
         let t = Instant::now();
-        let response = enroll_with(
-            std::slice::from_ref(&s.api),
-            &s.ca.pin(),
-            &req,
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap();
+        let response = enroll(&s, &req, Duration::from_secs(2)).await.unwrap();
         let enroll = t.elapsed();
         eprintln!("with {SLOW} slow connections: healthz {healthz:?}, enrollment {enroll:?}");
         assert!(healthz < Duration::from_secs(2), "healthz took {healthz:?}");
@@ -356,27 +354,14 @@ fn service(name: &str, id: Option<String>) -> RegisterRequest {
     RegisterRequest {
         name: name.into(),
         id,
-        address: "127.0.0.1".into(),
-        port: 8080,
-        protocol: "http".into(),
-        tags: vec![],
-        metadata: Default::default(),
+        ..registered_request()
     }
 }
 
 #[test]
 fn oversized_records_and_too_many_instances_are_refused_and_not_written() {
     let (s, token) = Substrate::start();
-    let (req, key) = enrollment(&token, "w1");
-    let enrolled = s
-        .runtime
-        .block_on(enroll_with(
-            std::slice::from_ref(&s.api),
-            &s.ca.pin(),
-            &req,
-            Duration::from_secs(10),
-        ))
-        .unwrap();
+    let (enrolled, key) = enrolled(&s, &token, "w1");
     let client = Client::with_ca(
         vec![s.api.clone()],
         s.ca.cert_pem(),
@@ -516,31 +501,15 @@ fn made_up_token_ids_cost_a_bounded_number_of_etcd_reads() {
             f64::from(UNKNOWN_TOKEN_BURST) / f64::from(UNKNOWN_TOKEN_RATE),
         ))
         .await;
-        let (req, _) = enrollment(&token, "w1");
-        enroll_with(
-            std::slice::from_ref(&s.api),
-            &s.ca.pin(),
-            &req,
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
+        let (req, _) = request(&token, "w1");
+        enroll(&s, &req, Duration::from_secs(10)).await.unwrap();
     });
 }
 
 #[test]
 fn a_500_tells_callers_nothing_of_the_server_insides() {
     let (mut s, token) = Substrate::start();
-    let (req, key) = enrollment(&token, "w1");
-    let enrolled = s
-        .runtime
-        .block_on(enroll_with(
-            std::slice::from_ref(&s.api),
-            &s.ca.pin(),
-            &req,
-            Duration::from_secs(10),
-        ))
-        .unwrap();
+    let (enrolled, key) = enrolled(&s, &token, "w1");
     s.kill_etcd();
     // Past the token cache: the next enrollment asks etcd.
     std::thread::sleep(Duration::from_millis(1100));
@@ -551,7 +520,7 @@ fn a_500_tells_callers_nothing_of_the_server_insides() {
     let anonymous = pinned_http(&s);
     let expected = serde_json::json!({ "error": INTERNAL_ERROR });
     s.runtime.block_on(async {
-        let (again, _) = enrollment(&token, "w2");
+        let (again, _) = request(&token, "w2");
         let answers = [
             anonymous
                 .post(format!("https://{}/v1/enroll", s.api))
