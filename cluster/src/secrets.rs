@@ -63,7 +63,7 @@ impl TokenEntry {
     /// The record the cluster stores (hash of the secret only).
     pub fn record(&self) -> anyhow::Result<TokenRecord> {
         let token = BootstrapToken::parse(&self.token)?;
-        let mut record = TokenRecord::new(&token, self.roles.clone(), Duration::ZERO);
+        let mut record = TokenRecord::new(&token, self.roles.clone(), Duration::ZERO)?;
         record.expires = self.expires;
         record.description = format!(
             "created by builder cluster new for {}",
@@ -125,7 +125,8 @@ pub fn create(opts: &NewCluster) -> anyhow::Result<ClusterSecrets> {
     ring::rand::SystemRandom::new()
         .fill(&mut id)
         .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
-    let expires = OffsetDateTime::now_utc().replace_nanosecond(0)? + opts.token_ttl;
+    let expires =
+        crate::token::expiry(OffsetDateTime::now_utc(), opts.token_ttl).context("--token-ttl")?;
     let secrets = ClusterSecrets {
         info: ClusterInfo {
             version: 1,
@@ -381,6 +382,21 @@ mod tests {
             policy: EnrollmentPolicy::default(),
         });
         assert!(again.unwrap_err().to_string().contains("already exists"));
+    }
+
+    #[test]
+    fn a_token_ttl_out_of_range_is_refused_not_a_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = create(&NewCluster {
+            name: "demo".into(),
+            out: tmp.path().join("c"),
+            endpoints: vec![],
+            token_ttl: Duration::seconds(i64::MAX),
+            policy: EnrollmentPolicy::default(),
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("--token-ttl"), "{err:#}");
+        assert!(!tmp.path().join("c").exists());
     }
 
     #[test]

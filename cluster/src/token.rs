@@ -31,6 +31,19 @@ pub enum TokenError {
     },
 }
 
+/// A token lifetime that puts the expiry beyond what a date can hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a lifetime of {0} puts the expiry out of range")]
+pub struct TtlOutOfRange(pub Duration);
+
+/// When a token made at `now` with lifetime `ttl` expires (whole seconds).
+pub fn expiry(now: OffsetDateTime, ttl: Duration) -> Result<OffsetDateTime, TtlOutOfRange> {
+    now.replace_nanosecond(0)
+        .unwrap_or(now)
+        .checked_add(ttl)
+        .ok_or(TtlOutOfRange(ttl))
+}
+
 /// A bootstrap token: public id and secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BootstrapToken {
@@ -109,17 +122,18 @@ pub struct TokenRecord {
 }
 
 impl TokenRecord {
-    pub fn new(token: &BootstrapToken, roles: Vec<Role>, ttl: Duration) -> TokenRecord {
-        TokenRecord {
+    pub fn new(
+        token: &BootstrapToken,
+        roles: Vec<Role>,
+        ttl: Duration,
+    ) -> Result<TokenRecord, TtlOutOfRange> {
+        Ok(TokenRecord {
             id: token.id.clone(),
             secret_sha256: token.secret_hash(),
             roles,
-            expires: OffsetDateTime::now_utc()
-                .replace_nanosecond(0)
-                .unwrap_or(OffsetDateTime::now_utc())
-                + ttl,
+            expires: expiry(OffsetDateTime::now_utc(), ttl)?,
             description: String::new(),
-        }
+        })
     }
 
     /// Checks `token` against this record for enrolling `role` at `now`.
@@ -176,17 +190,21 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     let n: i64 = digits
         .parse()
         .map_err(|_| format!("duration {s:?} does not start with a number"))?;
-    let d = match unit {
-        "s" => Duration::seconds(n),
-        "m" => Duration::minutes(n),
-        "h" => Duration::hours(n),
-        "d" => Duration::days(n),
+    let per_unit: i64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => {
             return Err(format!(
                 "duration {s:?} has unknown unit {unit:?} (s, m, h, d)"
             ))
         }
     };
+    let d = n
+        .checked_mul(per_unit)
+        .map(Duration::seconds)
+        .ok_or_else(|| format!("duration {s:?} is too long"))?;
     if d <= Duration::ZERO {
         return Err(format!("duration {s:?} must be positive"));
     }
@@ -228,7 +246,7 @@ mod tests {
     #[test]
     fn record_checks_secret_expiry_and_role() {
         let t = BootstrapToken::generate();
-        let rec = TokenRecord::new(&t, vec![Role::Worker], Duration::hours(1));
+        let rec = TokenRecord::new(&t, vec![Role::Worker], Duration::hours(1)).unwrap();
         let now = OffsetDateTime::now_utc();
         rec.check(&t, Role::Worker, now).unwrap();
         assert!(matches!(
@@ -254,5 +272,27 @@ mod tests {
         assert!(parse_ttl("1y").is_err());
         assert!(parse_ttl("h").is_err());
         assert!(parse_ttl("0s").is_err());
+        // Too long to hold: refused, not a panic.
+        assert!(parse_ttl(&format!("{}d", i64::MAX)).is_err());
+        assert!(parse_ttl(&format!("{}h", i64::MAX / 3600 + 1)).is_err());
+        assert!(parse_ttl(&format!("{}s", i64::MAX)).is_ok());
+        assert!(parse_ttl(&format!("{}0s", i64::MAX)).is_err());
+    }
+
+    #[test]
+    fn an_expiry_out_of_range_is_an_error_not_a_panic() {
+        let t = BootstrapToken::generate();
+        let huge = Duration::seconds(i64::MAX);
+        assert_eq!(
+            TokenRecord::new(&t, vec![Role::Worker], huge),
+            Err(TtlOutOfRange(huge))
+        );
+        assert!(expiry(OffsetDateTime::now_utc(), Duration::MAX).is_err());
+        assert!(expiry(OffsetDateTime::now_utc(), Duration::MIN).is_err());
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(
+            expiry(now, Duration::days(1)).unwrap(),
+            now.replace_nanosecond(0).unwrap() + Duration::days(1)
+        );
     }
 }

@@ -40,6 +40,13 @@ pub fn load(layout: &Layout) -> anyhow::Result<(Arc<Api>, Arc<rustls::ServerConf
 
 /// Serves until SIGTERM or Ctrl-C.
 pub fn run(layout: &Layout) -> anyhow::Result<()> {
+    // Each connection is a file: let the API's connection limits, not the
+    // open-files limit, bound how many it holds.
+    match api::raise_nofile_limit() {
+        Ok(Some(n)) => tracing::info!("open-files limit {n}"),
+        Ok(None) => tracing::info!("open-files limit: unlimited"),
+        Err(e) => tracing::warn!("raising the open-files limit: {e}"),
+    }
     let (api, tls, listen) = load(layout)?;
     runtime::block_on(Threads::PerCpu, async move {
         let listener = bind(&listen).with_context(|| format!("listening on {listen}"))?;

@@ -8,5 +8,7 @@ mod harness;
 #[path = "tests/api.rs"]
 mod api;
 
+#[path = "tests/abuse.rs"]
+mod abuse;
 #[path = "tests/trust.rs"]
 mod trust;

@@ -34,12 +34,9 @@ enum Authority {
 
 /// Checks the ticket or, without one, the token; a ticket must say what the
 /// request says.
-async fn authorize(
-    api: &Api,
-    req: &EnrollRequest,
-    cluster_id: &str,
-) -> Result<Authority, ApiError> {
+async fn authorize(api: &Api, req: &EnrollRequest) -> Result<Authority, ApiError> {
     if let Some(text) = &req.ticket {
+        let cluster_id = &api.cluster().await?.id;
         let claims = ticket::verify(text, api.ca.cert_pem(), cluster_id, now_unix())
             .map_err(|e| ApiError::forbidden(format!("ticket: {e}")))?;
         claims
@@ -203,8 +200,8 @@ pub(super) async fn enroll(
     body: axum::body::Bytes,
 ) -> ApiResult<EnrollResponse> {
     let req: EnrollRequest = parse_body(&body)?;
+    let authority = authorize(&api, &req).await?;
     let cluster = api.cluster().await?;
-    let authority = authorize(&api, &req, &cluster.id).await?;
     if !globular_cluster::valid_node_name(&req.node) {
         return Err(ApiError::bad(format!(
             "node: {:?} is not a lowercase DNS label",

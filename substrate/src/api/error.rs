@@ -27,10 +27,15 @@ impl ApiError {
     }
 }
 
+/// The whole answer to a failure of the server (etcd down, a record it
+/// cannot read): callers, authenticated or not, learn nothing of its
+/// insides; the error chain goes to the log.
+pub const INTERNAL_ERROR: &str = "internal error; see the server log";
+
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> ApiError {
         tracing::error!("internal error: {e:#}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR)
     }
 }
 

@@ -13,7 +13,7 @@
 //!
 //! One module per route group: [`enroll`], [`renew`], [`nodes`], [`tokens`],
 //! [`services`]; [`auth`] checks callers, [`batch`] is the group commit of
-//! enrollments, [`server`] the accept loop. Route paths are
+//! enrollments, [`server`] the accept loop within [`Limits`]. Route paths are
 //! [`globular_cluster::protocol::routes`].
 //!
 //! All state lives in etcd (key layout in [`globular_cluster::registry`]), so
@@ -25,6 +25,7 @@ mod auth;
 mod batch;
 mod enroll;
 mod error;
+mod limits;
 mod nodes;
 mod renew;
 mod server;
@@ -41,14 +42,15 @@ use globular_cluster::pki::{Ca, CertIdentity};
 use globular_cluster::protocol::{routes, EnrollResponse};
 use globular_cluster::registry::{self, ClusterRecord, ServiceRecord, API_SERVICE};
 use globular_cluster::seed;
-use globular_cluster::token::TokenRecord;
 use time::OffsetDateTime;
 
 use crate::etcd::Etcd;
 use batch::{create_batches, CreateJob};
-pub use error::ApiError;
-pub use server::serve;
+pub use error::{ApiError, INTERNAL_ERROR};
+pub use limits::{raise_nofile_limit, Limits};
+pub use server::{serve, serve_with};
 pub use services::service_record;
+pub use tokens::{UNKNOWN_TOKEN_BURST, UNKNOWN_TOKEN_RATE};
 
 /// What a handler needs: the CA (to sign) and etcd (the truth).
 #[derive(Debug)]
@@ -60,15 +62,11 @@ pub struct Api {
     /// Node records to create, batched by [`create_batches`].
     creates: tokio::sync::mpsc::UnboundedSender<CreateJob>,
     creates_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<CreateJob>>>,
-    /// Token records read in the last [`TOKEN_CACHE`].
-    tokens: std::sync::Mutex<std::collections::HashMap<String, (Instant, TokenRecord)>>,
+    /// Token records and unknown token ids recently read from etcd.
+    tokens: tokens::TokenCache,
     /// The cluster record (id, enrollment policy), read once.
     cluster: tokio::sync::OnceCell<ClusterRecord>,
 }
-
-/// How long a token record read from etcd is reused: a new token works at
-/// once, a deleted one may still be accepted for this long.
-const TOKEN_CACHE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 struct Endpoints {
@@ -94,7 +92,7 @@ impl Api {
             etcd,
             cluster_name,
             endpoints: tokio::sync::Mutex::new(None),
-            tokens: Default::default(),
+            tokens: tokens::TokenCache::new(),
             cluster: tokio::sync::OnceCell::new(),
         }
     }

@@ -11,7 +11,7 @@ use globular_substrate::Client;
 
 use crate::harness::Substrate;
 
-fn request(token: &str, node: &str) -> (EnrollRequest, String) {
+pub(crate) fn request(token: &str, node: &str) -> (EnrollRequest, String) {
     let key = pki::generate_key_pem().unwrap();
     let req = EnrollRequest {
         token: Some(token.into()),
@@ -128,7 +128,7 @@ fn enrollment_route_then_mtls_routes_in_process() {
     assert!(s.stop(), "serve did not return after the shutdown future");
 }
 
-fn registered_request() -> RegisterRequest {
+pub(crate) fn registered_request() -> RegisterRequest {
     RegisterRequest {
         name: String::new(),
         id: None,

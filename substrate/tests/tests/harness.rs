@@ -11,7 +11,7 @@ use globular_cluster::pki::{Ca, LeafSpec};
 use globular_cluster::registry::{self, ClusterRecord, EnrollmentPolicy};
 use globular_cluster::token::{BootstrapToken, TokenRecord};
 use globular_cluster::Role;
-use globular_substrate::api::{self, Api};
+use globular_substrate::api::{self, Api, Limits};
 use globular_substrate::etcd::Etcd;
 use globular_substrate::retry::Retry;
 use globular_substrate::tls;
@@ -28,6 +28,15 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The test cluster's policy: loopback addresses (its joiners are this
+/// process), enrolled from one of them.
+fn lab_policy() -> EnrollmentPolicy {
+    EnrollmentPolicy {
+        allow_loopback: true,
+        ..EnrollmentPolicy::default()
+    }
+}
+
 pub struct Substrate {
     /// etcd's data and log, the API's certificate files.
     pub dir: tempfile::TempDir,
@@ -41,6 +50,8 @@ pub struct Substrate {
     pub etcd_peer: String,
     /// The API's address (`127.0.0.1:port`).
     pub api: String,
+    /// etcd's plain-HTTP metrics address (`127.0.0.1:port`).
+    pub etcd_metrics: String,
     pub runtime: tokio::runtime::Runtime,
     etcd: Child,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -52,14 +63,20 @@ impl Substrate {
     /// cluster accepts loopback addresses (its joiners are this process),
     /// enrolled from one of them.
     pub fn start() -> (Substrate, String) {
-        Substrate::start_with(EnrollmentPolicy {
-            allow_loopback: true,
-            ..EnrollmentPolicy::default()
-        })
+        Substrate::start_config(lab_policy(), Limits::default())
     }
 
     /// Like [`Substrate::start`], with the cluster's enrollment policy.
     pub fn start_with(policy: EnrollmentPolicy) -> (Substrate, String) {
+        Substrate::start_config(policy, Limits::default())
+    }
+
+    /// [`Substrate::start`] with the API serving within `limits`.
+    pub fn start_with_limits(limits: Limits) -> (Substrate, String) {
+        Substrate::start_config(lab_policy(), limits)
+    }
+
+    fn start_config(policy: EnrollmentPolicy, limits: Limits) -> (Substrate, String) {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::generate("test").unwrap();
         let etcd_ca = Ca::generate_etcd("test").unwrap();
@@ -93,7 +110,8 @@ impl Substrate {
         let server_path = write("etcd-server.crt", &server.cert_pem);
         let server_key_path = write("etcd-server.key", &server_key);
 
-        let (client, peer) = (free_port(), free_port());
+        let (client, peer, metrics) = (free_port(), free_port(), free_port());
+        let etcd_metrics = format!("127.0.0.1:{metrics}");
         let client_url = format!("https://127.0.0.1:{client}");
         let peer_url = format!("https://127.0.0.1:{peer}");
         let etcd = Task::new("starting etcd", "etcd")
@@ -105,6 +123,7 @@ impl Substrate {
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster=t={peer_url}"))
+            .arg(format!("--listen-metrics-urls=http://{etcd_metrics}"))
             .arg(format!("--cert-file={}", server_path.display()))
             .arg(format!("--key-file={}", server_key_path.display()))
             .arg(format!("--trusted-ca-file={}", etcd_ca_path.display()))
@@ -135,7 +154,8 @@ impl Substrate {
             policy,
         };
         let token = BootstrapToken::generate();
-        let record = TokenRecord::new(&token, vec![Role::Worker], time::Duration::hours(1));
+        let record =
+            TokenRecord::new(&token, vec![Role::Worker], time::Duration::hours(1)).unwrap();
         runtime.block_on(async {
             let etcd = &etcd_client;
             let retry = Retry::every(Duration::from_millis(100), Duration::from_secs(30));
@@ -162,9 +182,15 @@ impl Substrate {
             .unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = runtime.spawn(api::serve(listener, Arc::new(tls), api, async {
-            let _ = rx.await;
-        }));
+        let server = runtime.spawn(api::serve_with(
+            listener,
+            Arc::new(tls),
+            api,
+            limits,
+            async {
+                let _ = rx.await;
+            },
+        ));
         let substrate = Substrate {
             dir,
             ca,
@@ -174,6 +200,7 @@ impl Substrate {
             etcd_client: format!("127.0.0.1:{client}"),
             etcd_peer: format!("127.0.0.1:{peer}"),
             api: addr,
+            etcd_metrics,
             runtime,
             etcd,
             shutdown: Some(tx),
@@ -195,12 +222,17 @@ impl Substrate {
             .block_on(async { tokio::time::timeout(Duration::from_secs(5), server).await })
             .is_ok()
     }
+
+    /// Kills etcd: the API stays up and its etcd calls fail.
+    pub fn kill_etcd(&mut self) {
+        let _ = self.etcd.kill();
+        let _ = self.etcd.wait();
+    }
 }
 
 impl Drop for Substrate {
     fn drop(&mut self) {
         self.stop();
-        let _ = self.etcd.kill();
-        let _ = self.etcd.wait();
+        self.kill_etcd();
     }
 }
