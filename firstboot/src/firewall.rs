@@ -253,6 +253,15 @@ impl<N: Nft> Controller<N> {
         Ok(Controller { seed, current, nft })
     }
 
+    /// Loads the whole table again with the current set: after
+    /// `nftables.service` reloaded the image's closed table (SIGHUP).
+    pub fn reload(&mut self) -> anyhow::Result<()> {
+        let text = ruleset(&Openings::of(&self.seed), &self.current);
+        self.nft.apply("reloading the firewall ruleset", &text)?;
+        tracing::info!("firewall ruleset reloaded");
+        Ok(())
+    }
+
     pub fn current(&self) -> &AddrSet {
         &self.current
     }
@@ -353,11 +362,18 @@ pub fn run(layout: &Layout) -> anyhow::Result<()> {
             notify_ready();
             return Ok(());
         }
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?;
         let mut controller = Controller::start(seed, System)?;
         notify_ready();
-        tokio::select! {
-            result = follow(layout, &mut controller) => result,
-            _ = crate::server::shutdown_signal() => Ok(()),
+        loop {
+            tokio::select! {
+                result = follow(layout, &mut controller) => return result,
+                _ = crate::server::shutdown_signal() => return Ok(()),
+                // `systemctl reload nftables` (propagated to this unit) put
+                // the closed table back: load ours again, then keep following.
+                _ = hangup.recv() => controller.reload()?,
+            }
         }
     })
 }
@@ -529,6 +545,18 @@ token: abcdef.0123456789abcdef
             .strip_suffix(&closed)
             .unwrap_or_else(|| panic!("{} is not the closed ruleset:\n{closed}", path.display()));
         assert!(header.lines().all(|l| l.starts_with('#')), "{header}");
+    }
+
+    /// The image runs this command from its unit, beside the others.
+    #[test]
+    fn unit_is_in_the_overlay() {
+        let unit = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../overlays/base/usr/lib/systemd/system/globular-firewall.service");
+        let text = std::fs::read_to_string(&unit).unwrap();
+        assert!(
+            text.contains("ExecStart=/usr/bin/globular firewall --root /var/lib/globular\n"),
+            "{text}"
+        );
     }
 
     #[test]
