@@ -17,6 +17,8 @@ packages=(
     openssl ca-certificates
     # Substrate services in tests: real etcd
     etcd-server etcd-client
+    # The firewall's rulesets checked and loaded by the real nft
+    nftables
 )
 
 # Stand-in pinned artifact in the build tests: Debian's kubectl, unless the

@@ -9,7 +9,7 @@ use globular_cluster::protocol::RegisterRequest;
 use globular_cluster::Role;
 
 use crate::layout::{Layout, DEFAULT_ROOT};
-use crate::{agent, node_cli, server, services};
+use crate::{agent, firewall, node_cli, server, services};
 
 #[derive(Debug, Parser)]
 #[command(name = "globular", version, about = "The Globular node agent and CLI")]
@@ -25,6 +25,10 @@ enum Command {
     Firstboot(FirstbootArgs),
     /// Run the substrate API of a control-plane node.
     Serve(RootArgs),
+    /// Load the node's nftables ruleset from its seed; on a control-plane
+    /// node, keep etcd's allowed addresses equal to the registry's
+    /// control-plane nodes.
+    Firewall(FirewallArgs),
     /// Nodes of the cluster.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -59,6 +63,15 @@ struct RootArgs {
     /// State directory of the node.
     #[arg(long, default_value = DEFAULT_ROOT)]
     root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct FirewallArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// Print the ruleset the stored seed asks for and exit (nothing loaded).
+    #[arg(long)]
+    print: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -199,6 +212,12 @@ pub fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => server::run(&Layout::new(args.root)),
+        Command::Firewall(args) if args.print => {
+            let text = firewall::print(&Layout::new(args.root.root))?;
+            std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())
+                .map_err(|e| anyhow::anyhow!("writing to stdout: {e}"))
+        }
+        Command::Firewall(args) => firewall::run(&Layout::new(args.root.root)),
         Command::Node(NodeCommand::List(args)) => node_cli::run(
             &Layout::new(args.root.root),
             node_cli::Command::NodeList { json: args.json },

@@ -8,11 +8,14 @@
 //!   client ([`globular_substrate::Client`]);
 //! - [`renew`]: certificate renewal (`globular cert renew`);
 //! - [`services`]: starting etcd and the API (systemd or spawned);
+//! - [`firewall`]: `globular firewall`, the nftables ruleset and the
+//!   control-plane address set that follows the registry;
 //! - [`layout`]: the state directory; [`runtime`]: the tokio runtime.
 
 pub mod agent;
 pub mod cli;
 pub mod datasource;
+pub mod firewall;
 pub mod layout;
 pub mod node_cli;
 pub mod renew;

@@ -70,7 +70,8 @@ fn bind(listen: &str) -> anyhow::Result<TcpListener> {
     Ok(socket.listen(4096)?)
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or Ctrl-C (also `globular firewall`'s end).
+pub(crate) async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,
