@@ -248,7 +248,7 @@ fn issue_11_a_joiner_accepts_only_a_control_plane_server() {
         "{:#}",
         s.runtime
             .block_on(enroll_with(
-                &[addr.clone()],
+                std::slice::from_ref(&addr),
                 &s.ca.pin(),
                 &w2,
                 Duration::from_secs(3)
