@@ -241,24 +241,11 @@ impl Etcd {
     /// Writes every key if none of them exists, in one transaction (at most
     /// [`MAX_TXN_OPS`] keys, no duplicates); false if any existed.
     pub async fn create_all(&self, entries: &[(String, Vec<u8>)]) -> anyhow::Result<bool> {
-        let compare: Vec<Value> = entries
+        let absent: Vec<Condition> = entries
             .iter()
-            .map(|(k, _)| json!({"key": B64.encode(k), "result": "EQUAL", "target": "CREATE", "create_revision": "0"}))
+            .map(|(k, _)| Condition::Absent(k.clone()))
             .collect();
-        let success: Vec<Value> = entries
-            .iter()
-            .map(|(k, v)| json!({"request_put": {"key": B64.encode(k), "value": B64.encode(v)}}))
-            .collect();
-        let resp = self
-            .call(
-                "/v3/kv/txn",
-                json!({"compare": compare, "success": success}),
-            )
-            .await?;
-        Ok(resp
-            .get("succeeded")
-            .and_then(Value::as_bool)
-            .unwrap_or(false))
+        Ok(self.txn(&absent, entries, &[], &[]).await?.is_none())
     }
 
     /// One transaction: if every condition holds, the puts and deletes are

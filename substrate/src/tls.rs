@@ -154,10 +154,7 @@ pub fn api_client_config(
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ControlPlaneServer {
-            inner,
-            provider: provider(),
-        }));
+        .with_custom_certificate_verifier(Arc::new(ControlPlaneServer { inner }));
     let mut config = match identity {
         Some((cert, key)) => builder
             .with_client_auth_cert(certs_of_pem(cert)?, key_of_pem(key)?)
@@ -199,7 +196,6 @@ pub fn pinned_client_config(pin: &str) -> anyhow::Result<rustls::ClientConfig> {
                 pin: pin.to_owned(),
                 provider: provider(),
             }),
-            provider: provider(),
         }))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -282,7 +278,6 @@ impl ServerCertVerifier for PinnedCa {
 #[derive(Debug)]
 struct ControlPlaneServer {
     inner: Arc<dyn ServerCertVerifier>,
-    provider: Arc<CryptoProvider>,
 }
 
 impl ServerCertVerifier for ControlPlaneServer {
@@ -318,12 +313,7 @@ impl ServerCertVerifier for ControlPlaneServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -332,18 +322,11 @@ impl ServerCertVerifier for ControlPlaneServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -18,16 +18,8 @@ use globular_substrate::{tls, Client};
 use crate::harness::Substrate;
 
 fn request(token: &str, node: &str, address: &str) -> (EnrollRequest, String) {
-    let key = pki::generate_key_pem().unwrap();
-    let req = EnrollRequest {
-        token: Some(token.into()),
-        ticket: None,
-        csr: pki::create_csr(&key, node).unwrap(),
-        node: node.into(),
-        role: Role::Worker,
-        addresses: vec![address.into()],
-        image_version: "test-1".into(),
-    };
+    let (mut req, key) = crate::api::request(token, node);
+    req.addresses = vec![address.into()];
     (req, key)
 }
 
