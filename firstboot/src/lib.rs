@@ -8,6 +8,7 @@
 //!   client ([`globular_substrate::Client`]);
 //! - [`renew`]: certificate renewal (`globular cert renew`);
 //! - [`services`]: starting etcd and the API (systemd or spawned);
+//!   [`ownership`]: on images, what their system users may read;
 //! - [`firewall`]: `globular firewall`, the nftables ruleset and the
 //!   control-plane address set that follows the registry;
 //! - [`layout`]: the state directory; [`runtime`]: the tokio runtime.
@@ -18,6 +19,7 @@ pub mod datasource;
 pub mod firewall;
 pub mod layout;
 pub mod node_cli;
+pub mod ownership;
 pub mod renew;
 pub mod runtime;
 pub mod server;

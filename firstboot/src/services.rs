@@ -46,11 +46,16 @@ pub enum Manager {
 impl Manager {
     pub fn start(self, layout: &Layout, service: Service) -> anyhow::Result<()> {
         match self {
-            Manager::Systemd => Task::new(format!("starting {}", service.unit()), "systemctl")
-                .package("systemd")
-                .args(["start", service.unit()])
-                .run()
-                .with_context(|| format!("starting {}", service.unit())),
+            Manager::Systemd => {
+                // On an image the service runs as its own user: hand it
+                // what it reads first.
+                crate::ownership::prepare(layout, Path::new("/"), service)?;
+                Task::new(format!("starting {}", service.unit()), "systemctl")
+                    .package("systemd")
+                    .args(["start", service.unit()])
+                    .run()
+                    .with_context(|| format!("starting {}", service.unit()))
+            }
             Manager::Spawn => spawn(layout, service),
         }
     }
