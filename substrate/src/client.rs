@@ -75,7 +75,11 @@ impl CallError {
     /// Whether asking again (later, or another endpoint) cannot help.
     pub fn is_final(&self) -> bool {
         match self {
-            CallError::Status { status, .. } => status.is_client_error(),
+            // 429: the server is shedding load (made-up tokens flood it):
+            // later, or another endpoint, may answer.
+            CallError::Status { status, .. } => {
+                status.is_client_error() && *status != StatusCode::TOO_MANY_REQUESTS
+            }
             CallError::Untrusted { .. } | CallError::BadAnswer { .. } => true,
             CallError::Unreachable { .. } | CallError::NoEndpoints => false,
         }
@@ -183,7 +187,11 @@ impl Client {
                 }
                 Err(source) => {
                     let message = chain(&source);
-                    if message.contains("pinned hash") {
+                    // The server is not the cluster's substrate: asking it
+                    // again cannot help.
+                    if message.contains("pinned hash")
+                        || message.contains("is not a control-plane node's")
+                    {
                         CallError::Untrusted {
                             endpoint: ep.clone(),
                             message,
@@ -315,5 +323,8 @@ mod tests {
             assert!(!fails_over(route, &status(403)), "{route:?}");
         }
         assert!(fails_over(routes::TOKENS, &CallError::NoEndpoints));
+        // Load shedding is not a refusal: enrollment asks again.
+        assert!(fails_over(routes::ENROLL, &status(429)));
+        assert!(!status(429).is_final());
     }
 }
