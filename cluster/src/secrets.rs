@@ -21,7 +21,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::fsutil::{self, PUBLIC, SECRET};
 use crate::pki::Ca;
-use crate::registry::{EnrollmentPolicy, MAX_ADDRESSES};
+use crate::registry::{self, EnrollmentPolicy, MAX_ADDRESSES};
 use crate::seed::{CaBundle, ClusterRef, NodeSpec, Ports, Seed};
 use crate::token::{BootstrapToken, TokenRecord};
 use crate::{ticket, Role};
@@ -38,6 +38,12 @@ pub struct ClusterInfo {
     pub endpoints: Vec<String>,
     #[serde(default, skip_serializing_if = "EnrollmentPolicy::is_default")]
     pub policy: EnrollmentPolicy,
+    /// The DNS domain of the cluster's zone (`<name>.<domain>`).
+    #[serde(
+        default = "registry::default_domain",
+        skip_serializing_if = "registry::is_default_domain"
+    )]
+    pub domain: String,
 }
 
 /// One entry of `tokens.yaml`.
@@ -100,11 +106,24 @@ pub struct NewCluster {
     pub policy: EnrollmentPolicy,
 }
 
-/// Creates a new cluster secrets bundle in `opts.out` (which must not exist).
-/// The bundle appears whole or not at all.
+/// Creates a new cluster secrets bundle in `opts.out` (which must not exist),
+/// its zone under [`registry::DEFAULT_DOMAIN`]. The bundle appears whole or
+/// not at all.
 pub fn create(opts: &NewCluster) -> anyhow::Result<ClusterSecrets> {
+    create_in_domain(opts, registry::DEFAULT_DOMAIN)
+}
+
+/// [`create`] with the cluster's DNS zone under `domain` (`builder cluster
+/// new --domain`). A separate function rather than a field of
+/// [`NewCluster`], whose literals the VM tests build.
+pub fn create_in_domain(opts: &NewCluster, domain: &str) -> anyhow::Result<ClusterSecrets> {
     if !crate::valid_node_name(&opts.name) {
         bail!("cluster name {:?} is not a lowercase DNS label", opts.name);
+    }
+    if !registry::valid_domain(domain) {
+        bail!(
+            "domain {domain:?} is not lowercase DNS labels joined by dots (at most 120 characters)"
+        );
     }
     for ep in &opts.endpoints {
         ep.parse::<std::net::SocketAddr>()
@@ -135,6 +154,7 @@ pub fn create(opts: &NewCluster) -> anyhow::Result<ClusterSecrets> {
             ca_cert_hash: ca.pin(),
             endpoints: opts.endpoints.clone(),
             policy: opts.policy,
+            domain: domain.to_owned(),
         },
         tokens: [Role::ControlPlane, Role::Worker]
             .into_iter()
@@ -262,6 +282,7 @@ impl ClusterSecrets {
                 ca_cert_hash: self.info.ca_cert_hash.clone(),
                 endpoints,
                 policy: self.info.policy,
+                domain: self.info.domain.clone(),
             },
             node: NodeSpec {
                 name: opts.node.clone(),
