@@ -421,6 +421,45 @@ mod tests {
     }
 
     #[test]
+    fn the_dns_domain_goes_from_the_bundle_into_seeds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = NewCluster {
+            name: "demo".into(),
+            out: tmp.path().join("c"),
+            endpoints: vec!["10.0.0.1:10016".into()],
+            token_ttl: Duration::hours(1),
+            policy: EnrollmentPolicy::default(),
+        };
+        let err = create_in_domain(&opts, "Bad_Domain.").unwrap_err();
+        assert!(err.to_string().contains("domain"), "{err}");
+        create_in_domain(&opts, "corp.example").unwrap();
+        let text = std::fs::read_to_string(opts.out.join("cluster.yaml")).unwrap();
+        assert!(text.contains("domain: corp.example"), "{text}");
+        let loaded = ClusterSecrets::load(&opts.out).unwrap();
+        let seed = loaded
+            .seed(&SeedOptions {
+                node: "w1".into(),
+                role: Role::Worker,
+                addresses: vec!["10.0.0.5/24".into()],
+                gateway: None,
+                bootstrap: false,
+                endpoints: vec![],
+                ports: Ports::default(),
+                token: None,
+                ticket_ttl: TICKET_TTL,
+            })
+            .unwrap();
+        assert_eq!(seed.cluster.domain, "corp.example");
+        assert_eq!(Seed::parse(&seed.to_yaml(), "seed").unwrap(), seed);
+        // The default domain is not written: older readers see no new field.
+        let other = tempfile::tempdir().unwrap();
+        let default = bundle(other.path());
+        assert_eq!(default.info.domain, registry::DEFAULT_DOMAIN);
+        let text = std::fs::read_to_string(other.path().join("c/cluster.yaml")).unwrap();
+        assert!(!text.contains("domain"), "{text}");
+    }
+
+    #[test]
     fn worker_seed_has_no_ca_and_a_worker_token() {
         let tmp = tempfile::tempdir().unwrap();
         let secrets = bundle(tmp.path());

@@ -96,7 +96,7 @@ impl Limiter {
             return Verdict::Send;
         }
         bucket.over = bucket.over.wrapping_add(1);
-        if limit.slip > 0 && bucket.over % limit.slip == 0 {
+        if limit.slip > 0 && bucket.over.is_multiple_of(limit.slip) {
             Verdict::Slip
         } else {
             Verdict::Drop

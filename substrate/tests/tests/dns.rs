@@ -379,6 +379,7 @@ fn msg_size(dig: &str) -> usize {
 }
 
 #[test]
+#[allow(clippy::print_stderr)] // the times, for `--nocapture` runs
 fn issue_15_a_service_registered_then_removed_within_a_second() {
     let (s, token) = Substrate::start();
     let dns = Authority::start(&s, Limits::default());
@@ -387,7 +388,7 @@ fn issue_15_a_service_registered_then_removed_within_a_second() {
     let enrolled = s
         .runtime
         .block_on(enroll_with(
-            &[s.api.clone()],
+            std::slice::from_ref(&s.api),
             &s.ca.pin(),
             &req,
             Duration::from_secs(10),
