@@ -22,6 +22,11 @@ use super::zone::{Registry, Zone};
 
 /// How long one watch stream is kept before it is made again.
 pub const WATCH_SESSION: Duration = Duration::from_secs(30);
+/// A change is published once the watch has been quiet this long (or
+/// [`MAX_COALESCE`] after the first change): a burst of registrations is one
+/// read of the registry, not one per event.
+const COALESCE: Duration = Duration::from_millis(10);
+const MAX_COALESCE: Duration = Duration::from_millis(100);
 /// The wait after a failed read or watch, doubled up to [`MAX_BACKOFF`].
 const BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -138,8 +143,24 @@ async fn watch_session(
             WatchEvent::Created => {}
             WatchEvent::Compacted => return Ok(()),
             WatchEvent::Changed { keys, .. } => {
-                if keys.iter().any(|k| relevant(k)) {
-                    publish(etcd, zone).await?;
+                if !keys.iter().any(|k| relevant(k)) {
+                    continue;
+                }
+                // Reading a watch message is cancel-safe: the bytes of a
+                // chunk are kept once it arrived.
+                let last = tokio::time::Instant::now() + MAX_COALESCE;
+                let ended = loop {
+                    let until = last.min(tokio::time::Instant::now() + COALESCE);
+                    match tokio::time::timeout_at(until, watch.next()).await {
+                        Err(_quiet) => break false,
+                        Ok(Ok(Some(WatchEvent::Compacted) | None)) => break true,
+                        Ok(Ok(Some(_))) => {}
+                        Ok(Err(e)) => return Err(e),
+                    }
+                };
+                publish(etcd, zone).await?;
+                if ended {
+                    return Ok(());
                 }
             }
         }
