@@ -19,6 +19,9 @@ packages=(
     etcd-server etcd-client
     # The firewall's rulesets checked and loaded by the real nft
     nftables
+    # The DNS authority asked by real clients in tests; its benchmark
+    # (scripts/bench-dns.sh: dnsperf, Knot DNS on the same zone)
+    bind9-dnsutils knot-dnsutils dnsperf knot
 )
 
 # Stand-in pinned artifact in the build tests: Debian's kubectl, unless the

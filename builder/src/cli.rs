@@ -141,6 +141,10 @@ struct ClusterNewArgs {
     /// Most addresses a node may enroll.
     #[arg(long, default_value_t = 4)]
     max_addresses: usize,
+    /// DNS domain of the cluster's zone: the control planes answer for
+    /// `<name>.<domain>` (see docs/dns.md).
+    #[arg(long, default_value = globular_cluster::registry::DEFAULT_DOMAIN)]
+    domain: String,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -268,7 +272,7 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn cluster_new(args: ClusterNewArgs) -> anyhow::Result<()> {
-    let secrets = globular_cluster::secrets::create(&globular_cluster::secrets::NewCluster {
+    let new = globular_cluster::secrets::NewCluster {
         name: args.name,
         out: args.out.clone(),
         endpoints: args.endpoints,
@@ -278,7 +282,8 @@ fn cluster_new(args: ClusterNewArgs) -> anyhow::Result<()> {
             allow_loopback: args.allow_loopback_addresses,
             max_addresses: args.max_addresses,
         },
-    })?;
+    };
+    let secrets = globular_cluster::secrets::create_in_domain(&new, &args.domain)?;
     tracing::info!(
         "created cluster {} ({}) in {}, CA {}",
         secrets.info.name,

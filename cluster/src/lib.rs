@@ -76,6 +76,9 @@ pub fn valid_node_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// Port of the DNS authority on control-plane nodes (UDP and TCP).
+pub const DNS_PORT: u16 = 53;
+
 /// Default TCP port of the substrate API.
 pub const API_PORT: u16 = 10016;
 /// Default etcd client port.

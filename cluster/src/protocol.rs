@@ -51,6 +51,8 @@ pub mod routes {
     pub const REGISTER: Route = post("/api/register");
     /// mTLS: service instances (`?name=`).
     pub const SERVICES: Route = get("/api/services");
+    /// mTLS: the cluster's DNS zone as the authority serves it.
+    pub const DNS: Route = get("/v1/dns");
     /// Liveness.
     pub const HEALTHZ: Route = get("/healthz");
 }
@@ -155,6 +157,17 @@ pub struct RegisterRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeList {
     pub nodes: Vec<NodeRecord>,
+}
+
+/// `GET /v1/dns`: the zone the control planes answer for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DnsZone {
+    /// The zone's name (`<cluster>.<domain>.`).
+    pub zone: String,
+    /// The SOA serial (the registry revision).
+    pub serial: u32,
+    /// Every record in master-file form, the SOA first.
+    pub records: Vec<String>,
 }
 
 /// `GET /api/services`.

@@ -65,6 +65,34 @@ pub struct ClusterRecord {
     /// How enrollment treats addresses; the defaults are the strict rules.
     #[serde(default)]
     pub policy: EnrollmentPolicy,
+    /// The DNS domain the cluster's zone is under ([`zone_name`]).
+    #[serde(default = "default_domain")]
+    pub domain: String,
+}
+
+/// The domain a cluster's DNS zone is under unless `builder cluster new
+/// --domain` says otherwise: the zone is `<cluster>.<domain>`. `.internal`
+/// is reserved for private use (ICANN, 2024): it never resolves publicly.
+pub const DEFAULT_DOMAIN: &str = "globular.internal";
+
+pub fn default_domain() -> String {
+    DEFAULT_DOMAIN.to_owned()
+}
+
+pub fn is_default_domain(domain: &str) -> bool {
+    domain == DEFAULT_DOMAIN
+}
+
+/// Whether `domain` can hold cluster zones: lowercase DNS labels joined by
+/// dots, no trailing dot, short enough that `<cluster>.<domain>` and the
+/// names under it fit in 253 characters.
+pub fn valid_domain(domain: &str) -> bool {
+    !domain.is_empty() && domain.len() <= 120 && domain.split('.').all(crate::valid_node_name)
+}
+
+/// The cluster's DNS zone: `<cluster>.<domain>` (no trailing dot).
+pub fn zone_name(cluster: &str, domain: &str) -> String {
+    format!("{cluster}.{domain}")
 }
 
 /// How the substrate API checks the addresses a joiner asks for. Chosen at

@@ -21,7 +21,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::fsutil::{self, PUBLIC, SECRET};
 use crate::pki::Ca;
-use crate::registry::{EnrollmentPolicy, MAX_ADDRESSES};
+use crate::registry::{self, EnrollmentPolicy, MAX_ADDRESSES};
 use crate::seed::{CaBundle, ClusterRef, NodeSpec, Ports, Seed};
 use crate::token::{BootstrapToken, TokenRecord};
 use crate::{ticket, Role};
@@ -38,6 +38,12 @@ pub struct ClusterInfo {
     pub endpoints: Vec<String>,
     #[serde(default, skip_serializing_if = "EnrollmentPolicy::is_default")]
     pub policy: EnrollmentPolicy,
+    /// The DNS domain of the cluster's zone (`<name>.<domain>`).
+    #[serde(
+        default = "registry::default_domain",
+        skip_serializing_if = "registry::is_default_domain"
+    )]
+    pub domain: String,
 }
 
 /// One entry of `tokens.yaml`.
@@ -100,11 +106,24 @@ pub struct NewCluster {
     pub policy: EnrollmentPolicy,
 }
 
-/// Creates a new cluster secrets bundle in `opts.out` (which must not exist).
-/// The bundle appears whole or not at all.
+/// Creates a new cluster secrets bundle in `opts.out` (which must not exist),
+/// its zone under [`registry::DEFAULT_DOMAIN`]. The bundle appears whole or
+/// not at all.
 pub fn create(opts: &NewCluster) -> anyhow::Result<ClusterSecrets> {
+    create_in_domain(opts, registry::DEFAULT_DOMAIN)
+}
+
+/// [`create`] with the cluster's DNS zone under `domain` (`builder cluster
+/// new --domain`). A separate function rather than a field of
+/// [`NewCluster`], whose literals the VM tests build.
+pub fn create_in_domain(opts: &NewCluster, domain: &str) -> anyhow::Result<ClusterSecrets> {
     if !crate::valid_node_name(&opts.name) {
         bail!("cluster name {:?} is not a lowercase DNS label", opts.name);
+    }
+    if !registry::valid_domain(domain) {
+        bail!(
+            "domain {domain:?} is not lowercase DNS labels joined by dots (at most 120 characters)"
+        );
     }
     for ep in &opts.endpoints {
         ep.parse::<std::net::SocketAddr>()
@@ -135,6 +154,7 @@ pub fn create(opts: &NewCluster) -> anyhow::Result<ClusterSecrets> {
             ca_cert_hash: ca.pin(),
             endpoints: opts.endpoints.clone(),
             policy: opts.policy,
+            domain: domain.to_owned(),
         },
         tokens: [Role::ControlPlane, Role::Worker]
             .into_iter()
@@ -262,6 +282,7 @@ impl ClusterSecrets {
                 ca_cert_hash: self.info.ca_cert_hash.clone(),
                 endpoints,
                 policy: self.info.policy,
+                domain: self.info.domain.clone(),
             },
             node: NodeSpec {
                 name: opts.node.clone(),
@@ -397,6 +418,45 @@ mod tests {
         .unwrap_err();
         assert!(format!("{err:#}").contains("--token-ttl"), "{err:#}");
         assert!(!tmp.path().join("c").exists());
+    }
+
+    #[test]
+    fn the_dns_domain_goes_from_the_bundle_into_seeds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = NewCluster {
+            name: "demo".into(),
+            out: tmp.path().join("c"),
+            endpoints: vec!["10.0.0.1:10016".into()],
+            token_ttl: Duration::hours(1),
+            policy: EnrollmentPolicy::default(),
+        };
+        let err = create_in_domain(&opts, "Bad_Domain.").unwrap_err();
+        assert!(err.to_string().contains("domain"), "{err}");
+        create_in_domain(&opts, "corp.example").unwrap();
+        let text = std::fs::read_to_string(opts.out.join("cluster.yaml")).unwrap();
+        assert!(text.contains("domain: corp.example"), "{text}");
+        let loaded = ClusterSecrets::load(&opts.out).unwrap();
+        let seed = loaded
+            .seed(&SeedOptions {
+                node: "w1".into(),
+                role: Role::Worker,
+                addresses: vec!["10.0.0.5/24".into()],
+                gateway: None,
+                bootstrap: false,
+                endpoints: vec![],
+                ports: Ports::default(),
+                token: None,
+                ticket_ttl: TICKET_TTL,
+            })
+            .unwrap();
+        assert_eq!(seed.cluster.domain, "corp.example");
+        assert_eq!(Seed::parse(&seed.to_yaml(), "seed").unwrap(), seed);
+        // The default domain is not written: older readers see no new field.
+        let other = tempfile::tempdir().unwrap();
+        let default = bundle(other.path());
+        assert_eq!(default.info.domain, registry::DEFAULT_DOMAIN);
+        let text = std::fs::read_to_string(other.path().join("c/cluster.yaml")).unwrap();
+        assert!(!text.contains("domain"), "{text}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::registry::EnrollmentPolicy;
+use crate::registry::{self, EnrollmentPolicy};
 use crate::token::{BootstrapToken, TokenRecord};
 use crate::{pki, Role};
 
@@ -80,6 +80,13 @@ pub struct ClusterRef {
     /// the bootstrap node).
     #[serde(default, skip_serializing_if = "EnrollmentPolicy::is_default")]
     pub policy: EnrollmentPolicy,
+    /// The DNS domain of the cluster's zone, `<name>.<domain>` (written to
+    /// the cluster record; nodes send that zone to the control planes).
+    #[serde(
+        default = "registry::default_domain",
+        skip_serializing_if = "registry::is_default_domain"
+    )]
+    pub domain: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +196,12 @@ impl Seed {
                 self.cluster.ca_cert_hash
             ));
         }
+        if !registry::valid_domain(&self.cluster.domain) {
+            return Err(format!(
+                "field `cluster.domain`: {:?} is not lowercase DNS labels joined by dots",
+                self.cluster.domain
+            ));
+        }
         for (i, ep) in self.cluster.endpoints.iter().enumerate() {
             if ep.parse::<std::net::SocketAddr>().is_err() {
                 return Err(format!(
@@ -253,10 +266,10 @@ impl Seed {
             }
             (Role::Worker, None) => {}
         }
-        if self.node.addresses.len() > crate::registry::MAX_ADDRESSES {
+        if self.node.addresses.len() > registry::MAX_ADDRESSES {
             return Err(format!(
                 "field `node.addresses`: at most {} addresses",
-                crate::registry::MAX_ADDRESSES
+                registry::MAX_ADDRESSES
             ));
         }
         if let Some(t) = &self.ticket {
@@ -430,6 +443,7 @@ mod robustness {
                 ca_cert_hash: ca.pin(),
                 endpoints: vec![],
                 policy: EnrollmentPolicy::default(),
+                domain: registry::default_domain(),
             },
             node: NodeSpec {
                 name: "cp1".into(),

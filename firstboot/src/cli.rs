@@ -23,8 +23,8 @@ enum Command {
     /// Apply the seed's network and hostname (every boot) and turn this node
     /// into a cluster member (until enrolled).
     Firstboot(FirstbootArgs),
-    /// Run the substrate API of a control-plane node.
-    Serve(RootArgs),
+    /// Run the substrate API and the DNS authority of a control-plane node.
+    Serve(ServeArgs),
     /// Load the node's nftables ruleset from its seed; on a control-plane
     /// node, keep etcd's allowed addresses equal to the registry's
     /// control-plane nodes.
@@ -35,6 +35,8 @@ enum Command {
     /// Services in the registry.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// The cluster's DNS zone, as the control planes answer it.
+    Dns(DnsArgs),
     /// Bootstrap tokens (control-plane nodes).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -63,6 +65,25 @@ struct RootArgs {
     /// State directory of the node.
     #[arg(long, default_value = DEFAULT_ROOT)]
     root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct DnsArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// The zone as JSON (name, serial, records).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// Port of the DNS authority on every seed address (UDP and TCP); 0:
+    /// no DNS.
+    #[arg(long, default_value_t = globular_cluster::DNS_PORT)]
+    dns_port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -211,7 +232,11 @@ pub fn run() -> anyhow::Result<()> {
             tracing::info!("{outcome:?}");
             Ok(())
         }
-        Command::Serve(args) => server::run(&Layout::new(args.root)),
+        Command::Serve(args) => server::run(&Layout::new(args.root.root), args.dns_port),
+        Command::Dns(args) => node_cli::run(
+            &Layout::new(args.root.root),
+            node_cli::Command::Dns { json: args.json },
+        ),
         Command::Firewall(args) if args.print => {
             let text = firewall::print(&Layout::new(args.root.root))?;
             std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())

@@ -252,6 +252,7 @@ mod tests {
                 ca_cert_hash: format!("sha256:{}", "0".repeat(64)),
                 endpoints: vec!["127.0.0.1:10016".into()],
                 policy: Default::default(),
+                domain: globular_cluster::registry::default_domain(),
             },
             node: globular_cluster::seed::NodeSpec {
                 name: "w1".into(),

@@ -1,5 +1,5 @@
 //! The node CLI (`globular node list`, `globular service list`,
-//! `globular token create`, `globular cert renew`): talks to the substrate API with the node's own
+//! `globular dns`, `globular token create`, `globular cert renew`): talks to the substrate API with the node's own
 //! certificate.
 
 use std::io::Write as _;
@@ -37,6 +37,10 @@ pub enum Command {
     },
     ServiceList {
         name: Option<String>,
+        json: bool,
+    },
+    /// The DNS zone, in master-file form or as JSON.
+    Dns {
         json: bool,
     },
     /// Register a service instance (as this node).
@@ -91,6 +95,16 @@ pub fn run(layout: &Layout, command: Command) -> anyhow::Result<()> {
                         "{:<32} {:<16} {:<16} {}:{}\n",
                         s.name, s.id, s.node, s.address, s.port
                     );
+                }
+                out
+            }
+            Command::Dns { json: true } => to_json(&client.dns().await?)?,
+            Command::Dns { json: false } => {
+                let zone = client.dns().await?;
+                let mut out = format!("; zone {} serial {}\n", zone.zone, zone.serial);
+                for record in zone.records {
+                    out += &record;
+                    out.push('\n');
                 }
                 out
             }

@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::anyhow;
 use globular_cluster::protocol::routes::{self, Route};
 use globular_cluster::protocol::{
-    EnrollRequest, EnrollResponse, ErrorBody, NodeList, RegisterRequest, RenewRequest, ServiceList,
-    TokenRequest, TokenResponse,
+    DnsZone, EnrollRequest, EnrollResponse, ErrorBody, NodeList, RegisterRequest, RenewRequest,
+    ServiceList, TokenRequest, TokenResponse,
 };
 use globular_cluster::registry::ServiceRecord;
 use globular_cluster::Role;
@@ -253,6 +253,11 @@ impl Client {
     pub async fn services(&self, name: Option<&str>) -> anyhow::Result<ServiceList> {
         let query = name.map(|n| format!("?name={n}")).unwrap_or_default();
         Ok(self.call(routes::SERVICES, &query, None).await?)
+    }
+
+    /// The cluster's DNS zone.
+    pub async fn dns(&self) -> anyhow::Result<DnsZone> {
+        Ok(self.call(routes::DNS, "", None).await?)
     }
 
     pub async fn register(&self, req: &RegisterRequest) -> anyhow::Result<ServiceRecord> {

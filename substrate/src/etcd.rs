@@ -161,12 +161,23 @@ impl Etcd {
 
     /// Every key and value under `prefix`, in key order.
     pub async fn list(&self, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-        let resp = self
-            .call(
-                "/v3/kv/range",
-                json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))}),
-            )
-            .await?;
+        Ok(self.list_at(prefix, None).await?.0)
+    }
+
+    /// Every key and value under `prefix` at `revision` (the latest if
+    /// `None`), and the revision read: several lists at one revision are
+    /// one consistent snapshot.
+    pub async fn list_at(
+        &self,
+        prefix: &str,
+        revision: Option<i64>,
+    ) -> anyhow::Result<(Vec<(String, Vec<u8>)>, i64)> {
+        let mut request =
+            json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))});
+        if let Some(revision) = revision {
+            request["revision"] = json!(revision.to_string());
+        }
+        let resp = self.call("/v3/kv/range", request).await?;
         let mut out = Vec::new();
         for kv in resp
             .get("kvs")
@@ -177,9 +188,49 @@ impl Etcd {
             let key = String::from_utf8(decode(kv, "key")?).context("etcd key is not UTF-8")?;
             out.push((key, decode(kv, "value")?));
         }
-        Ok(out)
+        let revision = resp.get("header").map_or(0, |h| int(h, "revision"));
+        Ok((out, revision))
     }
 
+    /// Watches the keys under `prefix` from `start_revision` on: the
+    /// gateway's `/v3/watch` stream, from the first endpoint that takes it,
+    /// for at most `session` (then the caller watches again from where it
+    /// was, which also moves it off a member that went away).
+    pub async fn watch(
+        &self,
+        prefix: &str,
+        start_revision: i64,
+        session: Duration,
+    ) -> anyhow::Result<Watch> {
+        let body = json!({"create_request": {
+            "key": B64.encode(prefix),
+            "range_end": B64.encode(prefix_end(prefix)),
+            "start_revision": start_revision.to_string(),
+        }});
+        let mut last = None;
+        for ep in &self.endpoints {
+            let url = format!("{}/v3/watch", ep.trim_end_matches('/'));
+            match self
+                .http
+                .post(&url)
+                .json(&body)
+                .timeout(session)
+                .send()
+                .await
+            {
+                Ok(resp) if resp.status().is_success() => {
+                    return Ok(Watch {
+                        response: resp,
+                        buffer: Vec::new(),
+                        endpoint: ep.clone(),
+                    })
+                }
+                Ok(resp) => last = Some(anyhow!("etcd /v3/watch at {ep}: {}", resp.status())),
+                Err(e) => last = Some(anyhow!(e).context(format!("etcd /v3/watch at {ep}"))),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow!("no etcd endpoints")))
+    }
     pub async fn put(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
         self.call(
             "/v3/kv/put",
@@ -387,6 +438,87 @@ impl Etcd {
     }
 }
 
+/// An open watch ([`Etcd::watch`]).
+#[derive(Debug)]
+pub struct Watch {
+    response: reqwest::Response,
+    /// Bytes of the stream not parsed yet.
+    buffer: Vec<u8>,
+    endpoint: String,
+}
+
+/// What a watch saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// The watch is in place.
+    Created,
+    /// Keys changed (puts and deletes) at `revision`.
+    Changed { revision: i64, keys: Vec<String> },
+    /// The start revision was compacted away: read everything again.
+    Compacted,
+}
+
+impl Watch {
+    /// The next event; `Ok(None)` when the stream ended (its session is
+    /// over or the member went away).
+    pub async fn next(&mut self) -> anyhow::Result<Option<WatchEvent>> {
+        loop {
+            // The gateway writes one JSON object per message.
+            let mut stream =
+                serde_json::Deserializer::from_slice(&self.buffer).into_iter::<Value>();
+            match stream.next() {
+                Some(Ok(message)) => {
+                    let used = stream.byte_offset();
+                    self.buffer.drain(..used);
+                    return watch_event(&message)
+                        .with_context(|| format!("etcd watch at {}", self.endpoint))
+                        .map(Some);
+                }
+                Some(Err(e)) if !e.is_eof() => {
+                    bail!("etcd watch at {}: bad JSON: {e}", self.endpoint)
+                }
+                _ => {}
+            }
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Ok(None) => return Ok(None),
+                Err(e) if e.is_timeout() => return Ok(None),
+                Err(e) => {
+                    return Err(anyhow!(e).context(format!("etcd watch at {}", self.endpoint)))
+                }
+            }
+        }
+    }
+}
+
+fn watch_event(message: &Value) -> anyhow::Result<WatchEvent> {
+    if let Some(error) = message.get("error") {
+        bail!("{error}");
+    }
+    let result = message.get("result").unwrap_or(message);
+    if result.get("canceled").and_then(Value::as_bool) == Some(true)
+        || int(result, "compact_revision") > 0
+    {
+        return Ok(WatchEvent::Compacted);
+    }
+    if result.get("created").and_then(Value::as_bool) == Some(true) {
+        return Ok(WatchEvent::Created);
+    }
+    let mut keys = Vec::new();
+    for event in result
+        .get("events")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(kv) = event.get("kv") {
+            keys.push(String::from_utf8_lossy(&decode(kv, "key")?).into_owned());
+        }
+    }
+    let revision = result.get("header").map_or(0, |h| int(h, "revision"));
+    Ok(WatchEvent::Changed { revision, keys })
+}
+
 fn members_of(resp: &Value) -> Vec<Member> {
     resp.get("members")
         .and_then(Value::as_array)
@@ -454,6 +586,31 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use super::WatchEvent;
+    use serde_json::json;
+
+    #[test]
+    fn watch_messages_as_the_gateway_writes_them() {
+        let created = json!({"result": {"header": {"revision": "7"}, "created": true}});
+        assert_eq!(super::watch_event(&created).unwrap(), WatchEvent::Created);
+        let changed = json!({"result": {"header": {"revision": "9"}, "events": [
+            {"kv": {"key": "L2dsb2J1bGFyL25vZGVzL2Ex", "mod_revision": "9"}},
+            {"type": "DELETE", "kv": {"key": "L2dsb2J1bGFyL25vZGVzL2Ey"}}]}});
+        assert_eq!(
+            super::watch_event(&changed).unwrap(),
+            WatchEvent::Changed {
+                revision: 9,
+                keys: vec!["/globular/nodes/a1".into(), "/globular/nodes/a2".into()]
+            }
+        );
+        let compacted = json!({"result": {"canceled": true, "compact_revision": "3"}});
+        assert_eq!(
+            super::watch_event(&compacted).unwrap(),
+            WatchEvent::Compacted
+        );
+        assert!(super::watch_event(&json!({"error": {"message": "x"}})).is_err());
+    }
+
     #[test]
     fn prefix_end_increments_last_byte() {
         assert_eq!(

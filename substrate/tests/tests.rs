@@ -8,6 +8,9 @@ mod harness;
 #[path = "tests/api.rs"]
 mod api;
 
+#[path = "tests/dns.rs"]
+mod dns;
+
 #[path = "tests/abuse.rs"]
 mod abuse;
 #[path = "tests/trust.rs"]

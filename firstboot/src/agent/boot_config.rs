@@ -3,7 +3,9 @@
 //! every boot, enrolled or not.
 
 use anyhow::Context as _;
+use globular_cluster::registry;
 use globular_cluster::seed::Seed;
+use globular_cluster::Role;
 
 use super::Agent;
 use crate::services::Manager;
@@ -11,7 +13,10 @@ use crate::services::Manager;
 /// File name of the network configuration the agent writes.
 pub const NETWORK_FILE: &str = "10-globular.network";
 
-/// A systemd-networkd `.network` file for the seed's addresses.
+/// A systemd-networkd `.network` file for the seed's addresses, with the
+/// cluster zone routed to the control planes' DNS authority: systemd-resolved
+/// sends `<cluster>.<domain>` to them (`Domains=~zone`) and nothing else
+/// (`DNSDefaultRoute=no`).
 pub fn network_config(seed: &Seed) -> String {
     let mut text = format!(
         "# Written by globular firstboot from the seed of {}.\n[Match]\nType=ether\nName=en* eth*\n\n[Network]\n",
@@ -23,7 +28,37 @@ pub fn network_config(seed: &Seed) -> String {
     if let Some(gateway) = &seed.node.gateway {
         text += &format!("Gateway={gateway}\n");
     }
+    let servers = dns_servers(seed);
+    if !servers.is_empty() {
+        for server in servers {
+            text += &format!("DNS={server}\n");
+        }
+        let zone = registry::zone_name(&seed.cluster.name, &seed.cluster.domain);
+        text += &format!("Domains=~{zone}\nDNSDefaultRoute=no\n");
+    }
     text
+}
+
+/// The control planes' addresses the seed knows: this node's first address
+/// on a control plane, then the IPs of the join endpoints.
+fn dns_servers(seed: &Seed) -> Vec<std::net::IpAddr> {
+    let own = (seed.node.role == Role::ControlPlane)
+        .then(|| seed.node.addresses.first())
+        .flatten()
+        .and_then(|a| a.split('/').next()?.parse().ok());
+    let endpoints = seed
+        .cluster
+        .endpoints
+        .iter()
+        .filter_map(|e| e.parse::<std::net::SocketAddr>().ok())
+        .map(|e| e.ip());
+    let mut servers = Vec::new();
+    for ip in own.into_iter().chain(endpoints) {
+        if !servers.contains(&ip) {
+            servers.push(ip);
+        }
+    }
+    servers
 }
 
 impl Agent {
@@ -106,7 +141,8 @@ token: abcdef.0123456789abcdef
         );
         assert!(
             text.ends_with(
-                "[Network]\nAddress=10.0.0.5/24\nAddress=fd00::5/64\nGateway=10.0.0.254\n"
+                "[Network]\nAddress=10.0.0.5/24\nAddress=fd00::5/64\nGateway=10.0.0.254\n\
+                 DNS=10.0.0.1\nDomains=~demo.globular.internal\nDNSDefaultRoute=no\n"
             ),
             "{text}"
         );

@@ -16,6 +16,7 @@ impl Agent {
             id: seed.cluster.id.clone(),
             ca_cert_hash: seed.cluster.ca_cert_hash.clone(),
             policy: seed.cluster.policy,
+            domain: seed.cluster.domain.clone(),
         };
         etcd.create(&registry::cluster_key(), &serde_json::to_vec(&cluster)?)
             .await?;

@@ -183,6 +183,18 @@ fn five_node_cluster() {
         .read_string()
         .unwrap();
     assert_eq!(all.matches("globular.SubstrateApi").count(), 3, "{all}");
+    // The DNS zone as the authority serves it, seen from a worker (dns.md).
+    let zone = Task::new("showing the DNS zone", AGENT)
+        .args(["dns", "--root"])
+        .arg(&w2.root)
+        .read_string()
+        .unwrap();
+    assert!(
+        zone.lines().nth(1).is_some_and(|l| l.contains(" IN SOA ")),
+        "{zone}"
+    );
+    assert_eq!(zone.matches(" IN NS ").count(), 3, "{zone}");
+    assert!(zone.contains(" IN SRV 0 0 6443 "), "{zone}");
 
     // Tokens: control-plane only, and the new token enrolls a node.
     let denied = Task::new("creating a token from a worker", AGENT)

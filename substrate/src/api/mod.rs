@@ -9,10 +9,11 @@
 //! | `POST /v1/tokens` | control-plane node | a new bootstrap token |
 //! | `POST /api/register` | enrolled node | register a service instance |
 //! | `GET /api/services` | enrolled node | list service instances (`?name=`) |
+//! | `GET /v1/dns` | enrolled node | the DNS zone, record by record |
 //! | `GET /healthz` | anyone | liveness |
 //!
 //! One module per route group: [`enroll`], [`renew`], [`nodes`], [`tokens`],
-//! [`services`]; [`auth`] checks callers, [`batch`] is the group commit of
+//! [`services`], [`dns`]; [`auth`] checks callers, [`batch`] is the group commit of
 //! enrollments, [`server`] the accept loop within [`Limits`]. Route paths are
 //! [`globular_cluster::protocol::routes`].
 //!
@@ -23,6 +24,7 @@
 mod addresses;
 mod auth;
 mod batch;
+mod dns;
 mod enroll;
 mod error;
 mod limits;
@@ -122,6 +124,7 @@ impl Api {
             .route(routes::TOKENS.path, post(tokens::tokens))
             .route(routes::REGISTER.path, post(services::register))
             .route(routes::SERVICES.path, get(services::services))
+            .route(routes::DNS.path, get(dns::zone))
             .with_state(self)
     }
 

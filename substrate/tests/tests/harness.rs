@@ -152,6 +152,7 @@ impl Substrate {
             id: "0123456789abcdef0123456789abcdef".into(),
             ca_cert_hash: ca.pin(),
             policy,
+            domain: "example.internal".into(),
         };
         let token = BootstrapToken::generate();
         let record =
