@@ -219,6 +219,31 @@ mod tests {
         assert_eq!(meta(layout.root().to_owned()).mode() & 0o777, 0o711);
     }
 
+    /// Every unit that declares the state directory keeps it traversable:
+    /// systemd applies `StateDirectoryMode=` at each start, and a 0700 there
+    /// (the boot report's, once) locks etcd and the API out after the next
+    /// restart.
+    #[test]
+    fn units_keep_the_state_directory_traversable() {
+        let units =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays/base/usr/lib/systemd/system");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&units).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            if !text.lines().any(|l| l == "StateDirectory=globular") {
+                continue;
+            }
+            seen += 1;
+            assert!(
+                text.lines().any(|l| l == "StateDirectoryMode=0711"),
+                "{} declares /var/lib/globular without StateDirectoryMode=0711",
+                path.display()
+            );
+        }
+        assert!(seen >= 2, "the agent and the boot report declare it");
+    }
+
     #[test]
     fn without_the_user_nothing_changes() {
         let dir = tempfile::tempdir().unwrap();

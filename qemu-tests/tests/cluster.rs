@@ -231,6 +231,34 @@ impl Cluster {
         Ok(out.success("etcdctl")?.stdout)
     }
 
+    /// `resolvectl query NAME` on `via` (SRV for `_service._proto` names)
+    /// until its output holds `expect`; the output.
+    fn wait_resolves(&mut self, via: &str, name: &str, expect: &str) -> String {
+        let mut args = vec!["query", "--legend=no"];
+        if name.starts_with('_') {
+            args.extend(["--type=SRV"]);
+        }
+        args.push(name);
+        let deadline = Instant::now() + CONVERGE;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match self
+                .vm(via)
+                .exec("/usr/bin/resolvectl", &args, EXEC)
+                .and_then(|o| o.success("resolvectl"))
+            {
+                Ok(out) if out.stdout.contains(expect) => return out.stdout,
+                Ok(out) => last = out.stdout,
+                Err(e) => last = format!("{e:#}"),
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        panic!(
+            "scenario {}: {name} did not resolve on {via}: {last}",
+            self.scenario
+        );
+    }
+
     /// The etcd members as (name, id, is learner), sorted by name.
     fn members(&mut self, via: &str) -> anyhow::Result<Vec<(String, u64, bool)>> {
         let endpoint = format!(
@@ -434,18 +462,36 @@ fn cluster_forms_survives_loss_reimages_and_grows() {
         "cp-2 has no CA key"
     );
     // (wait_etcd accepted exactly cp-1..3 as members: worker-1 is none.)
+
+    // Issue 15: the worker resolves the cluster zone through its own
+    // resolver (systemd-resolved routes the zone to the control planes).
+    let zone = format!("qemu.{}", globular_cluster::registry::DEFAULT_DOMAIN);
+    let cp2_ip = c.node("cp-2").ip.clone();
+    let resolved = c.wait_resolves("worker-1", &format!("cp-2.{zone}"), &cp2_ip);
+    assert!(resolved.contains(&cp2_ip), "{resolved}");
+    let srv = c.wait_resolves(
+        "worker-1",
+        &format!("_globular-substrateapi._tcp.{zone}"),
+        "10016",
+    );
+    assert!(srv.matches("10016").count() >= 3, "{srv}");
     record(&format!(
         "cluster form: 3 control-planes enrolled with 3 healthy voting etcd members {} after the first boot; worker-1 enrolled after {}",
         seconds(formed),
         seconds(with_worker)
     ));
-    c.power_off("worker-1");
 
     // Lose a control-plane: the registry stays writable through cp-1 and
     // cp-3, and cp-2 has the record written meanwhile when it is back.
     c.scenario = "lose a control-plane";
     let t = Instant::now();
     c.power_off("cp-2");
+    // With cp-2 off, the worker's resolver still answers for the zone.
+    c.exec("worker-1", "/usr/bin/resolvectl", &["flush-caches"]);
+    let cp3_ip = c.node("cp-3").ip.clone();
+    let resolved = c.wait_resolves("worker-1", &format!("cp-3.{zone}"), &cp3_ip);
+    assert!(resolved.contains(&cp3_ip), "{resolved}");
+    c.power_off("worker-1");
     let registered = c.exec(
         "cp-1",
         "/usr/bin/globular",
