@@ -452,8 +452,12 @@ pub struct Watch {
 pub enum WatchEvent {
     /// The watch is in place.
     Created,
-    /// Keys changed (puts and deletes) at `revision`.
-    Changed { revision: i64, keys: Vec<String> },
+    /// Keys changed at `revision`: each key with its new value, `None` for
+    /// a delete.
+    Changed {
+        revision: i64,
+        changes: Vec<(String, Option<Vec<u8>>)>,
+    },
     /// The start revision was compacted away: read everything again.
     Compacted,
 }
@@ -504,7 +508,7 @@ fn watch_event(message: &Value) -> anyhow::Result<WatchEvent> {
     if result.get("created").and_then(Value::as_bool) == Some(true) {
         return Ok(WatchEvent::Created);
     }
-    let mut keys = Vec::new();
+    let mut changes = Vec::new();
     for event in result
         .get("events")
         .and_then(Value::as_array)
@@ -512,11 +516,19 @@ fn watch_event(message: &Value) -> anyhow::Result<WatchEvent> {
         .flatten()
     {
         if let Some(kv) = event.get("kv") {
-            keys.push(String::from_utf8_lossy(&decode(kv, "key")?).into_owned());
+            let key = String::from_utf8_lossy(&decode(kv, "key")?).into_owned();
+            // The gateway leaves out the default (PUT) event type.
+            let deleted = event.get("type").and_then(Value::as_str) == Some("DELETE");
+            let value = if deleted {
+                None
+            } else {
+                Some(decode(kv, "value")?)
+            };
+            changes.push((key, value));
         }
     }
     let revision = result.get("header").map_or(0, |h| int(h, "revision"));
-    Ok(WatchEvent::Changed { revision, keys })
+    Ok(WatchEvent::Changed { revision, changes })
 }
 
 fn members_of(resp: &Value) -> Vec<Member> {
@@ -594,13 +606,16 @@ mod tests {
         let created = json!({"result": {"header": {"revision": "7"}, "created": true}});
         assert_eq!(super::watch_event(&created).unwrap(), WatchEvent::Created);
         let changed = json!({"result": {"header": {"revision": "9"}, "events": [
-            {"kv": {"key": "L2dsb2J1bGFyL25vZGVzL2Ex", "mod_revision": "9"}},
+            {"kv": {"key": "L2dsb2J1bGFyL25vZGVzL2Ex", "mod_revision": "9", "value": "e30="}},
             {"type": "DELETE", "kv": {"key": "L2dsb2J1bGFyL25vZGVzL2Ey"}}]}});
         assert_eq!(
             super::watch_event(&changed).unwrap(),
             WatchEvent::Changed {
                 revision: 9,
-                keys: vec!["/globular/nodes/a1".into(), "/globular/nodes/a2".into()]
+                changes: vec![
+                    ("/globular/nodes/a1".into(), Some(b"{}".to_vec())),
+                    ("/globular/nodes/a2".into(), None)
+                ]
             }
         );
         let compacted = json!({"result": {"canceled": true, "compact_revision": "3"}});

@@ -1,6 +1,9 @@
 //! The zone follows the registry: read it whole at one revision, build the
-//! zone, publish it; then watch etcd from the next revision and do it again
-//! on every change to the cluster record, a node or a service.
+//! zone, publish it; then watch etcd from the next revision, apply each
+//! change the watch carries (key and new value) to the records held here,
+//! and publish again. The registry is read whole only at the start of each
+//! watch session: a crowd of enrollments costs etcd one stream, not one
+//! full read per change (each node record carries its certificate).
 //!
 //! A controller in the project's sense: it reads `/globular/cluster`,
 //! `/globular/nodes/`, `/globular/services/`, owns the published zone, and
@@ -8,6 +11,7 @@
 //! ([`WATCH_SESSION`]), which also moves a watch off an etcd member that
 //! went away. While etcd does not answer, the last zone stays published.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +23,58 @@ use tokio::sync::watch;
 use crate::etcd::{Etcd, WatchEvent};
 
 use super::zone::{Registry, Zone};
+
+/// The registry as the follower holds it: records by etcd key.
+#[derive(Debug, Clone)]
+struct Held {
+    cluster: ClusterRecord,
+    nodes: BTreeMap<String, registry::NodeRecord>,
+    services: BTreeMap<String, registry::ServiceRecord>,
+    revision: i64,
+}
+
+impl Held {
+    /// Applies one change; a value that does not parse removes the record
+    /// (and is logged), as a full read would leave it out.
+    fn apply(&mut self, key: &str, value: Option<&[u8]>) {
+        fn put<T: serde::de::DeserializeOwned>(
+            map: &mut BTreeMap<String, T>,
+            key: &str,
+            value: Option<&[u8]>,
+        ) {
+            match value.map(serde_json::from_slice::<T>) {
+                Some(Ok(record)) => {
+                    map.insert(key.to_owned(), record);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("dns: skipping {key}: {e}");
+                    map.remove(key);
+                }
+                None => {
+                    map.remove(key);
+                }
+            }
+        }
+        if key.starts_with(&registry::nodes_prefix()) {
+            put(&mut self.nodes, key, value);
+        } else if key.starts_with(&registry::services_prefix()) {
+            put(&mut self.services, key, value);
+        } else if key == registry::cluster_key() {
+            if let Some(Ok(cluster)) = value.map(serde_json::from_slice::<ClusterRecord>) {
+                self.cluster = cluster;
+            }
+        }
+    }
+
+    fn registry(&self) -> Registry {
+        Registry {
+            cluster: self.cluster.clone(),
+            nodes: self.nodes.values().cloned().collect(),
+            services: self.services.values().cloned().collect(),
+            revision: self.revision,
+        }
+    }
+}
 
 /// How long one watch stream is kept before it is made again.
 pub const WATCH_SESSION: Duration = Duration::from_secs(30);
@@ -33,6 +89,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Reads the registry at one revision.
 pub async fn read(etcd: &Etcd) -> anyhow::Result<Registry> {
+    Ok(read_held(etcd).await?.registry())
+}
+
+/// Reads the registry at one revision, records by key.
+async fn read_held(etcd: &Etcd) -> anyhow::Result<Held> {
     let (nodes, revision) = etcd.list_at(&registry::nodes_prefix(), None).await?;
     let (services, _) = etcd
         .list_at(&registry::services_prefix(), Some(revision))
@@ -44,32 +105,39 @@ pub async fn read(etcd: &Etcd) -> anyhow::Result<Registry> {
         .iter()
         .find(|(k, _)| *k == registry::cluster_key())
         .context("the cluster record is missing")?;
-    Ok(Registry {
-        cluster: serde_json::from_slice::<ClusterRecord>(&cluster.1)
-            .context("parsing the cluster record")?,
-        nodes: parse_all(nodes, "node record"),
-        services: parse_all(services, "service record"),
+    let cluster = serde_json::from_slice::<ClusterRecord>(&cluster.1)
+        .context("parsing the cluster record")?;
+    let mut held = Held {
+        cluster,
+        nodes: BTreeMap::new(),
+        services: BTreeMap::new(),
         revision,
-    })
-}
-
-/// The records that parse; the others are logged and left out (one bad
-/// record does not take the zone down).
-fn parse_all<T: serde::de::DeserializeOwned>(kvs: Vec<(String, Vec<u8>)>, what: &str) -> Vec<T> {
-    kvs.into_iter()
-        .filter_map(|(key, value)| match serde_json::from_slice(&value) {
-            Ok(record) => Some(record),
-            Err(e) => {
-                tracing::warn!("dns: skipping {what} {key}: {e}");
-                None
-            }
-        })
-        .collect()
+    };
+    for (key, value) in nodes.iter().chain(&services) {
+        held.apply(key, Some(value));
+    }
+    Ok(held)
 }
 
 /// The zone of the registry as it is now.
 pub async fn load(etcd: &Etcd) -> anyhow::Result<Zone> {
     Zone::build(&read(etcd).await?)
+}
+
+impl Held {
+    /// Applies the changes of one watch message at `revision`; whether any
+    /// of them touches the zone.
+    fn take(&mut self, revision: i64, changes: Vec<(String, Option<Vec<u8>>)>) -> bool {
+        let mut touched = false;
+        for (key, value) in changes {
+            if relevant(&key) {
+                self.apply(&key, value.as_deref());
+                touched = true;
+            }
+        }
+        self.revision = self.revision.max(revision);
+        touched
+    }
 }
 
 /// Whether a change to `key` changes the zone.
@@ -94,8 +162,8 @@ pub async fn follow(
 async fn follow_forever(etcd: &Etcd, zone: &watch::Sender<Option<Arc<Zone>>>) {
     let mut backoff = BACKOFF;
     loop {
-        let revision = match publish(etcd, zone).await {
-            Ok(revision) => revision,
+        let held = match read_held(etcd).await {
+            Ok(held) => held,
             Err(e) => {
                 tracing::warn!("dns: reading the registry: {e:#}");
                 tokio::time::sleep(backoff).await;
@@ -103,7 +171,10 @@ async fn follow_forever(etcd: &Etcd, zone: &watch::Sender<Option<Arc<Zone>>>) {
                 continue;
             }
         };
-        match watch_session(etcd, zone, revision).await {
+        if let Err(e) = publish(&held, zone) {
+            tracing::warn!("dns: building the zone: {e:#}");
+        }
+        match watch_session(etcd, zone, held).await {
             Ok(()) => backoff = BACKOFF,
             Err(e) => {
                 tracing::warn!("dns: watching the registry: {e:#}");
@@ -114,9 +185,9 @@ async fn follow_forever(etcd: &Etcd, zone: &watch::Sender<Option<Arc<Zone>>>) {
     }
 }
 
-/// Reads the registry, publishes its zone if it differs, returns its revision.
-async fn publish(etcd: &Etcd, zone: &watch::Sender<Option<Arc<Zone>>>) -> anyhow::Result<i64> {
-    let new = load(etcd).await?;
+/// Publishes the zone of `held` if it is newer than the published one.
+fn publish(held: &Held, zone: &watch::Sender<Option<Arc<Zone>>>) -> anyhow::Result<()> {
+    let new = Zone::build(&held.registry())?;
     let revision = new.revision();
     zone.send_if_modified(|current| {
         if current.as_ref().is_some_and(|z| z.revision() >= revision) {
@@ -126,24 +197,25 @@ async fn publish(etcd: &Etcd, zone: &watch::Sender<Option<Arc<Zone>>>) -> anyhow
         *current = Some(Arc::new(new));
         true
     });
-    Ok(revision)
+    Ok(())
 }
 
-/// One watch stream: every relevant change republishes the zone.
+/// One watch stream: every relevant change is applied to `held` and the
+/// zone published again.
 async fn watch_session(
     etcd: &Etcd,
     zone: &watch::Sender<Option<Arc<Zone>>>,
-    revision: i64,
+    mut held: Held,
 ) -> anyhow::Result<()> {
     let mut watch = etcd
-        .watch(registry::PREFIX, revision + 1, WATCH_SESSION)
+        .watch(registry::PREFIX, held.revision + 1, WATCH_SESSION)
         .await?;
     while let Some(event) = watch.next().await? {
         match event {
             WatchEvent::Created => {}
             WatchEvent::Compacted => return Ok(()),
-            WatchEvent::Changed { keys, .. } => {
-                if !keys.iter().any(|k| relevant(k)) {
+            WatchEvent::Changed { revision, changes } => {
+                if !held.take(revision, changes) {
                     continue;
                 }
                 // Reading a watch message is cancel-safe: the bytes of a
@@ -154,11 +226,14 @@ async fn watch_session(
                     match tokio::time::timeout_at(until, watch.next()).await {
                         Err(_quiet) => break false,
                         Ok(Ok(Some(WatchEvent::Compacted) | None)) => break true,
-                        Ok(Ok(Some(_))) => {}
+                        Ok(Ok(Some(WatchEvent::Changed { revision, changes }))) => {
+                            held.take(revision, changes);
+                        }
+                        Ok(Ok(Some(WatchEvent::Created))) => {}
                         Ok(Err(e)) => return Err(e),
                     }
                 };
-                publish(etcd, zone).await?;
+                publish(&held, zone)?;
                 if ended {
                     return Ok(());
                 }
