@@ -273,7 +273,7 @@ impl Seed {
             ));
         }
         if let Some(t) = &self.ticket {
-            if t.len() > 4096 || !t.starts_with("gt1.") {
+            if !crate::ticket::is_well_formed(t) {
                 return Err("field `ticket`: not an enrollment ticket (gt1.…)".into());
             }
         }

@@ -61,6 +61,12 @@ pub enum TicketError {
     },
 }
 
+/// Whether `text` has a ticket's form (prefix and length); the signature
+/// and claims are checked by [`verify`], against the cluster's CA.
+pub fn is_well_formed(text: &str) -> bool {
+    text.len() <= MAX_LEN && text.starts_with(PREFIX) && text[PREFIX.len()..].starts_with('.')
+}
+
 /// Signs `claims` with the CA: the ticket text.
 pub fn sign(ca: &Ca, claims: &Claims) -> Result<String, pki::PkiError> {
     let body = B64.encode(serde_json::to_vec(claims).expect("claims serialize"));

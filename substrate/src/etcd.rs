@@ -242,51 +242,20 @@ impl Etcd {
 
     /// Writes `key` only if it does not exist; false if it did.
     pub async fn create(&self, key: &str, value: &[u8]) -> anyhow::Result<bool> {
-        self.txn_put(key, value, json!({"key": B64.encode(key), "result": "EQUAL", "target": "CREATE", "create_revision": "0"}))
+        self.put_if(Condition::Absent(key.to_owned()), key, value)
             .await
     }
 
     /// Writes `key` only if its mod revision is still `revision`.
     pub async fn replace(&self, key: &str, value: &[u8], revision: i64) -> anyhow::Result<bool> {
-        self.txn_put(key, value, json!({"key": B64.encode(key), "result": "EQUAL", "target": "MOD", "mod_revision": revision.to_string()}))
+        self.put_if(Condition::ModRevision(key.to_owned(), revision), key, value)
             .await
     }
 
-    /// Writes `key` if it does not exist (`Ok(None)`), else returns the
-    /// value and mod revision it has (`Ok(Some(..))`), in one round trip.
-    pub async fn create_or_get(
-        &self,
-        key: &str,
-        value: &[u8],
-    ) -> anyhow::Result<Option<(Vec<u8>, i64)>> {
-        let k = B64.encode(key);
-        let resp = self
-            .call(
-                "/v3/kv/txn",
-                json!({
-                    "compare": [{"key": k, "result": "EQUAL", "target": "CREATE", "create_revision": "0"}],
-                    "success": [{"request_put": {"key": k, "value": B64.encode(value)}}],
-                    "failure": [{"request_range": {"key": k}}],
-                }),
-            )
-            .await?;
-        if resp
-            .get("succeeded")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-        {
-            return Ok(None);
-        }
-        let kv = resp
-            .get("responses")
-            .and_then(Value::as_array)
-            .and_then(|r| r.first())
-            .and_then(|r| r.get("response_range"))
-            .and_then(|r| r.get("kvs"))
-            .and_then(Value::as_array)
-            .and_then(|k| k.first())
-            .ok_or_else(|| anyhow!("etcd txn on {key}: neither created nor found"))?;
-        Ok(Some((decode(kv, "value")?, int(kv, "mod_revision"))))
+    /// Writes `key` if `condition` holds; false if it did not.
+    async fn put_if(&self, condition: Condition, key: &str, value: &[u8]) -> anyhow::Result<bool> {
+        let put = [(key.to_owned(), value.to_vec())];
+        Ok(self.txn(&[condition], &put, &[], &[]).await?.is_none())
     }
 
     /// Writes every key if none of them exists, in one transaction (at most
@@ -351,22 +320,6 @@ impl Etcd {
             });
         }
         Ok(Some(out))
-    }
-
-    async fn txn_put(&self, key: &str, value: &[u8], compare: Value) -> anyhow::Result<bool> {
-        let resp = self
-            .call(
-                "/v3/kv/txn",
-                json!({
-                    "compare": [compare],
-                    "success": [{"request_put": {"key": B64.encode(key), "value": B64.encode(value)}}],
-                }),
-            )
-            .await?;
-        Ok(resp
-            .get("succeeded")
-            .and_then(Value::as_bool)
-            .unwrap_or(false))
     }
 
     pub async fn members(&self) -> anyhow::Result<Vec<Member>> {
