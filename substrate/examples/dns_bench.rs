@@ -11,9 +11,9 @@
 
 use std::sync::Arc;
 
-use globular_cluster::registry::{ClusterRecord, EnrollmentPolicy, NodeRecord, ServiceRecord};
+use globular_cluster::registry::{ClusterRecord, EnrollmentPolicy, ServiceRecord};
 use globular_cluster::Role;
-use globular_substrate::dns::{server, Limits, Listeners, Registry, Zone};
+use globular_substrate::dns::{server, Limits, Listeners, Registry, Zone, ZoneNode};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
 /// `nodes` nodes (the first three control planes), `services` services of
 /// `instances` instances each, spread over the nodes.
 fn registry(nodes: usize, services: usize, instances: usize) -> Registry {
-    let node = |i: usize| NodeRecord {
+    let node = |i: usize| ZoneNode {
         name: format!("node-{i}"),
         role: if i < 3 {
             Role::ControlPlane
@@ -70,13 +70,6 @@ fn registry(nodes: usize, services: usize, instances: usize) -> Registry {
             format!("10.{}.{}.{}/16", i / 65536, (i / 256) % 256, i % 256),
             format!("fd00::{i:x}/64"),
         ],
-        image_version: "bench".into(),
-        cert_serial: String::new(),
-        key_id: String::new(),
-        certificate: String::new(),
-        enrolled_at: 0,
-        renewed_at: 0,
-        superseded: Vec::new(),
     };
     let service = |s: usize, i: usize| {
         let n = (s * instances + i) % nodes.max(1);

@@ -222,6 +222,7 @@ impl Etcd {
                     return Ok(Watch {
                         response: resp,
                         buffer: Vec::new(),
+                        scanned: 0,
                         endpoint: ep.clone(),
                     })
                 }
@@ -397,6 +398,8 @@ pub struct Watch {
     response: reqwest::Response,
     /// Bytes of the stream not parsed yet.
     buffer: Vec<u8>,
+    /// How much of `buffer` is known to hold no newline.
+    scanned: usize,
     endpoint: String,
 }
 
@@ -420,22 +423,26 @@ impl Watch {
     /// over or the member went away).
     pub async fn next(&mut self) -> anyhow::Result<Option<WatchEvent>> {
         loop {
-            // The gateway writes one JSON object per message.
-            let mut stream =
-                serde_json::Deserializer::from_slice(&self.buffer).into_iter::<Value>();
-            match stream.next() {
-                Some(Ok(message)) => {
-                    let used = stream.byte_offset();
-                    self.buffer.drain(..used);
-                    return watch_event(&message)
-                        .with_context(|| format!("etcd watch at {}", self.endpoint))
-                        .map(Some);
+            // The gateway ends every message with a newline, and its compact
+            // JSON has none inside: a message is parsed once, when its end
+            // is here (a large one arrives in many chunks).
+            if let Some(end) = self.buffer[self.scanned..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|i| self.scanned + i)
+            {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                self.scanned = 0;
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
                 }
-                Some(Err(e)) if !e.is_eof() => {
-                    bail!("etcd watch at {}: bad JSON: {e}", self.endpoint)
-                }
-                _ => {}
+                let message: Value = serde_json::from_slice(&line)
+                    .with_context(|| format!("etcd watch at {}: bad JSON", self.endpoint))?;
+                return watch_event(&message)
+                    .with_context(|| format!("etcd watch at {}", self.endpoint))
+                    .map(Some);
             }
+            self.scanned = self.buffer.len();
             match self.response.chunk().await {
                 Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
                 Ok(None) => return Ok(None),

@@ -7,27 +7,20 @@
 
 use std::sync::OnceLock;
 
-use globular_cluster::registry::{ClusterRecord, EnrollmentPolicy, NodeRecord, ServiceRecord};
+use globular_cluster::registry::{ClusterRecord, EnrollmentPolicy, ServiceRecord};
 use globular_cluster::Role;
 use globular_substrate::dns::answer::{respond, truncated, Transport, UDP_PAYLOAD};
-use globular_substrate::dns::{Registry, Zone};
+use globular_substrate::dns::{Registry, Zone, ZoneNode};
 use hickory_proto::op::{Message, MessageType};
 use libfuzzer_sys::fuzz_target;
 
 fn zone() -> &'static Zone {
     static ZONE: OnceLock<Zone> = OnceLock::new();
     ZONE.get_or_init(|| {
-        let node = |name: &str, role, address: &str| NodeRecord {
+        let node = |name: &str, role, address: &str| ZoneNode {
             name: name.into(),
             role,
             addresses: vec![address.into()],
-            image_version: "1".into(),
-            cert_serial: String::new(),
-            key_id: String::new(),
-            certificate: String::new(),
-            enrolled_at: 0,
-            renewed_at: 0,
-            superseded: Vec::new(),
         };
         let service = |i: usize| ServiceRecord {
             name: "example.Big".into(),

@@ -11,11 +11,11 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use globular_cluster::pki;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower_service::Service as _;
 
 use super::limits::{Connections, Limits};
 use super::{Api, ApiError, Peer, Remote};
@@ -103,11 +103,13 @@ pub async fn serve_with(
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(|der| pki::identity_of_der(der).ok());
-            let service = TowerToHyperService::new(
-                router
-                    .layer(Extension(Peer(peer)))
-                    .layer(Extension(Remote(Some(remote.ip())))),
-            );
+            // The caller's certificate and address go into each request's
+            // extensions (cheaper than layering the router per connection).
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(Peer(peer.clone()));
+                request.extensions_mut().insert(Remote(Some(remote.ip())));
+                router.clone().call(request)
+            });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)

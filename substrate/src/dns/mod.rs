@@ -2,6 +2,7 @@
 //! from the registry on every control-plane node (docs/dns.md).
 //!
 //! - [`zone`]: the records, built from one read of the registry;
+//! - [`nodes`]: the node names, kept from one zone to the next;
 //! - [`names`]: registry names as DNS labels;
 //! - [`follow`]: the zone follows the registry (an etcd watch);
 //! - [`answer`]: one request to one response, with no I/O (the fuzz target);
@@ -16,6 +17,7 @@ pub mod answer;
 mod cache;
 pub mod follow;
 pub mod names;
+pub mod nodes;
 pub mod rrl;
 pub mod server;
 pub mod zone;
@@ -25,6 +27,7 @@ use std::future::Future;
 use tokio::sync::watch;
 
 use crate::etcd::Etcd;
+pub use nodes::ZoneNode;
 pub use rrl::RateLimit;
 pub use server::{Limits, Listeners, ZoneWatch};
 pub use zone::{Registry, Zone};

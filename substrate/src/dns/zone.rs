@@ -14,16 +14,17 @@
 //! instance id. A zone is immutable: the follower builds a new one for every
 //! registry change and swaps it in whole.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use anyhow::Context as _;
-use globular_cluster::registry::{self, ClusterRecord, NodeRecord, ServiceRecord};
+use globular_cluster::registry::{self, ClusterRecord, ServiceRecord};
 use globular_cluster::Role;
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::names;
+use super::nodes::{NodeNames, ZoneNode};
 
 /// TTL of node and service records: the registry changes them at any time,
 /// and answers follow within a second, so caches should not hold them long.
@@ -37,7 +38,7 @@ pub const NEGATIVE_TTL: u32 = 5;
 #[derive(Debug, Clone)]
 pub struct Registry {
     pub cluster: ClusterRecord,
-    pub nodes: Vec<NodeRecord>,
+    pub nodes: Vec<ZoneNode>,
     pub services: Vec<ServiceRecord>,
     /// The etcd revision of the read: the SOA serial.
     pub revision: i64,
@@ -45,8 +46,41 @@ pub struct Registry {
 
 /// The records of one name, by type.
 #[derive(Debug, Default)]
-struct Entry {
+pub(super) struct Entry {
     sets: Vec<RrSet>,
+}
+
+impl Entry {
+    fn set_of(&mut self, rtype: RecordType) -> &mut RrSet {
+        let i = match self.sets.iter().position(|s| s.rtype == rtype) {
+            Some(i) => i,
+            None => {
+                self.sets.push(RrSet {
+                    rtype,
+                    records: Vec::new(),
+                    additionals: Vec::new(),
+                });
+                self.sets.len() - 1
+            }
+        };
+        &mut self.sets[i]
+    }
+
+    /// Adds `record` unless its set holds the same data already.
+    pub(super) fn add(&mut self, record: Record) {
+        let set = self.set_of(record.record_type());
+        if !set.records.iter().any(|r| r.data() == record.data()) {
+            set.records.push(record);
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
+    pub(super) fn records(&self) -> impl Iterator<Item = &Record> {
+        self.sets.iter().flat_map(|s| s.records.iter())
+    }
 }
 
 #[derive(Debug)]
@@ -82,6 +116,9 @@ pub struct Zone {
     revision: i64,
     /// The SOA with the negative TTL, for the authority section.
     negative_soa: [Record; 1],
+    /// `<node>.<zone>`, shared with the zone before and after this one.
+    nodes: NodeNames,
+    /// Every other name: the apex, services and their parents.
     names: HashMap<Name, Entry>,
 }
 
@@ -90,36 +127,39 @@ impl Zone {
     /// with no DNS-safe character left, an address that is no IP) are left
     /// out and logged.
     pub fn build(registry: &Registry) -> anyhow::Result<Zone> {
-        let cluster = &registry.cluster;
-        let origin = Name::from_ascii(format!(
-            "{}.",
-            registry::zone_name(&cluster.name, &cluster.domain)
+        let mut nodes = NodeNames::new(origin_of(&registry.cluster)?);
+        for node in &registry.nodes {
+            nodes.put(node);
+        }
+        let control_planes: Vec<&str> = registry
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::ControlPlane)
+            .map(|n| n.name.as_str())
+            .collect();
+        Ok(Zone::assemble(
+            nodes,
+            control_planes,
+            &registry.services,
+            registry.revision,
         ))
-        .with_context(|| format!("zone name of cluster {:?}", cluster.name))?;
+    }
+
+    /// The zone of `nodes` (kept by the caller from one zone to the next),
+    /// the control planes (by node name: the NS records, the first by name
+    /// is the SOA primary) and the service instances, at `revision`.
+    pub fn assemble<'a>(
+        nodes: NodeNames,
+        mut control_planes: Vec<&str>,
+        services: impl IntoIterator<Item = &'a ServiceRecord>,
+        revision: i64,
+    ) -> Zone {
+        let origin = nodes.origin().clone();
         let mut zone = ZoneBuilder {
             origin: origin.clone(),
-            names: BTreeMap::new(),
+            names: HashMap::new(),
         };
-        // Nodes first: a service whose label is a node's name does not get
-        // the node's name.
-        let mut nodes: Vec<&NodeRecord> = registry.nodes.iter().collect();
-        nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut node_names = std::collections::HashSet::new();
-        let mut control_planes = Vec::new();
-        for node in &nodes {
-            let Ok(name) = zone.child(&[&node.name]) else {
-                tracing::debug!("node {:?} has no DNS name", node.name);
-                continue;
-            };
-            for ip in node.addresses.iter().filter_map(|a| node_ip(a)) {
-                zone.add(&name, address(&name, ip));
-            }
-            node_names.insert(node.name.clone());
-            if node.role == Role::ControlPlane {
-                control_planes.push(name);
-            }
-        }
-        let mut services: Vec<&ServiceRecord> = registry.services.iter().collect();
+        let mut services: Vec<&ServiceRecord> = services.into_iter().collect();
         services.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
         for service in services {
             let Some(label) = names::label(&service.name) else {
@@ -150,7 +190,8 @@ impl Zone {
             ) else {
                 continue;
             };
-            if !node_names.contains(&label) {
+            // A node's name keeps the node's addresses.
+            if !nodes.contains(&name) {
                 zone.add(&name, address(&name, ip));
             }
             zone.add(&target, address(&target, ip));
@@ -164,7 +205,13 @@ impl Zone {
                 address(&target, ip),
             );
         }
-        let serial = serial_of(registry.revision);
+        control_planes.sort_unstable();
+        control_planes.dedup();
+        let control_planes: Vec<Name> = control_planes
+            .into_iter()
+            .filter_map(|cp| nodes.name_of(cp))
+            .collect();
+        let serial = serial_of(revision);
         let primary = control_planes
             .first()
             .cloned()
@@ -189,20 +236,21 @@ impl Zone {
         zone.set(&origin, RecordType::SOA, vec![soa(APEX_TTL)], Vec::new());
         let ns_glue = control_planes
             .iter()
-            .flat_map(|cp| zone.addresses_of(cp))
+            .flat_map(|cp| nodes.addresses(cp))
             .collect();
         let ns = control_planes
             .iter()
             .map(|cp| Record::from_rdata(origin.clone(), APEX_TTL, RData::NS(NS(cp.clone()))))
             .collect();
         zone.set(&origin, RecordType::NS, ns, ns_glue);
-        Ok(Zone {
+        Zone {
             negative_soa: [soa(NEGATIVE_TTL)],
             serial,
-            revision: registry.revision,
+            revision,
             names: zone.finish(),
+            nodes,
             origin,
-        })
+        }
     }
 
     /// The zone's name (fully qualified, with the trailing dot).
@@ -228,7 +276,7 @@ impl Zone {
 
     /// What the zone says about `name` and `rtype`.
     pub fn lookup(&self, name: &Name, rtype: RecordType) -> Lookup<'_> {
-        match self.names.get(name) {
+        match self.entry(name) {
             Some(entry) => match entry.sets.iter().find(|s| s.rtype == rtype) {
                 Some(set) => Lookup::Answer {
                     answers: &set.records,
@@ -244,16 +292,23 @@ impl Zone {
     /// Whether `name` exists in the zone (with records or as the parent of
     /// names that have some).
     pub fn contains(&self, name: &Name) -> bool {
-        self.names.contains_key(name)
+        self.entry(name).is_some()
+    }
+
+    /// A node's name is the node's (a service of the same name only adds
+    /// its instances below it).
+    fn entry(&self, name: &Name) -> Option<&Entry> {
+        self.nodes.get(name).or_else(|| self.names.get(name))
     }
 
     /// Every record, the SOA first, then by name and type: the zone in
     /// master-file form, one record per line (RFC 1035 section 5).
     pub fn records(&self) -> Vec<&Record> {
         let mut out: Vec<&Record> = self
-            .names
-            .values()
-            .flat_map(|e| e.sets.iter().flat_map(|s| s.records.iter()))
+            .nodes
+            .entries()
+            .chain(self.names.values())
+            .flat_map(Entry::records)
             .collect();
         out.sort_by(|a, b| {
             let soa = |r: &Record| r.record_type() != RecordType::SOA;
@@ -284,11 +339,12 @@ impl Zone {
     }
 }
 
-/// The zone while it is built: names in order, so equal registries give
-/// equal zones.
+/// The zone while it is built. Every name is made by [`ZoneBuilder::child`],
+/// so it is under the origin. Records are added in registry order, so equal
+/// registries give equal zones.
 struct ZoneBuilder {
     origin: Name,
-    names: BTreeMap<Name, Vec<RrSet>>,
+    names: HashMap<Name, Entry>,
 }
 
 impl ZoneBuilder {
@@ -302,27 +358,12 @@ impl ZoneBuilder {
     }
 
     fn set_of(&mut self, name: &Name, rtype: RecordType) -> &mut RrSet {
-        let sets = self.names.entry(name.clone()).or_default();
-        let i = match sets.iter().position(|s| s.rtype == rtype) {
-            Some(i) => i,
-            None => {
-                sets.push(RrSet {
-                    rtype,
-                    records: Vec::new(),
-                    additionals: Vec::new(),
-                });
-                sets.len() - 1
-            }
-        };
-        &mut sets[i]
+        self.names.entry(name.clone()).or_default().set_of(rtype)
     }
 
     /// Adds `record` unless the set holds the same data already.
     fn add(&mut self, name: &Name, record: Record) {
-        let set = self.set_of(name, record.record_type());
-        if !set.records.iter().any(|r| r.data() == record.data()) {
-            set.records.push(record);
-        }
+        self.names.entry(name.clone()).or_default().add(record);
     }
 
     fn add_srv(&mut self, name: &Name, srv: Record, glue: Record) {
@@ -342,37 +383,31 @@ impl ZoneBuilder {
         set.additionals = glue;
     }
 
-    fn addresses_of(&self, name: &Name) -> Vec<Record> {
-        self.names
-            .get(name)
-            .into_iter()
-            .flatten()
-            .filter(|s| matches!(s.rtype, RecordType::A | RecordType::AAAA))
-            .flat_map(|s| s.records.iter().cloned())
-            .collect()
-    }
-
     /// The names with their parents up to the origin (empty non-terminals
     /// exist: `_tcp.<zone>` answers NODATA, not NXDOMAIN).
     fn finish(self) -> HashMap<Name, Entry> {
-        let mut out: HashMap<Name, Entry> = HashMap::new();
-        for (name, sets) in self.names {
-            let mut parent = name.base_name();
-            while self.origin.zone_of(&parent) && parent.num_labels() >= self.origin.num_labels() {
-                out.entry(parent.clone()).or_default();
-                if parent.num_labels() == 0 {
-                    break;
-                }
+        let apex = self.origin.num_labels();
+        let mut out: HashMap<Name, Entry> = HashMap::with_capacity(self.names.len() + 1);
+        let mut parents = Vec::new();
+        for (name, entry) in self.names {
+            // Names one label below the origin (nodes, services) have no
+            // parent but the origin.
+            let mut parent = name.clone();
+            while parent.num_labels() > apex + 1 {
                 parent = parent.base_name();
+                parents.push(parent.clone());
             }
-            out.entry(name).or_default().sets = sets;
+            out.insert(name, entry);
+        }
+        for parent in parents {
+            out.entry(parent).or_default();
         }
         out.entry(self.origin).or_default();
         out
     }
 }
 
-fn address(name: &Name, ip: IpAddr) -> Record {
+pub(super) fn address(name: &Name, ip: IpAddr) -> Record {
     let rdata = match ip {
         IpAddr::V4(v4) => RData::A(A(v4)),
         IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
@@ -380,9 +415,13 @@ fn address(name: &Name, ip: IpAddr) -> Record {
     Record::from_rdata(name.clone(), RECORD_TTL, rdata)
 }
 
-/// The IP of a node record's `IP/PREFIX` address.
-fn node_ip(cidr: &str) -> Option<IpAddr> {
-    cidr.split('/').next()?.parse().ok()
+/// The zone's name, `<cluster>.<domain>.`.
+pub fn origin_of(cluster: &ClusterRecord) -> anyhow::Result<Name> {
+    Name::from_ascii(format!(
+        "{}.",
+        registry::zone_name(&cluster.name, &cluster.domain)
+    ))
+    .with_context(|| format!("zone name of cluster {:?}", cluster.name))
 }
 
 fn serial_of(revision: i64) -> u32 {
@@ -397,17 +436,10 @@ pub(crate) mod tests_support {
     use globular_cluster::registry::EnrollmentPolicy;
 
     pub(crate) fn registry() -> Registry {
-        let node = |name: &str, role, addresses: &[&str]| NodeRecord {
+        let node = |name: &str, role, addresses: &[&str]| ZoneNode {
             name: name.into(),
             role,
             addresses: addresses.iter().map(|a| a.to_string()).collect(),
-            image_version: "1".into(),
-            cert_serial: String::new(),
-            key_id: String::new(),
-            certificate: String::new(),
-            enrolled_at: 0,
-            renewed_at: 0,
-            superseded: Vec::new(),
         };
         let service = |name: &str, id: &str, address: &str, port| ServiceRecord {
             name: name.into(),
