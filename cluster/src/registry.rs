@@ -52,6 +52,10 @@ pub fn address_key(ip: &std::net::IpAddr) -> String {
     format!("{PREFIX}addresses/{ip}")
 }
 
+pub fn addresses_prefix() -> String {
+    format!("{PREFIX}addresses/")
+}
+
 pub fn services_prefix() -> String {
     format!("{PREFIX}services/")
 }

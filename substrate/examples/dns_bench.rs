@@ -11,8 +11,7 @@
 
 use std::sync::Arc;
 
-use globular_cluster::registry::{ClusterRecord, EnrollmentPolicy, ServiceRecord};
-use globular_cluster::Role;
+use globular_cluster::registry::{ClusterRecord, EnrollmentPolicy, ServiceRecord, API_SERVICE};
 use globular_substrate::dns::{server, Limits, Listeners, Registry, Zone, ZoneNode};
 
 fn main() -> anyhow::Result<()> {
@@ -61,11 +60,6 @@ fn main() -> anyhow::Result<()> {
 fn registry(nodes: usize, services: usize, instances: usize) -> Registry {
     let node = |i: usize| ZoneNode {
         name: format!("node-{i}"),
-        role: if i < 3 {
-            Role::ControlPlane
-        } else {
-            Role::Worker
-        },
         addresses: vec![
             format!("10.{}.{}.{}/16", i / 65536, (i / 256) % 256, i % 256),
             format!("fd00::{i:x}/64"),
@@ -85,6 +79,12 @@ fn registry(nodes: usize, services: usize, instances: usize) -> Registry {
             registered_at: 0,
         }
     };
+    // The control planes: the substrate API's instances.
+    let api = |n: usize| ServiceRecord {
+        name: API_SERVICE.into(),
+        port: 10016,
+        ..service(0, n)
+    };
     Registry {
         cluster: ClusterRecord {
             name: "bench".into(),
@@ -97,6 +97,7 @@ fn registry(nodes: usize, services: usize, instances: usize) -> Registry {
         services: (0..services)
             .flat_map(|s| (0..instances).map(move |i| (s, i)))
             .map(|(s, i)| service(s, i))
+            .chain((0..nodes.min(3)).map(api))
             .collect(),
         revision: 1,
     }

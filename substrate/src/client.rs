@@ -108,8 +108,19 @@ fn chain(e: &dyn std::error::Error) -> String {
 impl Client {
     /// A client for a node that knows only the CA pin (`sha256:...`).
     pub fn pinned(endpoints: Vec<String>, pin: &str) -> anyhow::Result<Client> {
+        Client::pinned_from(endpoints, pin, None)
+    }
+
+    /// [`Client::pinned`] connecting from `source`, if given: a joiner with
+    /// several addresses connects from one it claims (the API checks that
+    /// the connection comes from one of them).
+    pub fn pinned_from(
+        endpoints: Vec<String>,
+        pin: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<Client> {
         Ok(Client {
-            http: tls::http_client(tls::pinned_client_config(pin)?)?,
+            http: tls::http_client_from(tls::pinned_client_config(pin)?, source)?,
             endpoints,
             request_timeout: tls::REQUEST_TIMEOUT,
         })
@@ -295,7 +306,18 @@ pub async fn enroll_with(
     request: &EnrollRequest,
     timeout: Duration,
 ) -> anyhow::Result<EnrollResponse> {
-    Client::pinned(endpoints.to_vec(), pin)?
+    enroll_from(endpoints, pin, request, timeout, None).await
+}
+
+/// [`enroll_with`] connecting from `source`, if given.
+pub async fn enroll_from(
+    endpoints: &[String],
+    pin: &str,
+    request: &EnrollRequest,
+    timeout: Duration,
+    source: Option<std::net::IpAddr>,
+) -> anyhow::Result<EnrollResponse> {
+    Client::pinned_from(endpoints.to_vec(), pin, source)?
         .enroll(request, Retry::every(ENROLL_INTERVAL, timeout))
         .await
 }

@@ -192,28 +192,36 @@ impl Etcd {
         Ok((out, revision))
     }
 
-    /// Watches the keys under `prefix` from `start_revision` on: the
-    /// gateway's `/v3/watch` stream, from the first endpoint that takes it,
-    /// for at most `session` (then the caller watches again from where it
-    /// was, which also moves it off a member that went away).
+    /// Watches the keys under each of `prefixes` from `start_revision` on:
+    /// one gateway `/v3/watch` stream (a watch per prefix, their events
+    /// interleaved), from the first endpoint that takes it, for at most
+    /// `session` (then the caller watches again from where it was, which
+    /// also moves it off a member that went away).
     pub async fn watch(
         &self,
-        prefix: &str,
+        prefixes: &[&str],
         start_revision: i64,
         session: Duration,
     ) -> anyhow::Result<Watch> {
-        let body = json!({"create_request": {
-            "key": B64.encode(prefix),
-            "range_end": B64.encode(prefix_end(prefix)),
-            "start_revision": start_revision.to_string(),
-        }});
+        // The gateway reads one JSON request after another from the body.
+        let mut body = Vec::new();
+        for prefix in prefixes {
+            let request = json!({"create_request": {
+                "key": B64.encode(prefix),
+                "range_end": B64.encode(prefix_end(prefix)),
+                "start_revision": start_revision.to_string(),
+            }});
+            serde_json::to_writer(&mut body, &request)?;
+            body.push(b'\n');
+        }
         let mut last = None;
         for ep in &self.endpoints {
             let url = format!("{}/v3/watch", ep.trim_end_matches('/'));
             match self
                 .http
                 .post(&url)
-                .json(&body)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
                 .timeout(session)
                 .send()
                 .await

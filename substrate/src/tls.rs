@@ -335,8 +335,18 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// An HTTPS client (HTTP/1.1) built on one of the configurations above.
 pub fn http_client(config: rustls::ClientConfig) -> anyhow::Result<reqwest::Client> {
+    http_client_from(config, None)
+}
+
+/// [`http_client`] whose connections come from `source` (one of the host's
+/// addresses), if given.
+pub fn http_client_from(
+    config: rustls::ClientConfig,
+    source: Option<std::net::IpAddr>,
+) -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
+        .local_address(source)
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(std::time::Duration::from_secs(5))
         .build()

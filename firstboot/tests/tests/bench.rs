@@ -4,6 +4,8 @@
 //! `globular serve` and etcd). Each enrollment is a fresh TLS connection with
 //! CA pinning, token check, CSR verification, signing and an etcd
 //! compare-and-create. Keys and CSRs are made before the clock starts.
+//! Every joiner connects from its own loopback address (127.1.x.y), the one
+//! it claims, as nodes do.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use globular_cluster::pki;
 use globular_cluster::protocol::EnrollRequest;
 use globular_cluster::Role;
-use globular_substrate::client::enroll_with;
+use globular_substrate::client::{enroll_from, enroll_with};
 
 use crate::harness::Cluster;
 
@@ -88,8 +90,11 @@ fn bench_enrollment() {
                     let Some(req) = queue.lock().unwrap().pop() else {
                         break;
                     };
+                    // Each joiner connects from the address it claims, as
+                    // a node does (the API limits connections per source).
+                    let source = req.addresses[0].split('/').next().unwrap().parse().ok();
                     let t = Instant::now();
-                    enroll_with(&endpoints, &pin, &req, Duration::from_secs(30))
+                    enroll_from(&endpoints, &pin, &req, Duration::from_secs(30), source)
                         .await
                         .unwrap();
                     latencies.lock().unwrap().push(t.elapsed());

@@ -7,8 +7,7 @@
 
 use std::sync::OnceLock;
 
-use globular_cluster::registry::{ClusterRecord, EnrollmentPolicy, ServiceRecord};
-use globular_cluster::Role;
+use globular_cluster::registry::{ClusterRecord, EnrollmentPolicy, ServiceRecord, API_SERVICE};
 use globular_substrate::dns::answer::{respond, truncated, Transport, UDP_PAYLOAD};
 use globular_substrate::dns::{Registry, Zone, ZoneNode};
 use hickory_proto::op::{Message, MessageType};
@@ -17,9 +16,8 @@ use libfuzzer_sys::fuzz_target;
 fn zone() -> &'static Zone {
     static ZONE: OnceLock<Zone> = OnceLock::new();
     ZONE.get_or_init(|| {
-        let node = |name: &str, role, address: &str| ZoneNode {
+        let node = |name: &str, address: &str| ZoneNode {
             name: name.into(),
-            role,
             addresses: vec![address.into()],
         };
         let service = |i: usize| ServiceRecord {
@@ -42,10 +40,20 @@ fn zone() -> &'static Zone {
                 domain: "example.internal".into(),
             },
             nodes: vec![
-                node("cp1", Role::ControlPlane, "10.0.0.1/24"),
-                node("w1", Role::Worker, "fd00::21/64"),
+                node("cp1", "10.0.0.1/24"),
+                node("w1", "fd00::21/64"),
             ],
-            services: (0..80).map(service).collect(),
+            services: (0..80)
+                .map(service)
+                .chain([ServiceRecord {
+                    name: API_SERVICE.into(),
+                    id: "cp1".into(),
+                    node: "cp1".into(),
+                    address: "10.0.0.1".into(),
+                    port: 10016,
+                    ..service(0)
+                }])
+                .collect(),
             revision: 7,
         })
         .expect("the fuzz zone")

@@ -3,66 +3,75 @@
 //! change the watch carries (key and new value) to the records held here,
 //! and publish again. The registry is read whole only at the start of each
 //! watch session: a crowd of enrollments costs etcd one stream, not one
-//! full read per change (each node record carries its certificate).
+//! full read per change.
 //!
-//! A controller in the project's sense: it reads `/globular/cluster`,
-//! `/globular/nodes/`, `/globular/services/`, owns the published zone, and
+//! A controller in the project's sense: it reads `/globular/cluster`, the
+//! address index `/globular/addresses/` (IP → node name, written with the
+//! node records) and `/globular/services/`, owns the published zone, and
 //! runs on every change (the watch) and at the end of every watch session
 //! ([`WATCH_SESSION`]), which also moves a watch off an etcd member that
 //! went away. While etcd does not answer, the last zone stays published.
+//! Node records themselves are not read: they carry certificates, which
+//! etcd would stream for every enrollment.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use globular_cluster::registry::{self, ClusterRecord};
-use globular_cluster::Role;
 use tokio::sync::watch;
 
 use crate::etcd::{Etcd, WatchEvent};
 
-use super::nodes::{NodeNames, ZoneNode};
+use super::nodes::NodeNames;
 use super::zone::{self, Zone};
 
-/// The registry as the follower holds it: records by etcd key.
+/// The registry as the follower holds it.
 #[derive(Debug, Clone)]
 struct Held {
     cluster: ClusterRecord,
-    /// Node records without their certificates: all the zone needs.
-    nodes: BTreeMap<String, ZoneNode>,
+    /// The address index: each address and its node.
+    addresses: BTreeMap<IpAddr, String>,
+    /// The same by node.
+    nodes: BTreeMap<String, BTreeSet<IpAddr>>,
     /// The zone's node names, changed with `nodes`.
     names: NodeNames,
+    /// Service records by key.
     services: BTreeMap<String, registry::ServiceRecord>,
     revision: i64,
 }
 
 impl Held {
+    fn new(cluster: ClusterRecord, revision: i64) -> anyhow::Result<Held> {
+        Ok(Held {
+            names: NodeNames::new(zone::origin_of(&cluster)?),
+            cluster,
+            addresses: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            services: BTreeMap::new(),
+            revision,
+        })
+    }
+
     /// Applies one change; a value that does not parse removes the record
     /// (and is logged), as a full read would leave it out.
     fn apply(&mut self, key: &str, value: Option<&[u8]>) {
-        if key.starts_with(&registry::nodes_prefix()) {
-            let node = value.and_then(|v| match serde_json::from_slice::<ZoneNode>(v) {
-                Ok(node) => Some(node),
-                Err(e) => {
-                    tracing::warn!("dns: skipping {key}: {e}");
+        if let Some(ip) = key.strip_prefix(&registry::addresses_prefix()) {
+            let Ok(ip) = ip.parse::<IpAddr>() else {
+                tracing::warn!("dns: skipping {key}: not an IP address");
+                return;
+            };
+            let node = value.and_then(|v| match std::str::from_utf8(v) {
+                Ok(node) => Some(node.to_owned()),
+                Err(_) => {
+                    tracing::warn!("dns: skipping {key}: the node name is not UTF-8");
                     None
                 }
             });
-            let old = match node {
-                Some(node) => {
-                    self.names.put(&node);
-                    self.nodes.insert(key.to_owned(), node)
-                }
-                None => self.nodes.remove(key),
-            };
-            // A record renamed under its key leaves its old name.
-            if let Some(old) = old {
-                if self.nodes.get(key).is_none_or(|n| n.name != old.name) {
-                    self.names.remove(&old.name);
-                }
-            }
+            self.set_owner(ip, node);
         } else if key.starts_with(&registry::services_prefix()) {
             match value.map(serde_json::from_slice::<registry::ServiceRecord>) {
                 Some(Ok(record)) => {
@@ -83,8 +92,9 @@ impl Held {
             match zone::origin_of(&cluster) {
                 Ok(origin) if origin != *self.names.origin() => {
                     self.names = NodeNames::new(origin);
-                    for node in self.nodes.values() {
-                        self.names.put(node);
+                    for (node, ips) in &self.nodes {
+                        self.names
+                            .set(node, &ips.iter().copied().collect::<Vec<_>>());
                     }
                 }
                 Ok(_) => {}
@@ -97,20 +107,35 @@ impl Held {
         }
     }
 
+    /// `ip` now belongs to `owner` (none: to no node); the names of the
+    /// nodes it leaves and joins change.
+    fn set_owner(&mut self, ip: IpAddr, owner: Option<String>) {
+        let old = match &owner {
+            Some(node) => self.addresses.insert(ip, node.clone()),
+            None => self.addresses.remove(&ip),
+        };
+        if old == owner {
+            return;
+        }
+        for (node, add) in [(old, false), (owner, true)] {
+            let Some(node) = node else { continue };
+            let ips = self.nodes.entry(node.clone()).or_default();
+            if add {
+                ips.insert(ip);
+            } else {
+                ips.remove(&ip);
+            }
+            let list: Vec<IpAddr> = ips.iter().copied().collect();
+            if list.is_empty() {
+                self.nodes.remove(&node);
+            }
+            self.names.set(&node, &list);
+        }
+    }
+
     /// The zone of what is held.
     fn zone(&self) -> Zone {
-        let control_planes = self
-            .nodes
-            .values()
-            .filter(|n| n.role == Role::ControlPlane)
-            .map(|n| n.name.as_str())
-            .collect();
-        Zone::assemble(
-            self.names.clone(),
-            control_planes,
-            self.services.values(),
-            self.revision,
-        )
+        Zone::assemble(self.names.clone(), self.services.values(), self.revision)
     }
 }
 
@@ -132,29 +157,29 @@ const MAX_PAUSE: Duration = Duration::from_millis(600);
 const BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Reads the registry at one revision, records by key.
+/// What the follower reads and watches.
+fn watched() -> [String; 3] {
+    [
+        registry::addresses_prefix(),
+        registry::services_prefix(),
+        registry::cluster_key(),
+    ]
+}
+
+/// Reads the registry at one revision.
 async fn read_held(etcd: &Etcd) -> anyhow::Result<Held> {
-    let (nodes, revision) = etcd.list_at(&registry::nodes_prefix(), None).await?;
-    let (services, _) = etcd
-        .list_at(&registry::services_prefix(), Some(revision))
-        .await?;
-    let (cluster, _) = etcd
-        .list_at(&registry::cluster_key(), Some(revision))
-        .await?;
+    let [addresses, services, cluster] = watched();
+    let (addresses, revision) = etcd.list_at(&addresses, None).await?;
+    let (services, _) = etcd.list_at(&services, Some(revision)).await?;
+    let (cluster, _) = etcd.list_at(&cluster, Some(revision)).await?;
     let cluster = cluster
         .iter()
         .find(|(k, _)| *k == registry::cluster_key())
         .context("the cluster record is missing")?;
     let cluster = serde_json::from_slice::<ClusterRecord>(&cluster.1)
         .context("parsing the cluster record")?;
-    let mut held = Held {
-        names: NodeNames::new(zone::origin_of(&cluster)?),
-        cluster,
-        nodes: BTreeMap::new(),
-        services: BTreeMap::new(),
-        revision,
-    };
-    for (key, value) in nodes.iter().chain(&services) {
+    let mut held = Held::new(cluster, revision)?;
+    for (key, value) in addresses.iter().chain(&services) {
         held.apply(key, Some(value));
     }
     Ok(held)
@@ -184,7 +209,7 @@ impl Held {
 /// Whether a change to `key` changes the zone.
 fn relevant(key: &str) -> bool {
     key == registry::cluster_key()
-        || key.starts_with(&registry::nodes_prefix())
+        || key.starts_with(&registry::addresses_prefix())
         || key.starts_with(&registry::services_prefix())
 }
 
@@ -250,7 +275,11 @@ async fn watch_session(
     mut held: Held,
 ) -> anyhow::Result<()> {
     let mut watch = etcd
-        .watch(registry::PREFIX, held.revision + 1, WATCH_SESSION)
+        .watch(
+            &watched().each_ref().map(String::as_str),
+            held.revision + 1,
+            WATCH_SESSION,
+        )
         .await?;
     let mut pause = MAX_COALESCE;
     while let Some(event) = watch.next().await? {
@@ -289,97 +318,71 @@ async fn watch_session(
 
 #[cfg(test)]
 mod tests {
-    use globular_cluster::registry::NodeRecord;
-
     use super::*;
     use crate::dns::zone::tests_support::registry;
-    use crate::dns::Registry;
+    use crate::dns::{Registry, ZoneNode};
 
-    fn node_json(name: &str, role: Role, addresses: &[&str]) -> Vec<u8> {
-        serde_json::to_vec(&NodeRecord {
-            name: name.into(),
-            role,
-            addresses: addresses.iter().map(|a| a.to_string()).collect(),
-            image_version: "1".into(),
-            cert_serial: "01".into(),
-            key_id: "k".into(),
-            certificate: "-----BEGIN CERTIFICATE-----".into(),
-            enrolled_at: 1,
-            renewed_at: 1,
-            superseded: Vec::new(),
-        })
-        .unwrap()
+    fn own(held: &mut Held, ip: &str, node: Option<&str>) {
+        let key = registry::address_key(&ip.parse().unwrap());
+        held.apply(&key, node.map(str::as_bytes));
     }
 
     /// The zone kept change by change is the zone a full read builds.
     #[test]
     fn changes_give_the_zone_of_a_full_read() {
         let start = registry();
-        let mut held = Held {
-            names: NodeNames::new(zone::origin_of(&start.cluster).unwrap()),
-            cluster: start.cluster.clone(),
-            nodes: BTreeMap::new(),
-            services: BTreeMap::new(),
-            revision: start.revision,
-        };
-        let mut expected = Registry {
-            nodes: Vec::new(),
-            services: Vec::new(),
-            ..start.clone()
-        };
+        let mut held = Held::new(start.cluster.clone(), start.revision).unwrap();
         for node in &start.nodes {
-            let addresses: Vec<&str> = node.addresses.iter().map(String::as_str).collect();
-            let value = node_json(&node.name, node.role, &addresses);
-            held.apply(&registry::node_key(&node.name), Some(&value));
+            for cidr in &node.addresses {
+                own(&mut held, cidr.split('/').next().unwrap(), Some(&node.name));
+            }
         }
         for service in &start.services {
             let key = registry::service_key(&service.name, &service.id);
             held.apply(&key, Some(&serde_json::to_vec(service).unwrap()));
         }
-        // A node changes its addresses, a control plane leaves, a record
-        // that does not parse, a node renamed under its key, a new worker.
+        // A node changes its addresses, a control plane leaves (its address
+        // and its API instance), a key that is no address, an address that
+        // moves to another node, a new worker.
+        own(&mut held, "10.0.0.21", None);
+        own(&mut held, "10.0.0.22", Some("w1"));
+        own(&mut held, "fd00::22", Some("w1"));
+        own(&mut held, "10.0.0.2", None);
+        held.apply(&registry::service_key("globular.SubstrateApi", "cp2"), None);
         held.apply(
-            &registry::node_key("w1"),
-            Some(&node_json(
-                "w1",
-                Role::Worker,
-                &["10.0.0.22/24", "fd00::22/64"],
-            )),
+            &format!("{}not-an-ip", registry::addresses_prefix()),
+            Some(b"w9"),
         );
-        held.apply(&registry::node_key("cp2"), None);
-        held.apply(&registry::node_key("bad"), Some(b"{not json"));
-        held.apply(
-            &registry::node_key("w3"),
-            Some(&node_json("w3", Role::Worker, &["10.0.0.23/24"])),
-        );
-        held.apply(
-            &registry::node_key("w3"),
-            Some(&node_json("w4", Role::Worker, &["10.0.0.24/24"])),
-        );
-        held.apply(
-            &registry::node_key("w5"),
-            Some(&node_json("w5", Role::Worker, &["10.0.0.25/24"])),
-        );
+        own(&mut held, "10.0.0.23", Some("w3"));
+        own(&mut held, "10.0.0.23", Some("w4"));
+        own(&mut held, "10.0.0.25", Some("w5"));
         let kept = held.zone().to_master_file();
-        let node = |name: &str, role, addresses: &[&str]| ZoneNode {
+        let node = |name: &str, addresses: &[&str]| ZoneNode {
             name: name.into(),
-            role,
             addresses: addresses.iter().map(|a| a.to_string()).collect(),
         };
-        expected.nodes = vec![
-            node("cp1", Role::ControlPlane, &["10.0.0.1/24", "fd00::1/64"]),
-            node("w1", Role::Worker, &["10.0.0.22/24", "fd00::22/64"]),
-            node("w4", Role::Worker, &["10.0.0.24/24"]),
-            node("w5", Role::Worker, &["10.0.0.25/24"]),
-        ];
-        expected.services = start.services.clone();
+        let mut expected = Registry {
+            nodes: vec![
+                node("cp1", &["10.0.0.1/24", "fd00::1/64"]),
+                node("w1", &["10.0.0.22/24", "fd00::22/64"]),
+                node("w4", &["10.0.0.23/24"]),
+                node("w5", &["10.0.0.25/24"]),
+            ],
+            services: start
+                .services
+                .iter()
+                .filter(|s| s.id != "cp2")
+                .cloned()
+                .collect(),
+            ..start.clone()
+        };
         let full = Zone::build(&expected).unwrap().to_master_file();
         assert_eq!(kept, full);
         assert!(!kept.contains("NS cp2."), "{kept}");
         assert!(!kept.lines().any(|l| l.starts_with("cp2.prod.")), "{kept}");
         assert!(!kept.contains("w3.prod"), "{kept}");
         assert!(
-            kept.contains("w4.prod.globular.internal. 5 IN A 10.0.0.24"),
+            kept.contains("w4.prod.globular.internal. 5 IN A 10.0.0.23"),
             "{kept}"
         );
         assert!(

@@ -1,23 +1,20 @@
-//! The node names of the zone, `<node>.<zone>` with the node record's
-//! addresses, in a persistent map: the follower changes it one node record
-//! at a time and every published zone shares it (a clone is a pointer copy),
-//! so a crowd of enrollments costs the DNS one insert each, not one rebuild
-//! of every node's records per published zone.
+//! The node names of the zone, `<node>.<zone>` with the node's addresses,
+//! in a persistent map: the follower changes it one address at a time and
+//! every published zone shares it (a clone is a pointer copy), so a crowd of
+//! enrollments costs the DNS one insert each, not one rebuild of every
+//! node's records per published zone.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use globular_cluster::Role;
 use hickory_proto::rr::{Name, Record};
 
 use super::zone::{address, Entry};
 
-/// What the zone needs of a node record: read from the record's JSON
-/// without its certificate and bookkeeping.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+/// What the zone needs of a node: its name and addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneNode {
     pub name: String,
-    pub role: Role,
     /// `IP/PREFIX`, as the node record has them.
     pub addresses: Vec<String>,
 }
@@ -50,28 +47,28 @@ impl NodeNames {
             .ok()
     }
 
-    /// Sets the records of `node`'s name to its addresses (a node with no
-    /// address, or whose name is no DNS label, has no name in the zone).
+    /// Sets the records of `node`'s name to its addresses.
     pub fn put(&mut self, node: &ZoneNode) {
-        let Some(name) = self.name_of(&node.name) else {
-            tracing::debug!("node {:?} has no DNS name", node.name);
+        let ips: Vec<IpAddr> = node.addresses.iter().filter_map(|a| node_ip(a)).collect();
+        self.set(&node.name, &ips);
+    }
+
+    /// Sets the records of the name of the node called `node` to `ips` (a
+    /// node with no address, or whose name is no DNS label, has no name in
+    /// the zone).
+    pub fn set(&mut self, node: &str, ips: &[IpAddr]) {
+        let Some(name) = self.name_of(node) else {
+            tracing::debug!("node {node:?} has no DNS name");
             return;
         };
         let mut entry = Entry::default();
-        for ip in node.addresses.iter().filter_map(|a| node_ip(a)) {
-            entry.add(address(&name, ip));
+        for ip in ips {
+            entry.add(address(&name, *ip));
         }
         if entry.is_empty() {
             self.entries.remove(&name);
         } else {
             self.entries.insert(name, Arc::new(entry));
-        }
-    }
-
-    /// Removes the name of the node called `node`.
-    pub fn remove(&mut self, node: &str) {
-        if let Some(name) = self.name_of(node) {
-            self.entries.remove(&name);
         }
     }
 

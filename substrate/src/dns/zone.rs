@@ -1,11 +1,11 @@
 //! The cluster zone: every record the authority answers, built from one
-//! consistent read of the registry (cluster record, node records, service
+//! consistent read of the registry (cluster record, address index, service
 //! records at one etcd revision).
 //!
 //! | name | records |
 //! |---|---|
-//! | `<zone>` | SOA (primary: the first control plane), NS (every control plane) |
-//! | `<node>.<zone>` | A/AAAA: the node record's addresses |
+//! | `<zone>` | SOA (primary: the first name server by name), NS (every node with a substrate API instance: the control planes, where the authority runs) |
+//! | `<node>.<zone>` | A/AAAA: the node's addresses (`/globular/addresses/`) |
 //! | `<service>.<zone>` | A/AAAA: every instance's address |
 //! | `<instance>.<service>.<zone>` | A/AAAA: that instance's address (the SRV target) |
 //! | `_<service>._tcp.<zone>` (`_udp` for `protocol: udp`) | SRV: one per instance, port and target |
@@ -19,7 +19,6 @@ use std::net::IpAddr;
 
 use anyhow::Context as _;
 use globular_cluster::registry::{self, ClusterRecord, ServiceRecord};
-use globular_cluster::Role;
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
@@ -131,26 +130,15 @@ impl Zone {
         for node in &registry.nodes {
             nodes.put(node);
         }
-        let control_planes: Vec<&str> = registry
-            .nodes
-            .iter()
-            .filter(|n| n.role == Role::ControlPlane)
-            .map(|n| n.name.as_str())
-            .collect();
-        Ok(Zone::assemble(
-            nodes,
-            control_planes,
-            &registry.services,
-            registry.revision,
-        ))
+        Ok(Zone::assemble(nodes, &registry.services, registry.revision))
     }
 
-    /// The zone of `nodes` (kept by the caller from one zone to the next),
-    /// the control planes (by node name: the NS records, the first by name
-    /// is the SOA primary) and the service instances, at `revision`.
+    /// The zone of `nodes` (kept by the caller from one zone to the next)
+    /// and the service instances, at `revision`. The name servers are the
+    /// nodes of the substrate API's instances: the authority runs beside
+    /// the API on every control plane.
     pub fn assemble<'a>(
         nodes: NodeNames,
-        mut control_planes: Vec<&str>,
         services: impl IntoIterator<Item = &'a ServiceRecord>,
         revision: i64,
     ) -> Zone {
@@ -161,6 +149,11 @@ impl Zone {
         };
         let mut services: Vec<&ServiceRecord> = services.into_iter().collect();
         services.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        let mut control_planes: Vec<&str> = services
+            .iter()
+            .filter(|s| s.name == registry::API_SERVICE)
+            .map(|s| s.node.as_str())
+            .collect();
         for service in services {
             let Some(label) = names::label(&service.name) else {
                 tracing::debug!("service {:?} has no DNS name", service.name);
@@ -436,9 +429,8 @@ pub(crate) mod tests_support {
     use globular_cluster::registry::EnrollmentPolicy;
 
     pub(crate) fn registry() -> Registry {
-        let node = |name: &str, role, addresses: &[&str]| ZoneNode {
+        let node = |name: &str, addresses: &[&str]| ZoneNode {
             name: name.into(),
-            role,
             addresses: addresses.iter().map(|a| a.to_string()).collect(),
         };
         let service = |name: &str, id: &str, address: &str, port| ServiceRecord {
@@ -461,9 +453,9 @@ pub(crate) mod tests_support {
                 domain: "globular.internal".into(),
             },
             nodes: vec![
-                node("cp1", Role::ControlPlane, &["10.0.0.1/24", "fd00::1/64"]),
-                node("cp2", Role::ControlPlane, &["10.0.0.2/24"]),
-                node("w1", Role::Worker, &["10.0.0.21/24"]),
+                node("cp1", &["10.0.0.1/24", "fd00::1/64"]),
+                node("cp2", &["10.0.0.2/24"]),
+                node("w1", &["10.0.0.21/24"]),
             ],
             services: vec![
                 service("globular.SubstrateApi", "cp1", "10.0.0.1", 10016),

@@ -169,6 +169,14 @@ fn put_records(s: &Substrate, nodes: &[NodeRecord], services: &[ServiceRecord]) 
                 .put(&registry::node_key(&n.name), &value)
                 .await
                 .unwrap();
+            // The address index, written with the node record.
+            for cidr in &n.addresses {
+                let ip = cidr.split('/').next().unwrap().parse().unwrap();
+                s.etcd_db
+                    .put(&registry::address_key(&ip), n.name.as_bytes())
+                    .await
+                    .unwrap();
+            }
         }
         for svc in services {
             let value = serde_json::to_vec(svc).unwrap();
