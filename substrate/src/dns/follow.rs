@@ -93,8 +93,7 @@ impl Held {
                 Ok(origin) if origin != *self.names.origin() => {
                     self.names = NodeNames::new(origin);
                     for (node, ips) in &self.nodes {
-                        self.names
-                            .set(node, &ips.iter().copied().collect::<Vec<_>>());
+                        self.names.set(node, ips.iter().copied());
                     }
                 }
                 Ok(_) => {}
@@ -125,11 +124,10 @@ impl Held {
             } else {
                 ips.remove(&ip);
             }
-            let list: Vec<IpAddr> = ips.iter().copied().collect();
-            if list.is_empty() {
+            self.names.set(&node, ips.iter().copied());
+            if ips.is_empty() {
                 self.nodes.remove(&node);
             }
-            self.names.set(&node, &list);
         }
     }
 

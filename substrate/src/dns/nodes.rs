@@ -49,21 +49,20 @@ impl NodeNames {
 
     /// Sets the records of `node`'s name to its addresses.
     pub fn put(&mut self, node: &ZoneNode) {
-        let ips: Vec<IpAddr> = node.addresses.iter().filter_map(|a| node_ip(a)).collect();
-        self.set(&node.name, &ips);
+        self.set(&node.name, node.addresses.iter().filter_map(|a| node_ip(a)));
     }
 
     /// Sets the records of the name of the node called `node` to `ips` (a
     /// node with no address, or whose name is no DNS label, has no name in
     /// the zone).
-    pub fn set(&mut self, node: &str, ips: &[IpAddr]) {
+    pub fn set(&mut self, node: &str, ips: impl IntoIterator<Item = IpAddr>) {
         let Some(name) = self.name_of(node) else {
             tracing::debug!("node {node:?} has no DNS name");
             return;
         };
         let mut entry = Entry::default();
         for ip in ips {
-            entry.add(address(&name, *ip));
+            entry.add(address(&name, ip));
         }
         if entry.is_empty() {
             self.entries.remove(&name);
