@@ -322,8 +322,26 @@ impl Cluster {
     }
 
     /// The registry's node records, read through `via`'s substrate API.
+    /// A read that fails (a request that timed out on a loaded host, say)
+    /// is retried until [`CONVERGE`]; each failure is printed.
     fn registry(&mut self, via: &str) -> Vec<Value> {
-        let out = self.exec(via, "/usr/bin/globular", &["node", "list", "--json"]);
+        let what = "globular node list --json";
+        let deadline = Instant::now() + CONVERGE;
+        let out = loop {
+            let err = match self
+                .vm(via)
+                .exec("/usr/bin/globular", &["node", "list", "--json"], EXEC)
+                .and_then(|o| o.success(what))
+            {
+                Ok(out) => break out.stdout,
+                Err(err) => format!("{err:#}"),
+            };
+            if Instant::now() >= deadline {
+                self.fail(via, &err);
+            }
+            eprintln!("scenario {}: on {via}: {err}; trying again", self.scenario);
+            std::thread::sleep(Duration::from_secs(3));
+        };
         let list: Value = serde_json::from_str(&out).expect("node list JSON");
         list["nodes"].as_array().cloned().unwrap_or_default()
     }

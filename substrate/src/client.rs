@@ -33,10 +33,10 @@ const ENROLL_INTERVAL: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
-    /// `ip:port` of the API servers, in the order they are tried.
+    /// `ip:port` of the API servers, in the order they are tried. One
+    /// request to one endpoint may take [`tls::REQUEST_TIMEOUT`], the API's
+    /// own deadline (it answers 503 with the reason when it is reached).
     endpoints: Vec<String>,
-    /// How long one request to one endpoint may take.
-    request_timeout: Duration,
 }
 
 /// Why a call failed.
@@ -122,7 +122,6 @@ impl Client {
         Ok(Client {
             http: tls::http_client_from(tls::pinned_client_config(pin)?, source)?,
             endpoints,
-            request_timeout: tls::REQUEST_TIMEOUT,
         })
     }
 
@@ -136,7 +135,6 @@ impl Client {
         Ok(Client {
             http: tls::http_client(tls::api_client_config(ca_pem, identity)?)?,
             endpoints,
-            request_timeout: Duration::from_secs(10),
         })
     }
 
@@ -172,10 +170,7 @@ impl Client {
         let mut last = None;
         for ep in &self.endpoints {
             let url = format!("https://{ep}{}{query}", route.path);
-            let mut req = self
-                .http
-                .request(method.clone(), &url)
-                .timeout(self.request_timeout);
+            let mut req = self.http.request(method.clone(), &url);
             if let Some(body) = body {
                 req = req.json(body);
             }
