@@ -475,6 +475,16 @@ fn cluster_forms_survives_loss_reimages_and_grows() {
         !c.exists("worker-1", "/var/lib/globular/etcd/data"),
         "the worker has etcd data"
     );
+    // The only etcd on a control plane is the substrate's: Debian's own
+    // unit (plain HTTP on localhost, no authentication) stays off.
+    let debian_etcd = c
+        .vm("cp-2")
+        .exec("/usr/bin/systemctl", &["is-active", "etcd.service"], EXEC)
+        .map(|o| o.stdout.trim().to_owned());
+    assert!(
+        matches!(debian_etcd.as_deref(), Ok("inactive")),
+        "Debian's etcd.service on cp-2: {debian_etcd:?}"
+    );
     assert!(
         c.exists("cp-2", &format!("{PKI}/ca.key")),
         "cp-2 has no CA key"
