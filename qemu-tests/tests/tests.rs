@@ -2,5 +2,6 @@
 //! module per concept; one test's VMs at a time ([`images::vm_lock`]).
 
 mod boot;
+mod boot_time;
 mod cluster;
 mod images;

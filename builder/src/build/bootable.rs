@@ -149,6 +149,18 @@ pub fn build_initrd(input: &InitrdInput<'_>) -> anyhow::Result<()> {
             ..finalize::Finalize::default()
         },
     )?;
+    let missing = rootfs::libraries::check(&tree)?;
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|m| format!("{} needs {}", m.file, m.library))
+            .collect();
+        bail!(
+            "the initrd from {} lacks libraries its programs need (removed by RemoveFiles=?): {}",
+            input.config.directory.join("mkosi.conf").display(),
+            list.join("; ")
+        );
+    }
     std::fs::write(tree.join("etc/machine-id"), b"")?;
     finalize::clamp_mtimes(&tree, input.epoch)?;
     archive::write_cpio(&tree, input.output, "zstd", input.epoch)?;

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod clean;
 pub mod finalize;
+pub mod libraries;
 pub mod mirror;
 
 use std::path::{Path, PathBuf};
