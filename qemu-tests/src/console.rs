@@ -72,6 +72,17 @@ impl Console {
         std::fs::read(&self.path).unwrap_or_default()
     }
 
+    /// Appends to `bytes` what the console holds beyond its length.
+    fn read_more(&self, bytes: &mut Vec<u8>) {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        if file.seek(SeekFrom::Start(bytes.len() as u64)).is_ok() {
+            let _ = file.read_to_end(bytes);
+        }
+    }
+
     /// Polls the console until `need` holds for `markers`, the VM exits
     /// (`exited` returns its status) or `timeout` passes. A marker counts
     /// wherever it is in the console, whatever came before or after it.
@@ -86,14 +97,22 @@ impl Console {
         let mut sightings = Sightings {
             seen: vec![None; markers.len()],
         };
+        // The console only grows while a wait runs: each poll reads what was
+        // appended and searches it, plus the tail a marker may straddle (a
+        // poll of the whole file each time cost a quarter of a core with
+        // four VMs booting).
+        let mut bytes = Vec::new();
+        let mut searched: usize = 0;
         loop {
-            let bytes = self.bytes();
+            self.read_more(&mut bytes);
             let now = self.started.elapsed();
             for (marker, seen) in markers.iter().zip(sightings.seen.iter_mut()) {
                 if seen.is_none() {
-                    *seen = find(&bytes, marker.as_bytes()).map(|pos| (now, pos));
+                    let from = searched.saturating_sub(marker.len().saturating_sub(1));
+                    *seen = find(&bytes[from..], marker.as_bytes()).map(|pos| (now, from + pos));
                 }
             }
+            searched = bytes.len();
             let done = match need {
                 Need::All => sightings.seen.iter().all(Option::is_some),
                 Need::Any => sightings.seen.iter().any(Option::is_some),
@@ -206,6 +225,31 @@ mod tests {
         let t = s.times();
         assert!(t[1].unwrap() < t[0].unwrap(), "{t:?}");
         assert_eq!(s.earliest(), Some(1));
+    }
+
+    /// Each poll searches only what was appended since the last one: a
+    /// marker written in two pieces, across polls, is still found, at its
+    /// place in the whole console.
+    #[test]
+    fn a_marker_split_across_polls_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = console(dir.path());
+        let path = c.path().to_owned();
+        append(&path, "kernel line\nglobular: ima");
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(POLL * 3);
+            append(&path, "ge=w boots=1\n");
+        });
+        let s = c
+            .wait(
+                &["globular: image=w"],
+                Need::All,
+                Duration::from_secs(10),
+                || None,
+            )
+            .unwrap();
+        writer.join().unwrap();
+        assert_eq!(s.seen[0].map(|(_, pos)| pos), Some(12));
     }
 
     #[test]

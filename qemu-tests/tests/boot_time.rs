@@ -52,7 +52,7 @@ fn analyze(vm: &mut Vm, what: &str, dir: &Path) {
             Err(err) => text += &format!("--- systemd-analyze {}: {err:#}\n", args[0]),
         }
     }
-    println!("{text}");
+    show(&text);
     let journal = vm.exec(
         "/usr/bin/journalctl",
         &["-b", "--no-pager", "-o", "short-monotonic"],
@@ -76,8 +76,14 @@ fn fresh_disk(image: &Image, dir: &Path, name: &str) -> std::path::PathBuf {
     disk
 }
 
-fn figure(text: String) {
+/// A benchmark's output is its figures: printed (`--nocapture` shows them).
+#[allow(clippy::print_stdout)]
+fn show(text: &str) {
     println!("{text}");
+}
+
+fn figure(text: String) {
+    show(&text);
     record(&text);
 }
 

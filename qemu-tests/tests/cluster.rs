@@ -339,7 +339,7 @@ impl Cluster {
             if Instant::now() >= deadline {
                 self.fail(via, &err);
             }
-            eprintln!("scenario {}: on {via}: {err}; trying again", self.scenario);
+            tracing::warn!("scenario {}: on {via}: {err}; trying again", self.scenario);
             std::thread::sleep(Duration::from_secs(3));
         };
         let list: Value = serde_json::from_str(&out).expect("node list JSON");
