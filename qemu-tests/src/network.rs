@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-/// A hub and the VM ports attached to it. Dropping it stops the hub.
+/// The switch and the VM ports attached to it. Dropping it stops the switch.
 #[derive(Debug)]
 pub struct Network {
     hub: SocketAddr,
@@ -30,7 +30,7 @@ pub struct Network {
 }
 
 impl Network {
-    /// Starts a hub on a free loopback UDP port.
+    /// Starts the switch on a free loopback UDP port.
     pub fn new() -> anyhow::Result<Network> {
         let socket = UdpSocket::bind("127.0.0.1:0").context("binding the network hub")?;
         socket.set_read_timeout(Some(Duration::from_millis(200)))?;
