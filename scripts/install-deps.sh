@@ -15,8 +15,6 @@ packages=(
     qemu-system-x86 ovmf
     # Certificates and verification in tests (openssl verify)
     openssl ca-certificates
-    # Substrate services in tests: real etcd
-    etcd-server etcd-client
     # The firewall's rulesets checked and loaded by the real nft
     nftables
     # The DNS authority asked by real clients in tests; its benchmark
@@ -64,6 +62,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
     exit 1
 fi
 
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+
+# Debian's etcd 3.4 (which this script installed before etcd was built from
+# source) runs its own unauthenticated etcd.service on localhost: remove it.
+if dpkg-query -W -f='${Status}' etcd-server 2>/dev/null | grep -q "install ok installed"; then
+    echo "install-deps: removing Debian's etcd-server and etcd-client (3.4; replaced by components/etcd)" >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get remove -y -qq etcd-server etcd-client >/dev/null
+fi
+
 # The Rust toolchain: the workspace needs rustc >= 1.89 (Debian 12's own is older).
 if ! command -v cargo >/dev/null; then
     echo "install-deps: cargo not found; install a Rust toolchain >= 1.89 (rustup)" >&2
@@ -74,3 +81,26 @@ if [ "$(printf '%s\n1.89.0\n' "$version" | sort -V | head -n1)" != "1.89.0" ]; t
     echo "install-deps: rustc $version is older than 1.89" >&2
     exit 1
 fi
+
+# Go builds the components from their published modules (components/): the
+# machine's toolchain, never a downloaded one (GOTOOLCHAIN=local).
+if ! command -v go >/dev/null; then
+    echo "install-deps: go not found; install Go >= 1.26 (go.dev/dl)" >&2
+    exit 1
+fi
+go_version=$(GOTOOLCHAIN=local go env GOVERSION)
+if [ "$(printf '%s\ngo1.26\n' "$go_version" | sort -V | head -n1)" != "go1.26" ]; then
+    echo "install-deps: $go_version is older than go1.26" >&2
+    exit 1
+fi
+
+# The host tests run the images' etcd: built from components/etcd at the
+# pinned version (cached by the builder; seconds when nothing changed) and
+# installed in /usr/local/bin, ahead of /usr/bin on PATH.
+cd "$(dirname "$0")/.."
+cargo build --release --locked -q -p builder
+etcd_out=$(mktemp -d)
+trap 'rm -rf "$etcd_out"' EXIT
+./target/release/builder component build components/etcd --out "$etcd_out" --quiet
+$sudo install -m 0755 "$etcd_out"/etcd "$etcd_out"/etcdctl "$etcd_out"/etcdutl /usr/local/bin/
+echo "install-deps: $(/usr/local/bin/etcd --version | head -n1) in /usr/local/bin" >&2

@@ -34,6 +34,16 @@ pub const FILE_NAME: &str = "artifacts.toml";
 struct LockFile {
     #[serde(default, rename = "artifact")]
     artifacts: Vec<Artifact>,
+    #[serde(default, rename = "component")]
+    components: Vec<crate::components::Entry>,
+}
+
+/// What the lock file gives a role: downloaded artifacts and components
+/// built from source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lock {
+    pub artifacts: Vec<Artifact>,
+    pub components: Vec<crate::components::Entry>,
 }
 
 /// One pinned artifact from the lock file.
@@ -65,18 +75,20 @@ pub struct Verified {
     pub mode: u32,
 }
 
-/// The lock file's artifacts for `role` (all when `role` is `None`), validated.
-pub fn load(path: &Path, role: Option<&str>) -> anyhow::Result<Vec<Artifact>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let lock: LockFile = toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start].matches('\n').count() + 1)
-            .unwrap_or(0);
-        anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
-    })?;
+/// The lock file's artifacts and components for `role` (all when `role` is
+/// `None`), validated.
+pub fn load(path: &Path, role: Option<&str>) -> anyhow::Result<Lock> {
+    let lock: LockFile = crate::pins::read_toml(path)?;
     let mut seen = std::collections::HashSet::new();
+    for component in &lock.components {
+        if !seen.insert(component.name.clone()) {
+            bail!(
+                "{}: component {:?} listed twice",
+                path.display(),
+                component.name
+            );
+        }
+    }
     for artifact in &lock.artifacts {
         let at = || format!("{}: artifact {:?}", path.display(), artifact.name);
         if !seen.insert(artifact.name.clone()) {
@@ -96,17 +108,21 @@ pub fn load(path: &Path, role: Option<&str>) -> anyhow::Result<Vec<Artifact>> {
         check_install_path(&artifact.install).with_context(at)?;
         parse_mode(&artifact.mode).with_context(at)?;
     }
-    Ok(lock
+    let artifacts = lock
         .artifacts
         .into_iter()
         .filter(|a| match (&a.roles, role) {
             (Some(roles), Some(role)) => roles.iter().any(|r| r == role),
             _ => true,
         })
-        .collect())
+        .collect();
+    Ok(Lock {
+        artifacts,
+        components: crate::components::for_role(lock.components, role),
+    })
 }
 
-fn check_install_path(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn check_install_path(path: &Path) -> anyhow::Result<()> {
     if !path.is_absolute() {
         bail!("`install` path {} must be absolute", path.display());
     }
@@ -256,7 +272,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         std::fs::write(&path, text).unwrap();
-        load(&path, Some("worker"))
+        load(&path, Some("worker")).map(|l| l.artifacts)
     }
 
     const SHA: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";

@@ -36,6 +36,34 @@ enum Command {
     Seed(SeedArgs),
     /// Show a disk image's partitions, slots, verity root hashes and UKI command line.
     Inspect(InspectArgs),
+    /// Components built from source (etcd, Kubernetes).
+    #[command(subcommand)]
+    Component(ComponentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ComponentCommand {
+    /// Build a component (or take it from the cache) and copy its programs
+    /// into a directory: how the host tests get the images' etcd.
+    Build(ComponentBuildArgs),
+}
+
+#[derive(Debug, Args)]
+struct ComponentBuildArgs {
+    /// The component's directory (its go.mod, go.sum and component.toml).
+    dir: PathBuf,
+    /// Where the programs go (by file name).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// The pins file (default: `versions.toml` in or above DIR, or in a
+    /// `profiles/` directory above it).
+    #[arg(long, value_name = "FILE")]
+    pins: Option<PathBuf>,
+    #[command(flatten)]
+    cache: CacheDirArg,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -268,7 +296,59 @@ pub fn run() -> anyhow::Result<()> {
         Command::Inspect(args) => std::io::stdout()
             .write_all(crate::inspect::report(&args.image, args.json)?.as_bytes())
             .context("writing the report"),
+        Command::Component(ComponentCommand::Build(args)) => component_build(args),
     }
+}
+
+fn component_build(args: ComponentBuildArgs) -> anyhow::Result<()> {
+    let pins = match &args.pins {
+        Some(path) => Pins::load(path)?,
+        None => find_pins(&args.dir)?,
+    };
+    let cache = crate::rootfs::cache::Cache::open(&args.cache.resolve())?;
+    let info = crate::components::build_into(
+        &args.dir,
+        &pins,
+        crate::build::source_date_epoch()?,
+        &cache,
+        &args.out,
+        &crate::progress::Progress::new(args.quiet),
+    )?;
+    for binary in &info.binaries {
+        let name = Path::new(&binary.install)
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        tracing::info!(
+            "{} {} -> {}",
+            info.name,
+            info.version,
+            args.out.join(&*name).display()
+        );
+    }
+    Ok(())
+}
+
+/// `versions.toml` in or above `dir`, or in a `profiles/` directory above it.
+fn find_pins(dir: &Path) -> anyhow::Result<Pins> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("component directory {}", dir.display()))?;
+    for ancestor in dir.ancestors() {
+        for candidate in [
+            ancestor.join(crate::pins::FILE_NAME),
+            ancestor.join("profiles").join(crate::pins::FILE_NAME),
+        ] {
+            if candidate.is_file() {
+                return Pins::load(&candidate);
+            }
+        }
+    }
+    bail!(
+        "no {} in or above {} (pass --pins)",
+        crate::pins::FILE_NAME,
+        dir.display()
+    )
 }
 
 fn cluster_new(args: ClusterNewArgs) -> anyhow::Result<()> {

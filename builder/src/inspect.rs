@@ -75,6 +75,42 @@ pub struct Inspection {
     pub ukis: Vec<Uki>,
     /// The manifest next to the image, if found: its path and top-level summary.
     pub manifest: Option<(PathBuf, serde_json::Value)>,
+    /// Components built from source, from the manifest.
+    pub components: Vec<ComponentSummary>,
+}
+
+/// A component built from source, as `builder inspect` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentSummary {
+    pub name: String,
+    pub version: String,
+    /// `module@version`.
+    pub module: String,
+    /// go.sum hash of the module.
+    pub module_sum: String,
+    pub go_version: String,
+    /// Install path and size of each program.
+    pub binaries: Vec<(String, u64)>,
+    /// How many Go modules are linked into the programs.
+    pub linked_modules: usize,
+}
+
+impl From<crate::components::Info> for ComponentSummary {
+    fn from(c: crate::components::Info) -> Self {
+        ComponentSummary {
+            name: c.name,
+            version: c.version,
+            module: format!("{}@{}", c.module, c.module_version),
+            module_sum: c.module_sum,
+            go_version: c.go_version,
+            binaries: c
+                .binaries
+                .into_iter()
+                .map(|b| (b.install, b.size))
+                .collect(),
+            linked_modules: c.modules.len(),
+        }
+    }
 }
 
 fn read_superblock(disk: &Path, partition: &gpt::Entry, number: u32) -> Option<VeritySuperblock> {
@@ -248,12 +284,18 @@ pub fn inspect(image: &Path) -> anyhow::Result<Inspection> {
         });
     }
 
+    let mut components = Vec::new();
     let manifest = match find_manifest(image) {
         Some(path) => {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
             let value: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("parsing {}", path.display()))?;
+            if let Some(list) = value.get("components") {
+                let infos: Vec<crate::components::Info> = serde_json::from_value(list.clone())
+                    .with_context(|| format!("{}: `components`", path.display()))?;
+                components = infos.into_iter().map(ComponentSummary::from).collect();
+            }
             Some((path, summarize_manifest(&value)))
         }
         None => None,
@@ -270,6 +312,7 @@ pub fn inspect(image: &Path) -> anyhow::Result<Inspection> {
         esp_files,
         ukis,
         manifest,
+        components,
     })
 }
 
@@ -340,6 +383,19 @@ pub fn render(i: &Inspection) -> String {
                 .any(|k| l.starts_with(k))
         }) {
             let _ = writeln!(out, "  {line}");
+        }
+    }
+    if !i.components.is_empty() {
+        let _ = writeln!(out, "\ncomponents built from source:");
+        for c in &i.components {
+            let _ = writeln!(
+                out,
+                "  {} {}: {} {} ({}, {} Go modules linked)",
+                c.name, c.version, c.module, c.module_sum, c.go_version, c.linked_modules
+            );
+            for (install, size) in &c.binaries {
+                let _ = writeln!(out, "    {install} ({} MiB)", size >> 20);
+            }
         }
     }
     match &i.manifest {

@@ -8,6 +8,7 @@
 pub mod artifacts;
 pub mod build;
 pub mod cli;
+pub mod components;
 pub mod digest;
 pub mod disk;
 pub mod inspect;

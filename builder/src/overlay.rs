@@ -204,6 +204,40 @@ pub fn write_file(
     set_owner_mode(&dest, Some(mode))
 }
 
+/// Copies the host file `source` to `image_path` inside the image with
+/// `mode` (a new inode: the tree may share files with the cache), refusing
+/// paths that leave the root.
+pub fn install_file(
+    root: &Path,
+    image_path: &Path,
+    source: &Path,
+    mode: u32,
+) -> anyhow::Result<()> {
+    let dest = resolve_in_root(root, image_path, false)?;
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    replace_existing(&dest)?;
+    std::fs::copy(source, &dest)
+        .with_context(|| format!("copying {} to {}", source.display(), dest.display()))?;
+    set_owner_mode(&dest, Some(mode))
+}
+
+/// Makes `link` inside the image a symlink to `target` (an image path).
+pub fn install_symlink(root: &Path, link: &Path, target: &Path) -> anyhow::Result<()> {
+    let dest = resolve_in_root(root, link, false)?;
+    check_link_target(root, link, target)?;
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    replace_existing(&dest)?;
+    symlink(target, &dest).with_context(|| format!("linking {}", dest.display()))?;
+    let _ = std::os::unix::fs::lchown(&dest, Some(0), Some(0));
+    Ok(())
+}
+
 /// Replaces the file at `path` (a host path inside an image tree) with
 /// `contents` through a new inode ([`fsutil::write_atomic`]): the work tree
 /// shares unchanged files with the package-stage cache by hard links, so

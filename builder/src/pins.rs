@@ -21,15 +21,7 @@ pub struct Pins {
 impl Pins {
     /// Reads and parses a pins file; errors name the file and line.
     pub fn load(path: &Path) -> anyhow::Result<Pins> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let line = e
-                .span()
-                .map(|span| text[..span.start].matches('\n').count() + 1)
-                .unwrap_or(0);
-            anyhow::anyhow!("{}:{}: {}", path.display(), line, e.message())
-        })?;
+        let table: toml::Table = read_toml(path)?;
         Ok(Pins {
             path: Some(path.to_owned()),
             table,
@@ -51,6 +43,20 @@ impl Pins {
     pub fn version(&self, component: &str) -> Option<&str> {
         self.table.get(component)?.get("version")?.as_str()
     }
+}
+
+/// Reads and parses a TOML file of the builder's (pins, the artifacts lock,
+/// `component.toml`); errors name the file and line.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start].matches('\n').count() + 1)
+            .unwrap_or(0);
+        anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
+    })
 }
 
 #[cfg(test)]

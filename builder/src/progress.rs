@@ -59,6 +59,7 @@ impl Progress {
             what: what.to_owned(),
             bar,
             started: Instant::now(),
+            last_line: std::cell::Cell::new(Instant::now()),
             mode: self.mode,
         }
     }
@@ -93,10 +94,36 @@ pub struct Step {
     what: String,
     bar: Option<ProgressBar>,
     started: Instant,
+    /// When plain-lines mode last reported [`Step::detail`].
+    last_line: std::cell::Cell<Instant>,
     mode: Mode,
 }
 
+/// How often plain-lines mode repeats a long step's detail.
+const DETAIL_EVERY: Duration = Duration::from_secs(30);
+
 impl Step {
+    /// What a long step is doing now ("412 packages compiled, last
+    /// k8s.io/apiserver/pkg/server"): beside the spinner on a terminal, a line
+    /// every half minute otherwise.
+    pub fn detail(&self, detail: &str) {
+        match self.mode {
+            Mode::Bars => {
+                if let Some(bar) = &self.bar {
+                    bar.set_message(format!("{}: {detail}", self.what));
+                }
+            }
+            Mode::Lines => {
+                if self.last_line.get().elapsed() >= DETAIL_EVERY {
+                    self.last_line.set(Instant::now());
+                    let elapsed = self.started.elapsed().as_secs();
+                    tracing::info!("{} ({elapsed} s): {detail}", self.what);
+                }
+            }
+            Mode::Quiet => {}
+        }
+    }
+
     pub fn done(self) {
         let elapsed = self.started.elapsed().as_secs_f64();
         if let Some(bar) = &self.bar {

@@ -6,6 +6,8 @@ mod common;
 
 #[path = "tests/build.rs"]
 mod build;
+#[path = "tests/components.rs"]
+mod components;
 #[path = "tests/malformed.rs"]
 mod malformed;
 #[path = "tests/profiles.rs"]

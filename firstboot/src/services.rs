@@ -92,7 +92,6 @@ fn spawn(layout: &Layout, service: Service) -> anyhow::Result<()> {
     let log = layout.log_dir().join(format!("{}.log", service.short()));
     let task = match service {
         Service::Etcd => Task::new("starting etcd", "etcd")
-            .package("etcd-server")
             .arg("--config-file")
             .arg(layout.etcd_config()),
         Service::Api => {

@@ -22,7 +22,7 @@ use qemu_tests::{overlay, Network, Vm, VmBuilder};
 use serde_json::Value;
 
 use crate::boot::{BOOT_TIMEOUT, DISK_SIZE};
-use crate::images::{image, record, run_dir, vm_lock, Image, RunDir};
+use crate::images::{image, record, repo_root, run_dir, vm_lock, Image, RunDir};
 
 /// Addresses of the private network (inside the VMs only).
 const SUBNET: &str = "10.77.0";
@@ -475,8 +475,9 @@ fn cluster_forms_survives_loss_reimages_and_grows() {
         !c.exists("worker-1", "/var/lib/globular/etcd/data"),
         "the worker has etcd data"
     );
-    // The only etcd on a control plane is the substrate's: Debian's own
-    // unit (plain HTTP on localhost, no authentication) stays off.
+    // The only etcd on a control plane is the substrate's, built from
+    // source at the pinned version; no distribution unit (plain HTTP on
+    // localhost, no authentication) runs beside it.
     let debian_etcd = c
         .vm("cp-2")
         .exec("/usr/bin/systemctl", &["is-active", "etcd.service"], EXEC)
@@ -484,6 +485,13 @@ fn cluster_forms_survives_loss_reimages_and_grows() {
     assert!(
         matches!(debian_etcd.as_deref(), Ok("inactive")),
         "Debian's etcd.service on cp-2: {debian_etcd:?}"
+    );
+    let pins = builder::pins::Pins::load(&repo_root().join("profiles/versions.toml")).unwrap();
+    let pinned = pins.version("etcd").expect("an etcd pin");
+    let version = c.exec("cp-2", "/usr/bin/etcd", &["--version"]);
+    assert!(
+        version.contains(&format!("etcd Version: {pinned}")),
+        "cp-2 runs {version:?}, not the pinned etcd {pinned}"
     );
     assert!(
         c.exists("cp-2", &format!("{PKI}/ca.key")),

@@ -8,7 +8,7 @@
 //! provides it.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{Read as _, Write as _};
+use std::io::{BufRead as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
@@ -139,6 +139,13 @@ impl Task {
             .map(|out| String::from_utf8_lossy(&out).into_owned())
     }
 
+    /// Runs to completion, handing each line of stderr (lossy UTF-8) to
+    /// `on_line` as it arrives: progress of a long compile. stdout is
+    /// discarded; a failure still carries the tail of stderr.
+    pub fn run_watching_stderr(self, mut on_line: impl FnMut(&str)) -> Result<(), TaskError> {
+        self.output_watching(Some(&mut on_line)).map(drop)
+    }
+
     /// Starts a long-running program (a server) with stdin closed and stdout and
     /// stderr appended to `log`. The caller owns (and must reap) the child.
     pub fn spawn_logged(mut self, log: &Path) -> Result<Child, TaskError> {
@@ -160,7 +167,14 @@ impl Task {
             .map_err(|source| self.spawn_error(source))
     }
 
-    fn output(mut self) -> Result<Vec<u8>, TaskError> {
+    fn output(self) -> Result<Vec<u8>, TaskError> {
+        self.output_watching(None)
+    }
+
+    fn output_watching(
+        mut self,
+        on_line: Option<&mut dyn FnMut(&str)>,
+    ) -> Result<Vec<u8>, TaskError> {
         tracing::debug!("{}: running {:?}", self.description, self.command);
         self.command
             .stdin(if self.stdin.is_some() {
@@ -182,22 +196,34 @@ impl Task {
                 let _ = pipe.write_all(&input.unwrap_or_default());
             })
         });
-        let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
-        let stderr_reader = std::thread::spawn(move || {
+        let mut stdout_pipe = child.stdout.take().expect("stdout is piped");
+        let stdout_reader = std::thread::spawn(move || {
             let mut buf = Vec::new();
-            let _ = stderr_pipe.read_to_end(&mut buf);
-            buf
+            stdout_pipe.read_to_end(&mut buf).map(|_| buf)
         });
-        let mut stdout = Vec::new();
-        if let Some(mut out) = child.stdout.take() {
-            out.read_to_end(&mut stdout)
-                .map_err(|source| self.spawn_error(source))?;
+        let mut stderr = Vec::new();
+        let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
+        match on_line {
+            None => {
+                let _ = stderr_pipe.read_to_end(&mut stderr);
+            }
+            Some(on_line) => {
+                let mut lines = std::io::BufReader::new(stderr_pipe);
+                let mut line = Vec::new();
+                while matches!(lines.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                    on_line(String::from_utf8_lossy(&line).trim_end());
+                    stderr.append(&mut line);
+                }
+            }
         }
+        let stdout = stdout_reader
+            .join()
+            .unwrap_or_else(|_| Ok(Vec::new()))
+            .map_err(|source| self.spawn_error(source))?;
         let status = child.wait().map_err(|source| self.spawn_error(source))?;
         if let Some(writer) = writer {
             let _ = writer.join();
         }
-        let stderr = stderr_reader.join().unwrap_or_default();
         if !status.success() {
             return Err(TaskError::Failed {
                 description: self.description,
@@ -260,6 +286,17 @@ mod tests {
         assert!(text.contains("failing on purpose"), "{text}");
         assert!(text.contains("boom"), "{text}");
         assert!(matches!(err, TaskError::Failed { .. }));
+    }
+
+    #[test]
+    fn stderr_lines_are_seen_as_they_come_and_kept_for_the_error() {
+        let mut seen = Vec::new();
+        let err = Task::new("compiling", "sh")
+            .args(["-c", "echo one >&2; echo out; printf 'two' >&2; exit 1"])
+            .run_watching_stderr(|line| seen.push(line.to_owned()))
+            .unwrap_err();
+        assert_eq!(seen, ["one", "two"]);
+        assert!(err.to_string().contains("one | two"), "{err}");
     }
 
     #[test]

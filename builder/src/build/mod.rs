@@ -1,10 +1,11 @@
 //! `builder build`: from a profile to published outputs.
 //!
 //! Stages, in order: resolve the profile; fetch and verify pinned artifacts
-//! (nothing is written before they check out); the package stage (mmdebstrap,
+//! and build the components from source (nothing is written before they
+//! check out; both are cached); the package stage (mmdebstrap,
 //! cached by the digest of its inputs); a private copy of the cached tree;
 //! `ExtraTrees=` (and `mkosi.extra/`, `overlays/`) with `.tera` rendering;
-//! artifacts; `PostInstallationScripts=`; finalize (settings, presets,
+//! artifacts and components; `PostInstallationScripts=`; finalize (settings, presets,
 //! `RemoveFiles=`, host traces, timestamps); the output image; manifest, SBOM and
 //! checksums; atomic publication.
 
@@ -16,6 +17,7 @@ use globular_task::Task;
 mod bootable;
 
 use crate::artifacts;
+use crate::components;
 use crate::digest;
 use crate::output::{self, manifest, sbom, Format, OutputFile, Staging};
 use crate::profile::{self, summary, Config, ResolveOptions};
@@ -73,11 +75,13 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     let cache = Cache::open(&plan.cache_dir)?;
     let progress = &options.progress;
 
-    // Artifacts first: a bad pin stops the build before anything is written.
-    let artifact_list = match &plan.artifacts_lock {
+    // Artifacts and components first: a bad pin stops the build before
+    // anything is written.
+    let lock = match &plan.artifacts_lock {
         Some(lock) => artifacts::load(lock, config.role.as_deref())?,
-        None => Vec::new(),
+        None => artifacts::Lock::default(),
     };
+    let artifact_list = lock.artifacts;
     let lock_dir = plan
         .artifacts_lock
         .as_ref()
@@ -89,6 +93,14 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     ));
     let verified = artifacts::fetch(&artifact_list, lock_dir, &cache, progress)?;
     step.done();
+    let components = components::prepare(
+        &lock.components,
+        lock_dir,
+        &options.resolve.pins,
+        plan.epoch,
+        &cache,
+        progress,
+    )?;
 
     let stage = plan.package_stage(&config)?;
     let key = stage.key();
@@ -154,6 +166,9 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
             .with_context(|| format!("ExtraTrees={}", source.display()))?;
     }
     artifacts::install(&verified, &tree)?;
+    for component in &components {
+        component.install(&tree)?;
+    }
     step.done();
 
     for script in config.list("PostInstallationScripts") {
@@ -235,7 +250,7 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         &key,
         extra_key,
         build_outputs.as_deref(),
-        &verified,
+        (&verified, &components),
         options,
     )?;
     let staging = Staging::new(&plan.output_dir)?;
@@ -354,6 +369,7 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         profile: plan.relative_profile(&config, &options.source_root),
         packages,
         artifacts: verified.iter().map(|v| (&v.artifact).into()).collect(),
+        components: components.iter().map(|c| c.info.clone()).collect(),
         outputs,
         disk: disk_layout,
     };
@@ -481,12 +497,7 @@ impl Plan {
         }
         let epoch = match config.int("SourceDateEpoch") {
             Some(e) => e,
-            None => match std::env::var("SOURCE_DATE_EPOCH") {
-                Ok(v) => v.trim().parse().with_context(|| {
-                    format!("$SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
-                })?,
-                Err(_) => DEFAULT_SOURCE_DATE_EPOCH,
-            },
+            None => source_date_epoch()?,
         };
         let output_dir = options
             .output_dir
@@ -596,9 +607,10 @@ impl Plan {
         package_key: &str,
         initrd_key: Option<&str>,
         build_outputs: Option<&str>,
-        verified: &[artifacts::Verified],
+        pinned: (&[artifacts::Verified], &[components::Built]),
         options: &BuildOptions,
     ) -> anyhow::Result<String> {
+        let (verified, components) = pinned;
         let mut trees = Vec::new();
         for item in config.list("ExtraTrees") {
             let source = item.split_once(':').map_or(item.as_str(), |(s, _)| s);
@@ -621,6 +633,7 @@ impl Plan {
             "trees": trees.iter().map(|(_, d)| d).collect::<Vec<_>>(),
             "scripts": scripts,
             "artifacts": artifacts,
+            "components": components.iter().map(|c| (&c.info.name, &c.info.key)).collect::<Vec<_>>(),
             "pins": options.resolve.pins.table,
             "format": format!("{:?}", self.format),
             "compression": self.compression,
@@ -653,6 +666,17 @@ fn relativize(value: serde_json::Value, prefix: &str) -> serde_json::Value {
 }
 
 /// `$XDG_CACHE_HOME/globular-builder`, else `~/.cache/globular-builder`.
+/// `$SOURCE_DATE_EPOCH`, or the builder's fixed default.
+pub fn source_date_epoch() -> anyhow::Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("$SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
+        Err(_) => Ok(DEFAULT_SOURCE_DATE_EPOCH),
+    }
+}
+
 pub fn default_cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(dir).join("globular-builder");

@@ -21,6 +21,9 @@ pub struct Manifest {
     pub profile: serde_json::Value,
     pub packages: Vec<Package>,
     pub artifacts: Vec<ArtifactInfo>,
+    /// Programs built from source (etcd, Kubernetes) and the Go modules in them.
+    #[serde(default)]
+    pub components: Vec<crate::components::Info>,
     pub outputs: Vec<OutputFile>,
     /// For `disk`/`qcow2`: the partition table, verity root hash and UKI.
     #[serde(default, skip_serializing_if = "Option::is_none")]

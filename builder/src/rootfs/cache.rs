@@ -1,5 +1,5 @@
-//! The build cache: package-stage trees keyed by the digest of their inputs, and
-//! downloaded artifacts keyed by their sha256.
+//! The build cache: package-stage trees and components built from source, keyed
+//! by the digest of their inputs, and downloaded artifacts keyed by their sha256.
 //!
 //! An entry appears under its final name only when it is complete (built in a
 //! `KEY.tmp-PID` directory, then renamed), so an interrupted or failed build
@@ -20,7 +20,14 @@ pub struct Cache {
     root: PathBuf,
 }
 
-/// A complete package-stage entry, held under a shared lock while in use.
+/// Keyed entries: (kind shown by `cache list`, subdirectory, the file or
+/// directory a complete entry holds).
+const KEYED: [(&str, &str, &str); 2] = [
+    ("rootfs", "rootfs", "tree"),
+    ("component", "components", "component.json"),
+];
+
+/// A complete keyed entry, held under a shared lock while in use.
 #[derive(Debug)]
 pub struct Entry {
     pub dir: PathBuf,
@@ -47,7 +54,7 @@ pub struct Listing {
 
 impl Cache {
     pub fn open(root: &Path) -> anyhow::Result<Cache> {
-        for sub in ["rootfs", "artifacts", "work"] {
+        for sub in ["rootfs", "components", "artifacts", "work"] {
             std::fs::create_dir_all(root.join(sub)).with_context(|| {
                 format!("creating cache directory {}", root.join(sub).display())
             })?;
@@ -69,24 +76,44 @@ impl Cache {
         force: bool,
         build: impl FnOnce(&Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Entry> {
-        let dir = self.root.join("rootfs").join(key);
-        let lock_path = self.root.join("rootfs").join(format!("{key}.lock"));
+        self.keyed(KEYED[0], key, force, build)
+    }
+
+    /// The entry of a component built from source, made by `build(tmp_dir)`
+    /// when missing; `build` must write `tmp_dir/component.json` last.
+    pub fn component(
+        &self,
+        key: &str,
+        build: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Entry> {
+        self.keyed(KEYED[1], key, false, build)
+    }
+
+    fn keyed(
+        &self,
+        (kind, sub, complete): (&str, &str, &str),
+        key: &str,
+        force: bool,
+        build: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Entry> {
+        let dir = self.root.join(sub).join(key);
+        let lock_path = self.root.join(sub).join(format!("{key}.lock"));
         let lock = open_lock(&lock_path)?;
         lock.lock()
             .with_context(|| format!("locking {}", lock_path.display()))?;
-        remove_leftovers(&self.root.join("rootfs"), key)?;
+        remove_leftovers(&self.root.join(sub), key)?;
         let mut built = false;
         if force && dir.exists() {
-            tracing::info!("--force: rebuilding cached package stage {}", short(key));
+            tracing::info!("--force: rebuilding cached {kind} {}", short(key));
             remove_dir(&dir)?;
         }
-        if !dir.join("tree").is_dir() {
+        if !dir.join(complete).exists() {
             if dir.exists() {
                 remove_dir(&dir)?;
             }
             let tmp = self
                 .root
-                .join("rootfs")
+                .join(sub)
                 .join(format!("{key}.tmp-{}", std::process::id()));
             let result = build(&tmp).and_then(|()| {
                 std::fs::rename(&tmp, &dir)
@@ -104,7 +131,7 @@ impl Cache {
         lock.unlock().ok();
         lock.lock_shared()
             .with_context(|| format!("locking {}", lock_path.display()))?;
-        if !dir.join("tree").is_dir() {
+        if !dir.join(complete).exists() {
             anyhow::bail!(
                 "cache entry {} vanished (pruned concurrently?); retry",
                 dir.display()
@@ -146,7 +173,11 @@ impl Cache {
 
     pub fn list(&self) -> anyhow::Result<Vec<Listing>> {
         let mut out = Vec::new();
-        for (kind, sub) in [("rootfs", "rootfs"), ("artifact", "artifacts")] {
+        let kinds = KEYED
+            .iter()
+            .map(|&(kind, sub, _)| (kind, sub))
+            .chain([("artifact", "artifacts")]);
+        for (kind, sub) in kinds {
             let mut entries: Vec<_> = std::fs::read_dir(self.root.join(sub))
                 .with_context(|| format!("reading {}", self.root.join(sub).display()))?
                 .filter_map(Result::ok)
@@ -197,16 +228,13 @@ impl Cache {
             if !stale {
                 continue;
             }
-            if listing.kind == "rootfs" {
-                let lock_path = self
-                    .root
-                    .join("rootfs")
-                    .join(format!("{}.lock", listing.key));
+            if let Some(&(_, sub, _)) = KEYED.iter().find(|k| k.0 == listing.kind) {
+                let lock_path = self.root.join(sub).join(format!("{}.lock", listing.key));
                 let lock = open_lock(&lock_path)?;
                 lock.lock()
                     .with_context(|| format!("locking {}", lock_path.display()))?;
-                remove_dir(&self.root.join("rootfs").join(&listing.key))?;
-                remove_leftovers(&self.root.join("rootfs"), &listing.key)?;
+                remove_dir(&self.root.join(sub).join(&listing.key))?;
+                remove_leftovers(&self.root.join(sub), &listing.key)?;
             } else {
                 std::fs::remove_file(self.root.join("artifacts").join(&listing.key))?;
             }

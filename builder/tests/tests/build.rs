@@ -14,13 +14,13 @@ use globular_task::Task;
 use crate::common::workspace;
 
 /// The cache shared by every build test (kept for the whole test run).
-fn cache_dir() -> &'static Path {
+pub(crate) fn cache_dir() -> &'static Path {
     static CACHE: OnceLock<tempfile::TempDir> = OnceLock::new();
     CACHE.get_or_init(|| tempfile::tempdir().unwrap()).path()
 }
 
 /// A private copy of the `mini` fixture profile, safe to modify.
-fn mini() -> tempfile::TempDir {
+pub(crate) fn mini() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build/mini");
     Task::new("copying the fixture", "cp")
@@ -49,19 +49,19 @@ fn build_command(profile: &Path, out: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
-fn build(profile: &Path, out: &Path, extra: &[&str]) -> Output {
+pub(crate) fn build(profile: &Path, out: &Path, extra: &[&str]) -> Output {
     build_command(profile, out, extra)
         .output()
         .expect("running builder")
 }
 
-fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "build failed: {stderr}");
     stderr
 }
 
-fn failed(out: &Output) -> String {
+pub(crate) fn failed(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "expected failure: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -69,7 +69,7 @@ fn failed(out: &Output) -> String {
 }
 
 /// Names in `dir`, sorted.
-fn listing(dir: &Path) -> Vec<String> {
+pub(crate) fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -327,7 +327,6 @@ pub fn etcdctl_as(
     args: &[&str],
 ) -> Result<String, globular_task::TaskError> {
     Task::new("querying etcd", "etcdctl")
-        .package("etcd-client")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
         .arg("--command-timeout=5s")

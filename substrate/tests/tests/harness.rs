@@ -115,7 +115,6 @@ impl Substrate {
         let client_url = format!("https://127.0.0.1:{client}");
         let peer_url = format!("https://127.0.0.1:{peer}");
         let etcd = Task::new("starting etcd", "etcd")
-            .package("etcd-server")
             .arg("--name=t")
             .arg(format!("--data-dir={}", dir.path().join("etcd").display()))
             .arg(format!("--listen-client-urls={client_url}"))
