@@ -1,5 +1,5 @@
-//! Integration tests of the node agent: real etcd (Debian `etcd-server`) and
-//! the real `globular` binary on loopback ports, each node with its own
+//! Integration tests of the node agent: real etcd (3.6, built from
+//! `components/etcd` by `scripts/install-deps.sh`) and the real `globular` binary on loopback ports, each node with its own
 //! temporary state directory.
 
 #[path = "tests/harness.rs"]

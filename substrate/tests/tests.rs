@@ -1,6 +1,6 @@
 //! Integration tests of the substrate: the API started in-process (an
 //! injected `127.0.0.1:0` listener and a shutdown future) against a real
-//! etcd (Debian `etcd-server`) on loopback, called through the one client.
+//! etcd (3.6, built from `components/etcd`) on loopback, called through the one client.
 
 #[path = "tests/harness.rs"]
 mod harness;

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Moves a component built from source (components/NAME) to another upstream
+# release: the pin in profiles/versions.toml and the component's go.mod and
+# go.sum, together, with Go doing the module work (go get, go mod tidy; for
+# Kubernetes every staging module is replaced with the release's v0.N.M first).
+# Commit the three files together. See docs/build.md ("Components from source").
+#
+#   scripts/bump-component.sh etcd 3.6.17
+#   scripts/bump-component.sh kubernetes 1.37.3
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage="usage: scripts/bump-component.sh NAME VERSION (e.g. etcd 3.6.17)"
+name=${1:?$usage}
+version=${2:?$usage}
+version=${version#v}
+dir=components/$name
+spec=$dir/component.toml
+[ -f "$spec" ] || { echo "bump-component: no $spec" >&2; exit 1; }
+[[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "bump-component: $version is not MAJOR.MINOR.PATCH" >&2; exit 1; }
+
+value() { sed -n "s/^$1 = \"\\(.*\\)\"\$/\\1/p" "$spec"; }
+upstream=$(value upstream)
+pin=$(value pin)
+[ -n "$upstream" ] && [ -n "$pin" ] || { echo "bump-component: $spec lacks pin or upstream" >&2; exit 1; }
+
+export GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod
+cd "$dir"
+
+if [ "$upstream" = k8s.io/kubernetes ]; then
+    # k/k requires its staging modules at v0.0.0 and replaces them with
+    # ./staging/... in its own go.mod, which Go ignores in a dependency:
+    # replace each with the published v0.MINOR.PATCH of the same release.
+    k8s_mod=$(go mod download -json "k8s.io/kubernetes@v$version" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')
+    [ -f "$k8s_mod" ] || { echo "bump-component: no go.mod of k8s.io/kubernetes@v$version" >&2; exit 1; }
+    staging=$(sed -n 's/^\t\(k8s.io\/[a-z0-9-]*\) => \.\/staging\/.*/\1/p' "$k8s_mod")
+    edits=()
+    for old in $(sed -n 's/^\t\(k8s.io\/[a-z0-9-]*\) => .*/\1/p' go.mod); do
+        edits+=("-dropreplace=$old")
+    done
+    for module in $staging; do
+        edits+=("-replace=$module=$module@v0.${version#*.}")
+    done
+    go mod edit "${edits[@]}"
+    # k/k's godebug default follows its go line; a dependency's is ignored.
+    godebug=$(sed -n 's/^godebug default=\(.*\)$/\1/p' "$k8s_mod")
+    [ -z "$godebug" ] || go mod edit -godebug="default=$godebug"
+fi
+
+# The upstream module, and every module of its repository that go.mod
+# requires at the old release (etcd's api, client, pkg, etcdctl, etcdutl).
+old=$(go mod edit -json | grep -A1 "\"Path\": \"$upstream\"" | sed -n 's/.*"Version": "\(.*\)".*/\1/p')
+repo=$(echo "$upstream" | cut -d/ -f1-2)
+targets=("$upstream@v$version")
+while read -r module module_version; do
+    if [ "$module_version" = "$old" ] && [ "$module" != "$upstream" ]; then
+        targets+=("$module@v$version")
+    fi
+done < <(go list -m -f '{{.Path}} {{.Version}}' all 2>/dev/null | grep "^$repo/" || true)
+go get "${targets[@]}"
+go mod tidy
+cd - >/dev/null
+
+# The pin: `version` in the [PIN] table of profiles/versions.toml.
+pins=profiles/versions.toml
+awk -v table="[$pin]" -v version="$version" '
+    /^\[/ { in_table = ($0 == table) }
+    in_table && /^version = / { $0 = "version = \"" version "\""; done = 1 }
+    { print }
+    END { if (!done) exit 1 }
+' "$pins" >"$pins.new" || { rm -f "$pins.new"; echo "bump-component: no [$pin] version in $pins" >&2; exit 1; }
+mv "$pins.new" "$pins"
+echo "bump-component: $name $version (git diff $pins $dir)" >&2
