@@ -493,6 +493,16 @@ fn cluster_forms_survives_loss_reimages_and_grows() {
         version.contains(&format!("etcd Version: {pinned}")),
         "cp-2 runs {version:?}, not the pinned etcd {pinned}"
     );
+    // Kubernetes is baked in at the pinned version, built from source.
+    let kubernetes = pins.version("kubernetes").expect("a Kubernetes pin");
+    for (node, program) in [("cp-2", "kube-apiserver"), ("worker-1", "kubelet")] {
+        let version = c.exec(node, &format!("/usr/bin/{program}"), &["--version"]);
+        assert_eq!(
+            version.trim(),
+            format!("Kubernetes v{kubernetes}"),
+            "{program} on {node}"
+        );
+    }
     assert!(
         c.exists("cp-2", &format!("{PKI}/ca.key")),
         "cp-2 has no CA key"

@@ -237,7 +237,8 @@ pub fn build_one(
 
 /// `builder component build`: builds the component in `dir` (or takes it
 /// from the cache) and copies its programs into `out` by their file names,
-/// each replaced through a rename (a running program is not disturbed).
+/// each replaced through a rename (a running program is not disturbed), with
+/// their links beside them.
 pub fn build_into(
     dir: &Path,
     pins: &Pins,
@@ -274,6 +275,12 @@ pub fn build_into(
         }
         globular_cluster::fsutil::write_atomic(&dest, &bytes, 0o755)
             .with_context(|| format!("writing {}", dest.display()))?;
+        for link in &binary.links {
+            let link = out.join(Path::new(link).file_name().context("link without a name")?);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(file_name, &link)
+                .with_context(|| format!("linking {}", link.display()))?;
+        }
     }
     Ok(built.info)
 }

@@ -31,7 +31,7 @@ fn roles_resolve_without_warnings() {
 }
 
 #[test]
-fn etcd_only_on_control_plane_built_from_source() {
+fn components_by_role_etcd_only_on_control_planes() {
     let lock = workspace().join("profiles/artifacts.toml");
     let names = |role: &str| -> Vec<String> {
         builder::artifacts::load(&lock, Some(role))
@@ -41,8 +41,8 @@ fn etcd_only_on_control_plane_built_from_source() {
             .map(|c| c.name)
             .collect()
     };
-    assert_eq!(names("control-plane"), ["etcd"]);
-    assert!(names("worker").is_empty());
+    assert_eq!(names("control-plane"), ["etcd", "kubernetes"]);
+    assert_eq!(names("worker"), ["kubernetes"]);
     // No distribution etcd (Debian's 3.4 is older than Kubernetes accepts).
     for name in ["control-plane", "worker"] {
         assert!(
