@@ -12,8 +12,36 @@ use globular_task::Task;
 pub struct GoMod {
     #[serde(rename = "Go", default)]
     pub go: String,
-    #[serde(rename = "Require", default)]
+    #[serde(rename = "Require", default, deserialize_with = "null_as_empty")]
     pub require: Vec<Requirement>,
+    #[serde(rename = "Replace", default, deserialize_with = "null_as_empty")]
+    pub replace: Vec<Replacement>,
+}
+
+/// `go mod edit -json` writes `null` for a list go.mod does not have.
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    use serde::Deserialize as _;
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Replacement {
+    #[serde(rename = "Old")]
+    pub old: ModuleVersion,
+    #[serde(rename = "New")]
+    pub new: ModuleVersion,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ModuleVersion {
+    #[serde(rename = "Path")]
+    pub path: String,
+    #[serde(rename = "Version", default)]
+    pub version: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -118,6 +146,18 @@ mod tests {
         assert_eq!(sum(go_sum, "k8s.io/kubernetes", "v1.37.2"), Some("h1:DDD="));
         assert_eq!(sum(go_sum, "k8s.io/kubernetes", "v1.37.1"), None);
         assert_eq!(sum("garbage\n\n k8s.io/api", "k8s.io/api", "v0.37.2"), None);
+    }
+
+    #[test]
+    fn go_mod_json_with_absent_lists() {
+        let json = r#"{"Module":{"Path":"x"},"Go":"1.26.0","Require":null,"Replace":null}"#;
+        let go_mod: GoMod = serde_json::from_str(json).unwrap();
+        assert!(go_mod.require.is_empty() && go_mod.replace.is_empty());
+        let json = r#"{"Go":"1.26.0","Require":[{"Path":"k8s.io/kubernetes","Version":"v1.37.2"}],
+            "Replace":[{"Old":{"Path":"k8s.io/api"},"New":{"Path":"k8s.io/api","Version":"v0.37.2"}}]}"#;
+        let go_mod: GoMod = serde_json::from_str(json).unwrap();
+        assert_eq!(go_mod.required("k8s.io/kubernetes"), Some("v1.37.2"));
+        assert_eq!(go_mod.replace[0].new.version, "v0.37.2");
     }
 
     #[test]

@@ -154,6 +154,23 @@ pub fn build_one(
             spec.upstream
         ),
     }
+    if let Some(wanted) = spec.expand_replaces(version)? {
+        for r in &go_mod.replace {
+            if r.new.path != r.old.path || r.new.version != wanted {
+                bail!(
+                    "{}/go.mod replaces {} with {} {}, but the pin [{}] version = {version:?} \
+                     wants {} {wanted} (component.toml's `replaces`): bump with \
+                     scripts/bump-component.sh",
+                    dir.display(),
+                    r.old.path,
+                    r.new.path,
+                    r.new.version,
+                    spec.pin,
+                    r.old.path
+                );
+            }
+        }
+    }
     let go_sum_path = dir.join("go.sum");
     let go_sum = std::fs::read_to_string(&go_sum_path)
         .with_context(|| format!("reading {} (the component's lock)", go_sum_path.display()))?;

@@ -35,6 +35,10 @@ pub struct Spec {
     pub tags: Vec<String>,
     #[serde(default)]
     pub ldflags: Vec<String>,
+    /// If set, every `replace` of go.mod must point at this version of the
+    /// same module (Kubernetes' staging modules: `v0.{minor}.{patch}`).
+    #[serde(default)]
+    pub replaces: Option<String>,
     #[serde(rename = "binary")]
     pub binaries: Vec<Binary>,
 }
@@ -112,27 +116,43 @@ impl Spec {
         Ok(())
     }
 
+    /// The version every replace must point at, for the pin `version`.
+    pub fn expand_replaces(&self, version: &str) -> anyhow::Result<Option<String>> {
+        match &self.replaces {
+            Some(template) => Ok(Some(expand(template, &version_vars(version, "")?)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The linker flags with the pin's version and the build date filled in.
     pub fn expand_ldflags(&self, version: &str, epoch: u64) -> anyhow::Result<Vec<String>> {
-        let mut parts = version.splitn(3, '.');
-        let (major, minor, patch) = (parts.next(), parts.next(), parts.next());
-        let (Some(major), Some(minor), Some(patch)) = (major, minor, patch) else {
-            bail!("pinned version {version:?} is not MAJOR.MINOR.PATCH");
-        };
         let date = time::OffsetDateTime::from_unix_timestamp(epoch as i64)?
             .format(&time::format_description::well_known::Rfc3339)?;
-        let vars = [
-            ("version", version),
-            ("major", major),
-            ("minor", minor),
-            ("patch", patch),
-            ("build_date", date.as_str()),
-        ];
+        let vars = version_vars(version, &date)?;
         self.ldflags
             .iter()
             .map(|flag| expand(flag, &vars))
             .collect()
     }
+}
+
+/// `{version}`, `{major}`, `{minor}`, `{patch}` of a pin and `{build_date}`.
+fn version_vars<'a>(
+    version: &'a str,
+    date: &'a str,
+) -> anyhow::Result<[(&'static str, &'a str); 5]> {
+    let mut parts = version.splitn(3, '.');
+    let (major, minor, patch) = (parts.next(), parts.next(), parts.next());
+    let (Some(major), Some(minor), Some(patch)) = (major, minor, patch) else {
+        bail!("pinned version {version:?} is not MAJOR.MINOR.PATCH");
+    };
+    Ok([
+        ("version", version),
+        ("major", major),
+        ("minor", minor),
+        ("patch", patch),
+        ("build_date", date),
+    ])
 }
 
 fn expand(flag: &str, vars: &[(&str, &str)]) -> anyhow::Result<String> {
@@ -211,6 +231,7 @@ mod tests {
             upstream: "k8s.io/kubernetes".into(),
             cgo: false,
             tags: vec![],
+            replaces: Some("v0.{minor}.{patch}".into()),
             ldflags: vec![
                 "-X v.gitVersion=v{version}".into(),
                 "-X v.gitMinor={minor}".into(),
@@ -228,6 +249,10 @@ mod tests {
             ]
         );
         assert!(spec.expand_ldflags("1.37", 0).is_err());
+        assert_eq!(
+            spec.expand_replaces("1.37.2").unwrap().as_deref(),
+            Some("v0.37.2")
+        );
         let unknown = Spec {
             ldflags: vec!["-X a={commit}".into()],
             ..spec.clone()

@@ -10,15 +10,13 @@ use globular_task::Task;
 use crate::build::{build, cache_dir, failed, listing, mini, ok};
 use crate::common::workspace;
 
-/// A copy of the repository's etcd component, safe to break.
-fn etcd_copy() -> tempfile::TempDir {
+/// A copy of one of the repository's components, safe to break.
+fn component_copy(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    Task::new("copying the etcd component", "cp")
+    let source = workspace().join("components").join(name);
+    Task::new(format!("copying the {name} component"), "cp")
         .arg("-a")
-        .arg(format!(
-            "{}/.",
-            workspace().join("components/etcd").display()
-        ))
+        .arg(format!("{}/.", source.display()))
         .arg(dir.path())
         .run()
         .unwrap();
@@ -145,7 +143,7 @@ fn etcd_is_built_from_its_modules_into_a_reproducible_image() {
 #[test]
 fn a_go_sum_that_does_not_match_the_modules_stops_before_anything_is_written() {
     let profile = mini();
-    let component = etcd_copy();
+    let component = component_copy("etcd");
     let go_sum = component.path().join("go.sum");
     let version = pinned_etcd();
     let prefix = format!("go.etcd.io/etcd/api/v3 v{version} h1:");
@@ -183,7 +181,7 @@ fn a_go_sum_that_does_not_match_the_modules_stops_before_anything_is_written() {
 #[test]
 fn a_go_mod_edited_without_its_go_sum_stops_naming_the_module() {
     let profile = mini();
-    let component = etcd_copy();
+    let component = component_copy("etcd");
     let go_mod = component.path().join("go.mod");
     let text = std::fs::read_to_string(&go_mod).unwrap();
     // A dependency moved to another (real) version, go.sum left alone.
@@ -247,6 +245,45 @@ fn a_go_mod_that_disagrees_with_the_pin_names_both_files() {
     );
     assert!(
         stderr.contains("versions.toml pins [etcd] version = \"3.6.15\""),
+        "{stderr}"
+    );
+    assert!(listing(out.path()).is_empty());
+}
+
+#[test]
+fn a_staging_module_left_at_another_release_names_go_mod() {
+    let profile = mini();
+    let component = component_copy("kubernetes");
+    let pins = builder::pins::Pins::load(&workspace().join("profiles/versions.toml")).unwrap();
+    let version = pins.version("kubernetes").unwrap();
+    let staging = format!("v0.{}", version.split_once('.').unwrap().1);
+    let go_mod = component.path().join("go.mod");
+    let text = std::fs::read_to_string(&go_mod).unwrap();
+    let line = format!("k8s.io/kubelet => k8s.io/kubelet {staging}");
+    assert!(text.contains(&line), "go.mod replaces k8s.io/kubelet");
+    std::fs::write(
+        &go_mod,
+        text.replace(&line, "k8s.io/kubelet => k8s.io/kubelet v0.36.0"),
+    )
+    .unwrap();
+    std::fs::write(
+        profile.path().join("artifacts.toml"),
+        format!(
+            "[[component]]\nname = \"kubernetes\"\npath = \"{}\"\n",
+            component.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::copy(
+        workspace().join("profiles/versions.toml"),
+        profile.path().join("versions.toml"),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let stderr = failed(&build(profile.path(), out.path(), &["--quiet"]));
+    assert!(
+        stderr.contains("go.mod replaces k8s.io/kubelet with k8s.io/kubelet v0.36.0")
+            && stderr.contains(&format!("wants k8s.io/kubelet {staging}")),
         "{stderr}"
     );
     assert!(listing(out.path()).is_empty());
