@@ -34,14 +34,20 @@ if [ "$upstream" = k8s.io/kubernetes ]; then
     k8s_mod=$(go mod download -json "k8s.io/kubernetes@v$version" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')
     [ -f "$k8s_mod" ] || { echo "bump-component: no go.mod of k8s.io/kubernetes@v$version" >&2; exit 1; }
     staging=$(sed -n 's/^\t\(k8s.io\/[a-z0-9-]*\) => \.\/staging\/.*/\1/p' "$k8s_mod")
-    edits=()
+    drops=()
     for old in $(sed -n 's/^\t\(k8s.io\/[a-z0-9-]*\) => .*/\1/p' go.mod); do
-        edits+=("-dropreplace=$old")
+        drops+=("-dropreplace=$old")
     done
-    for module in $staging; do
-        edits+=("-replace=$module=$module@v0.${version#*.}")
-    done
-    go mod edit "${edits[@]}"
+    [ "${#drops[@]}" -eq 0 ] || go mod edit "${drops[@]}"
+    # One replace block, as k/k writes it.
+    {
+        printf 'replace (\n'
+        for module in $staging; do
+            printf '\t%s => %s v0.%s\n' "$module" "$module" "${version#*.}"
+        done
+        printf ')\n'
+    } >>go.mod
+    go mod edit -fmt
     # k/k's godebug default follows its go line; a dependency's is ignored.
     godebug=$(sed -n 's/^godebug default=\(.*\)$/\1/p' "$k8s_mod")
     [ -z "$godebug" ] || go mod edit -godebug="default=$godebug"
