@@ -34,9 +34,11 @@ if [ "$upstream" = k8s.io/kubernetes ]; then
     k8s_mod=$(go mod download -json "k8s.io/kubernetes@v$version" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')
     [ -f "$k8s_mod" ] || { echo "bump-component: no go.mod of k8s.io/kubernetes@v$version" >&2; exit 1; }
     staging=$(sed -n 's/^\t\(k8s.io\/[a-z0-9-]*\) => \.\/staging\/.*/\1/p' "$k8s_mod")
+    # The old release's replaces go, and so do requirements of staging
+    # modules at the old release (tidy puts back those still needed).
     drops=()
     for old in $(sed -n 's/^\t\(k8s.io\/[a-z0-9-]*\) => .*/\1/p' go.mod); do
-        drops+=("-dropreplace=$old")
+        drops+=("-dropreplace=$old" "-droprequire=$old")
     done
     [ "${#drops[@]}" -eq 0 ] || go mod edit "${drops[@]}"
     # One replace block, as k/k writes it.
