@@ -24,15 +24,34 @@ upstream=$(value upstream)
 pin=$(value pin)
 [ -n "$upstream" ] && [ -n "$pin" ] || { echo "bump-component: $spec lacks pin or upstream" >&2; exit 1; }
 
-export GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod
+export GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=mod GOENV=off
+fail() { echo "bump-component: $*" >&2; exit 1; }
+
+# All or nothing: go.mod and go.sum come back as they were if any step fails.
+moddir=$PWD/$dir
+cp "$moddir/go.mod" "$moddir/go.mod.orig"
+cp "$moddir/go.sum" "$moddir/go.sum.orig"
+finished=""
+cleanup() {
+    if [ -n "$finished" ]; then
+        rm -f "$moddir/go.mod.orig" "$moddir/go.sum.orig"
+    else
+        mv -f "$moddir/go.mod.orig" "$moddir/go.mod"
+        mv -f "$moddir/go.sum.orig" "$moddir/go.sum"
+        echo "bump-component: failed; $dir/go.mod and go.sum are as they were" >&2
+    fi
+}
+trap cleanup EXIT
 cd "$dir"
 
 if [ "$upstream" = k8s.io/kubernetes ]; then
     # k/k requires its staging modules at v0.0.0 and replaces them with
     # ./staging/... in its own go.mod, which Go ignores in a dependency:
     # replace each with the published v0.MINOR.PATCH of the same release.
-    k8s_mod=$(go mod download -json "k8s.io/kubernetes@v$version" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')
-    [ -f "$k8s_mod" ] || { echo "bump-component: no go.mod of k8s.io/kubernetes@v$version" >&2; exit 1; }
+    download=$(go mod download -json "k8s.io/kubernetes@v$version") ||
+        fail "k8s.io/kubernetes@v$version: $(sed -n 's/^\t"Error": "\(.*\)",*$/\1/p' <<<"$download")"
+    k8s_mod=$(sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p' <<<"$download")
+    [ -f "$k8s_mod" ] || fail "no go.mod of k8s.io/kubernetes@v$version in the download"
     staging=$(sed -n 's/^\t\(k8s.io\/[a-z0-9-]*\) => \.\/staging\/.*/\1/p' "$k8s_mod")
     # The old release's replaces go, and so do requirements of staging
     # modules at the old release (tidy puts back those still needed).
@@ -57,14 +76,17 @@ fi
 
 # The upstream module, and every module of its repository that go.mod
 # requires at the old release (etcd's api, client, pkg, etcdctl, etcdutl).
-old=$(go mod edit -json | grep -A1 "\"Path\": \"$upstream\"" | sed -n 's/.*"Version": "\(.*\)".*/\1/p')
+old=$(go mod edit -json | grep -A1 "\"Path\": \"$upstream\"" | sed -n 's/.*"Version": "\(.*\)".*/\1/p' || true)
+[ -n "$old" ] || fail "$dir/go.mod does not require $upstream (component.toml's upstream)"
 repo=$(echo "$upstream" | cut -d/ -f1-2)
+modules=$(go list -m -f '{{.Path}} {{.Version}}' all) || fail "go list -m all failed in $dir"
 targets=("$upstream@v$version")
 while read -r module module_version; do
+    case "$module" in "$repo"/*) ;; *) continue ;; esac
     if [ "$module_version" = "$old" ] && [ "$module" != "$upstream" ]; then
         targets+=("$module@v$version")
     fi
-done < <(go list -m -f '{{.Path}} {{.Version}}' all 2>/dev/null | grep "^$repo/" || true)
+done <<<"$modules"
 go get "${targets[@]}"
 go mod tidy
 cd - >/dev/null
@@ -76,6 +98,7 @@ awk -v table="[$pin]" -v version="$version" '
     in_table && /^version = / { $0 = "version = \"" version "\""; done = 1 }
     { print }
     END { if (!done) exit 1 }
-' "$pins" >"$pins.new" || { rm -f "$pins.new"; echo "bump-component: no [$pin] version in $pins" >&2; exit 1; }
+' "$pins" >"$pins.new" || { rm -f "$pins.new"; fail "no [$pin] version in $pins"; }
 mv "$pins.new" "$pins"
+finished=1
 echo "bump-component: $name $version (git diff $pins $dir)" >&2

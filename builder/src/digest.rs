@@ -39,6 +39,16 @@ pub fn json(value: &impl serde::Serialize) -> String {
 /// types, permission bits, symlink targets and file contents. Ownership and
 /// timestamps are left out: they are not inputs a user controls in a checkout.
 pub fn tree(root: &Path) -> anyhow::Result<String> {
+    tree_with(root, |mode| mode)
+}
+
+/// [`tree`] that keeps only whether a file is executable of its permission
+/// bits: for sources (a Go module) whose checkout mode follows the umask.
+pub fn source_tree(root: &Path) -> anyhow::Result<String> {
+    tree_with(root, |mode| mode & 0o170_100)
+}
+
+fn tree_with(root: &Path, mode: impl Fn(u32) -> u32) -> anyhow::Result<String> {
     let mut hasher = Sha256::new();
     if root.is_file() {
         hasher.update(b"file\0");
@@ -54,7 +64,7 @@ pub fn tree(root: &Path) -> anyhow::Result<String> {
             .with_context(|| format!("reading {}", entry.path().display()))?;
         hasher.update(rel.as_os_str().as_encoded_bytes());
         hasher.update(b"\0");
-        hasher.update(format!("{:o}\0", meta.permissions().mode()).as_bytes());
+        hasher.update(format!("{:o}\0", mode(meta.permissions().mode())).as_bytes());
         let kind = meta.file_type();
         if kind.is_symlink() {
             let target = std::fs::read_link(entry.path())?;
@@ -76,6 +86,28 @@ pub fn tree(root: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_tree_ignores_the_umask_but_not_contents_or_exec_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("go.mod");
+        std::fs::write(&f, "module x\n").unwrap();
+        let set =
+            |mode| std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+        set(0o644);
+        let a = source_tree(dir.path()).unwrap();
+        set(0o664);
+        assert_eq!(source_tree(dir.path()).unwrap(), a);
+        assert_ne!(
+            tree(dir.path()).unwrap(),
+            tree_with(dir.path(), |m| m ^ 0o020).unwrap()
+        );
+        set(0o755);
+        assert_ne!(source_tree(dir.path()).unwrap(), a);
+        set(0o644);
+        std::fs::write(&f, "module y\n").unwrap();
+        assert_ne!(source_tree(dir.path()).unwrap(), a);
+    }
 
     #[test]
     fn tree_digest_sees_content_and_names() {

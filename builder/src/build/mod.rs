@@ -165,6 +165,7 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         crate::overlay::copy_tree(&source, &tree, &target, Some(&context))
             .with_context(|| format!("ExtraTrees={}", source.display()))?;
     }
+    check_install_paths(&tree, &verified, &components)?;
     artifacts::install(&verified, &tree)?;
     for component in &components {
         component.install(&tree)?;
@@ -450,6 +451,35 @@ fn build_dir(config: &Config, work: &Path) -> PathBuf {
         Some(dir) => PathBuf::from(dir),
         None => work.join("builddir"),
     }
+}
+
+/// No two artifacts or component programs (or their links) may land on the
+/// same file of the image, as paths resolve inside it (`/bin` is `/usr/bin`).
+fn check_install_paths(
+    tree: &Path,
+    verified: &[artifacts::Verified],
+    components: &[components::Built],
+) -> anyhow::Result<()> {
+    let artifact_paths = verified.iter().map(|v| {
+        (
+            format!("artifact {:?}", v.artifact.name),
+            v.artifact.install.display().to_string(),
+        )
+    });
+    let component_paths = components.iter().flat_map(|c| {
+        c.install_paths()
+            .map(|p| (format!("component {:?}", c.info.name), p.to_owned()))
+    });
+    let mut claimed: std::collections::HashMap<PathBuf, (String, String)> =
+        std::collections::HashMap::new();
+    for (owner, path) in artifact_paths.chain(component_paths) {
+        let resolved = crate::overlay::resolve_in_root(tree, Path::new(&path), false)?;
+        if let Some((other, other_path)) = claimed.get(&resolved) {
+            bail!("{owner} installs {path}, which is the same file as {other_path} of {other}");
+        }
+        claimed.insert(resolved, (owner, path));
+    }
+    Ok(())
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {

@@ -27,11 +27,17 @@ pub struct Toolchain {
 
 impl Toolchain {
     pub fn find() -> anyhow::Result<Toolchain> {
-        let version = go("finding the Go toolchain")
+        let version = match go("finding the Go toolchain")
             .args(["env", "GOVERSION"])
-            .read_string()?
-            .trim()
-            .to_owned();
+            .read_string()
+        {
+            Ok(out) => out.trim().to_owned(),
+            Err(TaskError::NotInstalled { .. }) => bail!(
+                "`go` is not installed: components are built with the machine's Go \
+                 (>= 1.26, from go.dev/dl; Debian 12's golang-go is too old)"
+            ),
+            Err(err) => return Err(err.into()),
+        };
         if !version.starts_with("go") {
             bail!("`go env GOVERSION` printed {version:?}, not a Go version");
         }
@@ -39,10 +45,42 @@ impl Toolchain {
     }
 }
 
+/// Variables a component build takes from the caller: where Go keeps its
+/// caches and how it reaches the module proxy. Everything else is cleared, so
+/// nothing of the caller's Go setup (GOFLAGS, GOEXPERIMENT, CGO_*, a `go env
+/// -w` file) changes what is built.
+const PASSED: &[&str] = &[
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "GOPATH",
+    "GOCACHE",
+    "GOMODCACHE",
+    "GOPROXY",
+    "GONOPROXY",
+    "GOPRIVATE",
+    "GOSUMDB",
+    "GONOSUMDB",
+    "GOINSECURE",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
 /// A `go` command with the environment every component build uses.
-fn go(description: impl Into<String>) -> Task {
-    Task::new(description, "go")
-        .package("golang-go")
+pub(super) fn go(description: impl Into<String>) -> Task {
+    let mut task = Task::new(description, "go").env_clear();
+    for name in PASSED {
+        if let Some(value) = std::env::var_os(name) {
+            task = task.env(name, value);
+        }
+    }
+    task.env("GOENV", "off")
         .env("GOTOOLCHAIN", "local")
         .env("GOWORK", "off")
         .env("GO111MODULE", "on")
@@ -50,12 +88,13 @@ fn go(description: impl Into<String>) -> Task {
         .env("GOOS", GOOS)
         .env("GOARCH", GOARCH)
         .env("GOAMD64", GOAMD64)
-        .env("GOEXPERIMENT", "")
+        .env("GOFIPS140", "off")
 }
 
 /// Everything that decides the bytes of a build, for its cache key.
 #[derive(Debug, serde::Serialize)]
 pub struct Inputs<'a> {
+    pub name: &'a str,
     pub module_tree: String,
     pub go_version: &'a str,
     pub goflags: &'static str,
@@ -68,13 +107,15 @@ pub struct Inputs<'a> {
 
 impl<'a> Inputs<'a> {
     pub fn new(
+        name: &'a str,
         dir: &Path,
         spec: &'a Spec,
         toolchain: &'a Toolchain,
         ldflags: &'a [String],
     ) -> anyhow::Result<Inputs<'a>> {
         Ok(Inputs {
-            module_tree: crate::digest::tree(dir)?,
+            name,
+            module_tree: crate::digest::source_tree(dir)?,
             go_version: &toolchain.version,
             goflags: GOFLAGS,
             target: [GOOS, GOARCH, GOAMD64],

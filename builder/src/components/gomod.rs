@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
-use globular_task::Task;
 
 /// The parts of go.mod the builder checks.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -55,10 +54,8 @@ pub struct Requirement {
 impl GoMod {
     /// go.mod of the module in `dir`, read by the Go tool itself.
     pub fn read(dir: &Path) -> anyhow::Result<GoMod> {
-        let json = Task::new(format!("reading {}/go.mod", dir.display()), "go")
+        let json = super::gobuild::go(format!("reading {}/go.mod", dir.display()))
             .args(["mod", "edit", "-json"])
-            .env("GOWORK", "off")
-            .env("GOTOOLCHAIN", "local")
             .current_dir(dir)
             .read()?;
         serde_json::from_slice(&json)
@@ -97,13 +94,12 @@ pub struct Module {
 /// The dependency modules recorded in a Go program's build information
 /// (`go version -m`), replacements applied: what the program contains.
 pub fn linked_modules(binary: &Path) -> anyhow::Result<Vec<Module>> {
-    let text = Task::new(
-        format!("reading the build information of {}", binary.display()),
-        "go",
-    )
+    let text = super::gobuild::go(format!(
+        "reading the build information of {}",
+        binary.display()
+    ))
     .args(["version", "-m"])
     .arg(binary)
-    .env("GOTOOLCHAIN", "local")
     .read_string()?;
     parse_build_info(&text).with_context(|| format!("`go version -m {}`", binary.display()))
 }

@@ -108,6 +108,20 @@ pub fn prepare(
     if entries.is_empty() {
         return Ok(Vec::new());
     }
+    let mut seen = std::collections::HashMap::new();
+    for entry in entries {
+        let dir = lock_dir.join(&entry.path);
+        let real = dir
+            .canonicalize()
+            .with_context(|| format!("component {:?}: {}", entry.name, dir.display()))?;
+        if let Some(other) = seen.insert(real, &entry.name) {
+            bail!(
+                "components {other:?} and {:?} are the same directory {}",
+                entry.name,
+                dir.display()
+            );
+        }
+    }
     let toolchain = Toolchain::find()?;
     entries
         .iter()
@@ -154,6 +168,39 @@ pub fn build_one(
             spec.upstream
         ),
     }
+    // A replace by a local path would build code from outside the component
+    // directory: not in the cache key, not locked by go.sum.
+    if let Some(r) = go_mod.replace.iter().find(|r| r.new.version.is_empty()) {
+        bail!(
+            "{}/go.mod replaces {} with the directory {}: a component builds only \
+             published modules (go.sum locks them)",
+            dir.display(),
+            r.old.path,
+            r.new.path
+        );
+    }
+    // Every module of the upstream's repository moves with the pin (etcd's
+    // api, client, etcdctl, etcdutl with its server).
+    let repo: String = spec
+        .upstream
+        .split('/')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("/")
+        + "/";
+    if let Some(r) = go_mod
+        .require
+        .iter()
+        .find(|r| r.path.starts_with(&repo) && r.version != wanted && r.version != "v0.0.0")
+    {
+        bail!(
+            "{}/go.mod requires {} {}, but the other modules of {repo}… are at the pin {wanted}: \
+             bump with scripts/bump-component.sh",
+            dir.display(),
+            r.path,
+            r.version
+        );
+    }
     if let Some(wanted) = spec.expand_replaces(version)? {
         for r in &go_mod.replace {
             if r.new.path != r.old.path || r.new.version != wanted {
@@ -182,7 +229,7 @@ pub fn build_one(
         );
     };
     let ldflags = spec.expand_ldflags(version, epoch)?;
-    let inputs = gobuild::Inputs::new(dir, &spec, toolchain, &ldflags)?;
+    let inputs = gobuild::Inputs::new(name, dir, &spec, toolchain, &ldflags)?;
     let key = inputs.key();
     let entry = cache.component(&key, |tmp| {
         let bin = tmp.join("bin");
@@ -280,6 +327,19 @@ pub fn build_into(
         progress,
     )
     .with_context(|| format!("component {name:?} ({})", dir.display()))?;
+    let mut names = std::collections::HashSet::new();
+    for binary in &built.info.binaries {
+        for path in std::iter::once(&binary.install).chain(&binary.links) {
+            let name = Path::new(path).file_name().unwrap_or_default();
+            if !names.insert(name.to_owned()) {
+                bail!(
+                    "two programs of {:?} are named {} in --out",
+                    built.info.name,
+                    name.to_string_lossy()
+                );
+            }
+        }
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for binary in &built.info.binaries {
         let file_name = Path::new(&binary.install)
@@ -306,6 +366,13 @@ impl Built {
     /// Where the cache holds a built program.
     pub fn file(&self, binary: &BinaryInfo) -> PathBuf {
         self.entry.dir.join("bin").join(&binary.output)
+    }
+
+    /// Every path this component writes in the image (programs and links).
+    pub fn install_paths(&self) -> impl Iterator<Item = &str> {
+        self.info.binaries.iter().flat_map(|b| {
+            std::iter::once(b.install.as_str()).chain(b.links.iter().map(String::as_str))
+        })
     }
 
     /// Copies the programs into the image tree (checking their digests once

@@ -58,9 +58,11 @@ impl Binary {
     pub fn output_name(&self) -> &str {
         let mut parts = self.package.rsplit('/');
         let last = parts.next().unwrap_or_default();
+        // Go drops a major-version suffix v2 and above (v0, v1 name no major).
         let is_major = last.len() > 1
             && last.starts_with('v')
-            && last[1..].bytes().all(|b| b.is_ascii_digit());
+            && last[1..].bytes().all(|b| b.is_ascii_digit())
+            && last[1..].parse::<u64>().is_ok_and(|n| n >= 2);
         match (is_major, parts.next()) {
             (true, Some(before)) => before,
             _ => last,
@@ -85,7 +87,10 @@ impl Spec {
         let mut names = std::collections::HashSet::new();
         let mut paths = std::collections::HashSet::new();
         for binary in &self.binaries {
-            if binary.package.is_empty() || binary.package.starts_with('-') {
+            if binary.package.is_empty()
+                || binary.package.starts_with('-')
+                || binary.package.contains("...")
+            {
                 bail!(
                     "binary package {:?} is not a Go package path",
                     binary.package
@@ -203,6 +208,7 @@ mod tests {
         assert_eq!(name("go.etcd.io/etcd/etcdctl/v3"), "etcdctl");
         assert_eq!(name("k8s.io/kubernetes/cmd/kubelet"), "kubelet");
         assert_eq!(name("example.com/v2tool"), "v2tool");
+        assert_eq!(name("example.com/tool/v1"), "v1");
     }
 
     #[test]

@@ -99,6 +99,21 @@ impl Cache {
         let dir = self.root.join(sub).join(key);
         let lock_path = self.root.join(sub).join(format!("{key}.lock"));
         let lock = open_lock(&lock_path)?;
+        // A complete entry is used under the shared lock alone: builds that
+        // reuse it run side by side.
+        if !force {
+            lock.lock_shared()
+                .with_context(|| format!("locking {}", lock_path.display()))?;
+            if dir.join(complete).exists() {
+                touch(&dir.join("last-used"))?;
+                return Ok(Entry {
+                    dir,
+                    built: false,
+                    _lock: lock,
+                });
+            }
+            lock.unlock().ok();
+        }
         lock.lock()
             .with_context(|| format!("locking {}", lock_path.display()))?;
         remove_leftovers(&self.root.join(sub), key)?;

@@ -62,7 +62,21 @@ fn etcd_is_built_from_its_modules_into_a_reproducible_image() {
     use_component(profile.path(), &workspace().join("components/etcd"), None);
     let (out1, out2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     ok(&build(profile.path(), out1.path(), &[]));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out1.path().join("mini_1.0.manifest.json")).unwrap())
+            .unwrap();
+    let key = manifest["components"][0]["key"].as_str().unwrap();
+    // The second build compiles again (from Go's warm build cache) rather
+    // than reusing the builder's entry, then a third reuses it.
+    std::fs::remove_dir_all(cache_dir().join("components").join(key)).unwrap();
     let stderr = ok(&build(profile.path(), out2.path(), &[]));
+    assert!(stderr.contains("compiling etcd"), "{stderr}");
+    let out3 = tempfile::tempdir().unwrap();
+    let stderr = ok(&build(
+        profile.path(),
+        out3.path(),
+        &["--format", "directory"],
+    ));
     assert!(
         stderr.contains("component etcd") && stderr.contains("reused from the cache"),
         "{stderr}"
@@ -204,7 +218,9 @@ fn a_go_mod_edited_without_its_go_sum_stops_naming_the_module() {
     assert!(stderr.contains("go.sum"), "{stderr}");
     assert!(listing(out.path()).is_empty());
 
-    // The upstream module bumped in go.mod and the pins, go.sum left alone.
+    // The upstream module bumped in go.mod and the pins, go.sum left alone:
+    // first the server alone (its repository's other modules left behind),
+    // then all of them.
     let version = pinned_etcd();
     let older = "3.6.15";
     assert_ne!(version, older);
@@ -216,6 +232,30 @@ fn a_go_mod_edited_without_its_go_sum_stops_naming_the_module() {
         ),
     )
     .unwrap();
+    use_component(
+        profile.path(),
+        component.path(),
+        Some(&format!("[etcd]\nversion = \"{older}\"\n")),
+    );
+    let stderr = failed(&build(profile.path(), out.path(), &["--quiet"]));
+    assert!(
+        stderr.contains(&format!(
+            "requires go.etcd.io/etcd/api/v3 v{version}, but the other modules of go.etcd.io/etcd/"
+        )),
+        "{stderr}"
+    );
+    let all_moved: String = text
+        .lines()
+        .map(|line| {
+            if line.contains("go.etcd.io/etcd/") {
+                line.replace(&format!(" v{version}"), &format!(" v{older}"))
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&go_mod, all_moved + "\n").unwrap();
     use_component(
         profile.path(),
         component.path(),
@@ -284,6 +324,42 @@ fn a_staging_module_left_at_another_release_names_go_mod() {
     assert!(
         stderr.contains("go.mod replaces k8s.io/kubelet with k8s.io/kubelet v0.36.0")
             && stderr.contains(&format!("wants k8s.io/kubelet {staging}")),
+        "{stderr}"
+    );
+    assert!(listing(out.path()).is_empty());
+}
+
+#[test]
+fn a_local_replace_and_a_doubly_installed_file_are_refused() {
+    let profile = mini();
+    let component = component_copy("etcd");
+    let go_mod = component.path().join("go.mod");
+    let mut text = std::fs::read_to_string(&go_mod).unwrap();
+    text.push_str("\nreplace github.com/beorn7/perks => ./perks\n");
+    std::fs::write(&go_mod, text).unwrap();
+    use_component(profile.path(), component.path(), None);
+    let out = tempfile::tempdir().unwrap();
+    let stderr = failed(&build(profile.path(), out.path(), &["--quiet"]));
+    assert!(
+        stderr.contains("replaces github.com/beorn7/perks with the directory ./perks"),
+        "{stderr}"
+    );
+    assert!(listing(out.path()).is_empty());
+
+    // An artifact at /bin/etcd is the component's /usr/bin/etcd in a
+    // merged-usr tree.
+    use_component(profile.path(), &workspace().join("components/etcd"), None);
+    let mut lock = std::fs::read_to_string(profile.path().join("artifacts.toml")).unwrap();
+    let artifact = workspace().join("components/etcd/go.mod");
+    lock.push_str(&format!(
+        "[[artifact]]\nname = \"shadow\"\npath = \"{}\"\nsha256 = \"{}\"\ninstall = \"/bin/etcd\"\n",
+        artifact.display(),
+        builder::digest::file(&artifact).unwrap()
+    ));
+    std::fs::write(profile.path().join("artifacts.toml"), lock).unwrap();
+    let stderr = failed(&build(profile.path(), out.path(), &["--quiet"]));
+    assert!(
+        stderr.contains("installs /usr/bin/etcd, which is the same file as /bin/etcd"),
         "{stderr}"
     );
     assert!(listing(out.path()).is_empty());
