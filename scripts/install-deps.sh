@@ -84,6 +84,9 @@ fi
 
 # Go builds the components from their published modules (components/): the
 # machine's toolchain, never a downloaded one (GOTOOLCHAIN=local).
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
+    export PATH="$PATH:/usr/local/go/bin"
+fi
 if ! command -v go >/dev/null; then
     echo "install-deps: go not found; install Go >= 1.26 (go.dev/dl)" >&2
     exit 1
