@@ -8,10 +8,12 @@
 //! - [`ticket`]: enrollment tickets, signed by the CA holder per node;
 //! - [`registry`]: node and service records and their etcd key layout;
 //! - [`protocol`]: the enrollment API's requests, responses and routes;
+//! - [`etcd_auth`]: etcd's users and roles, and the substrate's etcd password;
 //! - [`fsutil`]: the one atomic-write helper; [`logging`]: the binaries'
 //!   logging setup.
 
 pub mod cidata;
+pub mod etcd_auth;
 pub mod fsutil;
 pub mod logging;
 pub mod pki;

@@ -70,11 +70,16 @@ pub struct Issued {
 }
 
 /// What a certificate should say about its holder.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LeafSpec {
+    /// Left out of the subject when empty (etcd's gateway refuses client
+    /// certificates with a common name once etcd's auth is on).
     pub common_name: String,
     /// Put into the subject organization as `globular:<role>`, if any.
     pub role: Option<Role>,
+    /// The subject organization when there is no role (Kubernetes reads it
+    /// as the holder's group). A subject has one organization at most.
+    pub group: Option<String>,
     pub dns_names: Vec<String>,
     pub ips: Vec<IpAddr>,
     pub server: bool,
@@ -88,10 +93,19 @@ impl LeafSpec {
         LeafSpec {
             common_name: name.to_owned(),
             role: Some(role),
+            group: None,
             dns_names: vec![name.to_owned()],
             ips: ips.to_vec(),
             server: true,
             client: true,
+        }
+    }
+
+    /// The subject organization: `globular:<role>`, or the group.
+    pub fn organization(&self) -> Option<String> {
+        match self.role {
+            Some(role) => Some(format!("{ROLE_PREFIX}{role}")),
+            None => self.group.clone(),
         }
     }
 }
@@ -172,9 +186,16 @@ impl Ca {
             .map_err(|e| PkiError::InvalidCsr(format!("public key: {e}")))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, spec.common_name.clone());
-        if let Some(role) = spec.role {
-            dn.push(DnType::OrganizationName, format!("{ROLE_PREFIX}{role}"));
+        if !spec.common_name.is_empty() {
+            dn.push(DnType::CommonName, spec.common_name.clone());
+        }
+        if spec.role.is_some() && spec.group.is_some() {
+            return Err(PkiError::InvalidCsr(
+                "a certificate carries a role or a group, not both".into(),
+            ));
+        }
+        if let Some(organization) = spec.organization() {
+            dn.push(DnType::OrganizationName, organization);
         }
         params.distinguished_name = dn;
         for name in &spec.dns_names {
@@ -339,17 +360,95 @@ pub fn identity_of_der(der: &[u8]) -> Result<CertIdentity, PkiError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| PkiError::InvalidCertificate(e.to_string()))?;
     let subject = cert.subject();
-    let common_name = subject
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .ok_or_else(|| PkiError::InvalidCertificate("no common name".into()))?
-        .to_owned();
+    // No common name reads as an empty one (the substrate's etcd client
+    // certificate has none); what a name authorizes also needs the role.
+    let common_name = match subject.iter_common_name().next() {
+        None => String::new(),
+        Some(cn) => cn
+            .as_str()
+            .map_err(|e| PkiError::InvalidCertificate(format!("common name: {e}")))?
+            .to_owned(),
+    };
     let role = subject
         .iter_organization()
         .filter_map(|o| o.as_str().ok())
         .find_map(|o| o.strip_prefix(ROLE_PREFIX))
         .and_then(|r| r.parse().ok());
+    let (dns_names, ips) = identity_of_sans(&cert);
+    Ok(CertIdentity {
+        common_name,
+        role,
+        dns_names,
+        ips,
+        serial: hex::encode(cert.raw_serial()),
+        public_key_der: cert.public_key().raw.to_vec(),
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// Why the certificate and key on disk are not what `spec` asks of the CA
+/// `ca_pem` (`Ok` when they are): signed by that CA, valid now, for this
+/// key, with the spec's subject and subject alternative names. Agents and
+/// the package installer reissue a certificate that fails this.
+pub fn check_issued(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+    spec: &LeafSpec,
+) -> Result<(), String> {
+    let der = pem_block(cert_pem, "CERTIFICATE")?;
+    let ca_der = pem_block(ca_pem, "CERTIFICATE")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| e.to_string())?;
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).map_err(|e| e.to_string())?;
+    if cert.issuer() != ca.subject() || cert.verify_signature(Some(ca.public_key())).is_err() {
+        return Err("not signed by its CA".into());
+    }
+    if !cert.validity().is_valid() {
+        return Err("not valid now".into());
+    }
+    let public = public_key_of_key_pem(key_pem).map_err(|e| e.to_string())?;
+    if cert.public_key().raw != public.as_slice() {
+        return Err("not for the key beside it".into());
+    }
+    let subject = cert.subject();
+    let text = |a: &x509_parser::x509::AttributeTypeAndValue| a.as_str().ok().map(str::to_owned);
+    let common_names: Vec<String> = subject.iter_common_name().filter_map(text).collect();
+    let want_cn: Vec<String> = Some(spec.common_name.clone())
+        .filter(|cn| !cn.is_empty())
+        .into_iter()
+        .collect();
+    if common_names != want_cn {
+        return Err(format!("common name {common_names:?}, not {want_cn:?}"));
+    }
+    let organizations: Vec<String> = subject.iter_organization().filter_map(text).collect();
+    let want_o: Vec<String> = spec.organization().into_iter().collect();
+    if organizations != want_o {
+        return Err(format!("organization {organizations:?}, not {want_o:?}"));
+    }
+    let id = identity_of_sans(&cert);
+    let (mut dns, mut want_dns) = (id.0, spec.dns_names.clone());
+    let (mut ips, mut want_ips) = (id.1, spec.ips.clone());
+    for list in [&mut dns, &mut want_dns] {
+        list.sort();
+        list.dedup();
+    }
+    for list in [&mut ips, &mut want_ips] {
+        list.sort();
+        list.dedup();
+    }
+    if dns != want_dns || ips != want_ips {
+        return Err(format!(
+            "names {dns:?} {ips:?}, not {want_dns:?} {want_ips:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// The DNS names and IP addresses of a certificate's subject alternative
+/// names.
+fn identity_of_sans(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+) -> (Vec<String>, Vec<IpAddr>) {
     let (mut dns_names, mut ips) = (Vec::new(), Vec::new());
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
@@ -364,15 +463,7 @@ pub fn identity_of_der(der: &[u8]) -> Result<CertIdentity, PkiError> {
             }
         }
     }
-    Ok(CertIdentity {
-        common_name,
-        role,
-        dns_names,
-        ips,
-        serial: hex::encode(cert.raw_serial()),
-        public_key_der: cert.public_key().raw.to_vec(),
-        not_after: cert.validity().not_after.timestamp(),
-    })
+    (dns_names, ips)
 }
 
 /// Checks that `cert_pem` (one certificate) was signed by the CA

@@ -69,6 +69,11 @@ impl Layout {
     pub fn etcd_key(&self, kind: &str) -> PathBuf {
         self.pki().join(format!("etcd-{kind}.key"))
     }
+    /// The substrate's etcd password (derived from the etcd CA key, kept
+    /// here for the API, which does not read that key).
+    pub fn etcd_password(&self) -> PathBuf {
+        self.pki().join("etcd-client.password")
+    }
     pub fn etcd_dir(&self) -> PathBuf {
         self.root.join("etcd")
     }

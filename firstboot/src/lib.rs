@@ -11,11 +11,13 @@
 //!   [`ownership`]: on images, what their system users may read;
 //! - [`firewall`]: `globular firewall`, the nftables ruleset and the
 //!   control-plane address set that follows the registry;
+//! - [`etcd_client`]: the substrate's etcd client and etcd's auth;
 //! - [`layout`]: the state directory; [`runtime`]: the tokio runtime.
 
 pub mod agent;
 pub mod cli;
 pub mod datasource;
+pub mod etcd_client;
 pub mod firewall;
 pub mod layout;
 pub mod node_cli;

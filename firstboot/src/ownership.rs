@@ -10,7 +10,7 @@
 //! | path | owner:group | mode | read by |
 //! |---|---|---|---|
 //! | the state directory, `pki/` | root:root | 0711 | anyone who knows a name (no listing) |
-//! | `pki/node.key`, `pki/ca.key`, `pki/etcd-client.key` | root:globular | 0640 | the API |
+//! | `pki/node.key`, `pki/ca.key`, `pki/etcd-client.key`, `pki/etcd-client.password` | root:globular | 0640 | the API |
 //! | `pki/etcd-server.key`, `pki/etcd-peer.key` | root:etcd | 0640 | etcd |
 //! | `etcd/` | root:etcd | 0750 | etcd |
 //! | `etcd/etcd.conf.yml` | root:etcd | 0640 | etcd |
@@ -83,6 +83,7 @@ pub fn grants(layout: &Layout, service: Service, ids: Ids) -> Vec<Grant> {
                 layout.node_key(),
                 layout.ca_key(),
                 layout.etcd_key("client"),
+                layout.etcd_password(),
             ] {
                 out.push(root_group(key, 0o640));
             }

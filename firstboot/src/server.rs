@@ -40,13 +40,8 @@ pub fn load(layout: &Layout) -> anyhow::Result<Loaded> {
     let ca_pem = layout.read(&layout.ca_cert())?;
     let ca = Ca::from_pem(&ca_pem, &layout.read(&layout.ca_key())?).context("loading the CA")?;
     // etcd trusts its own CA only: the API reaches it with the substrate's
-    // etcd client certificate, never with the node certificate.
-    let etcd = Etcd::new(
-        config.etcd_endpoints.clone(),
-        &layout.read(&layout.etcd_ca_cert())?,
-        &layout.read(&layout.etcd_cert("client"))?,
-        &layout.read(&layout.etcd_key("client"))?,
-    )?;
+    // etcd client certificate and user, never with the node certificate.
+    let etcd = crate::etcd_client::substrate(layout, config.etcd_endpoints.clone())?;
     let tls = tls::server_config(&layout.node_cert(), &layout.node_key(), &ca_pem)?;
     Ok(Loaded {
         api: Arc::new(Api::new(ca, etcd.clone(), config.cluster_name)),

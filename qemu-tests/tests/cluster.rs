@@ -15,6 +15,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use globular_cluster::etcd_auth::SUBSTRATE_USER;
 use globular_cluster::secrets::{self, NewCluster, SeedFormat, SeedOptions};
 use globular_cluster::seed::Ports;
 use globular_cluster::Role;
@@ -230,20 +231,28 @@ impl Cluster {
             .join(",")
     }
 
-    /// `etcdctl` on a control-plane node with the substrate's etcd client
-    /// certificate (etcd trusts the etcd CA only).
+    /// `etcdctl` on a control-plane node as the substrate: its etcd client
+    /// certificate (etcd trusts the etcd CA only) and its etcd user.
     fn etcdctl(&mut self, via: &str, endpoints: &str, args: &[&str]) -> anyhow::Result<String> {
         let mut argv = vec![
             format!("--endpoints={endpoints}"),
             format!("--cacert={PKI}/etcd-ca.crt"),
             format!("--cert={PKI}/etcd-client.crt"),
             format!("--key={PKI}/etcd-client.key"),
+            format!("--user={SUBSTRATE_USER}:{}", self.etcd_password()),
             "--command-timeout=10s".into(),
         ];
         argv.extend(args.iter().map(|a| a.to_string()));
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let out = self.vm(via).exec("/usr/bin/etcdctl", &argv, EXEC)?;
         Ok(out.success("etcdctl")?.stdout)
+    }
+
+    /// The substrate's etcd password, derived from the bundle's etcd CA key
+    /// as the control planes derive it.
+    fn etcd_password(&self) -> String {
+        let key = std::fs::read_to_string(self.bundle.join("etcd-ca.key")).unwrap();
+        globular_cluster::etcd_auth::password(&key, SUBSTRATE_USER).unwrap()
     }
 
     /// `resolvectl query NAME` on `via` (SRV for `_service._proto` names)
@@ -466,26 +475,31 @@ fn cluster_forms_survives_loss_reimages_and_grows() {
         c.node("cp-1").ip,
         globular_cluster::ETCD_CLIENT_PORT
     );
-    let refused = c.vm("cp-2").exec(
-        "/usr/bin/etcdctl",
-        &[
-            &format!("--endpoints={endpoint}"),
-            &format!("--cacert={PKI}/etcd-ca.crt"),
-            &format!("--cert={PKI}/node.crt"),
-            &format!("--key={PKI}/node.key"),
-            "--command-timeout=5s",
-            "get",
-            "--prefix",
-            "/globular/",
-        ],
-        EXEC,
-    );
-    assert!(
-        refused
-            .map(|o| o.success("etcdctl").is_err())
-            .unwrap_or(true),
-        "a node certificate read etcd"
-    );
+    // And etcd's auth is on: the substrate's etcd certificate alone,
+    // without its user's password, opens nothing either.
+    for (name, what) in [
+        ("node", "a node certificate"),
+        ("etcd-client", "the etcd client certificate without a user"),
+    ] {
+        let read = c.vm("cp-2").exec(
+            "/usr/bin/etcdctl",
+            &[
+                &format!("--endpoints={endpoint}"),
+                &format!("--cacert={PKI}/etcd-ca.crt"),
+                &format!("--cert={PKI}/{name}.crt"),
+                &format!("--key={PKI}/{name}.key"),
+                "--command-timeout=5s",
+                "get",
+                "--prefix",
+                "/globular/",
+            ],
+            EXEC,
+        );
+        assert!(
+            read.map(|o| o.success("etcdctl").is_err()).unwrap_or(true),
+            "{what} read etcd"
+        );
+    }
     assert!(
         !c.exists("worker-1", "/var/lib/globular/etcd/data"),
         "the worker has etcd data"

@@ -1,5 +1,6 @@
-//! Bootstrap of a new cluster (the first control-plane node): the cluster
-//! record, the seed's bootstrap tokens and this node's record in etcd.
+//! Bootstrap of a new cluster (the first control-plane node): etcd's auth,
+//! the cluster record, the seed's bootstrap tokens and this node's record
+//! in etcd.
 
 use globular_cluster::pki;
 use globular_cluster::registry::{self, ClusterRecord, NodeRecord};
@@ -11,6 +12,10 @@ impl Agent {
     /// Bootstrap: cluster record, bootstrap token records, this node's record.
     pub(super) async fn cluster_init(&self, seed: &Seed) -> anyhow::Result<()> {
         let etcd = self.local_etcd(seed, &[])?;
+        // Auth first: nothing is written while every etcd-CA certificate
+        // could still read and write everything.
+        let password = self.layout.read(&self.layout.etcd_password())?;
+        crate::etcd_client::turn_on_auth(&etcd, password.trim()).await?;
         let cluster = ClusterRecord {
             name: seed.cluster.name.clone(),
             id: seed.cluster.id.clone(),

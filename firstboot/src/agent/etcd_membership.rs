@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
+use globular_cluster::etcd_auth::SUBSTRATE_USER;
 use globular_cluster::pki::{self, LeafSpec};
 use globular_cluster::seed::Seed;
 use globular_substrate::etcd::Etcd;
@@ -18,19 +19,17 @@ use crate::services::Service;
 /// the etcd CA.
 pub const ETCD_CERT_KINDS: [&str; 3] = ["server", "peer", "client"];
 
-/// The common name of the substrate's etcd client certificates: one etcd
-/// identity for the substrate's services on every control plane (the user
-/// etcd's auth would know them by).
-pub const ETCD_CLIENT_NAME: &str = "globular-substrate";
-
 /// The etcd certificates of a control-plane node (`kind`: `server` or
 /// `peer`: the node's IPs and 127.0.0.1, client and server use; `client`:
-/// the substrate's services as etcd clients).
+/// the substrate's services as etcd clients, with no common name: etcd's
+/// gateway refuses one once auth is on, and the substrate signs in with
+/// its password there).
 pub fn etcd_leaf_spec(seed: &Seed, kind: &str) -> LeafSpec {
     if kind == "client" {
         return LeafSpec {
-            common_name: ETCD_CLIENT_NAME.into(),
+            common_name: String::new(),
             role: None,
+            group: Some(SUBSTRATE_USER.into()),
             dns_names: Vec::new(),
             ips: Vec::new(),
             server: false,
@@ -45,6 +44,7 @@ pub fn etcd_leaf_spec(seed: &Seed, kind: &str) -> LeafSpec {
     LeafSpec {
         common_name: format!("{}-etcd-{kind}", seed.node.name),
         role: None,
+        group: None,
         dns_names: vec![seed.node.name.clone()],
         ips,
         server: true,
@@ -74,23 +74,23 @@ impl Agent {
         self.write_public(&self.layout.etcd_ca_cert(), ca.cert_pem())?;
         for kind in ETCD_CERT_KINDS {
             let (cert_path, key_path) = (self.layout.etcd_cert(kind), self.layout.etcd_key(kind));
+            let spec = etcd_leaf_spec(seed, kind);
             let valid = match (
                 std::fs::read_to_string(&cert_path),
                 std::fs::read_to_string(&key_path),
             ) {
-                (Ok(cert), Ok(key)) => pki::verify_issued(&cert, ca.cert_pem())
-                    .ok()
-                    .zip(pki::public_key_of_key_pem(&key).ok())
-                    .is_some_and(|(id, public)| id.public_key_der == public),
+                (Ok(cert), Ok(key)) => pki::check_issued(&cert, &key, ca.cert_pem(), &spec).is_ok(),
                 _ => false,
             };
             if valid {
                 continue;
             }
-            let (issued, key) = ca.issue_with_new_key(&etcd_leaf_spec(seed, kind))?;
+            let (issued, key) = ca.issue_with_new_key(&spec)?;
             self.write_secret(&key_path, &key)?;
             self.write_public(&cert_path, &issued.cert_pem)?;
         }
+        let password = crate::etcd_client::substrate_password(ca.key_pem())?;
+        self.write_secret(&self.layout.etcd_password(), &password)?;
         Ok(())
     }
 
@@ -139,13 +139,7 @@ impl Agent {
     }
 
     pub(super) fn etcd(&self, endpoints: Vec<String>) -> anyhow::Result<Etcd> {
-        let l = &self.layout;
-        Etcd::new(
-            endpoints,
-            &l.read(&l.etcd_ca_cert())?,
-            &l.read(&l.etcd_cert("client"))?,
-            &l.read(&l.etcd_key("client"))?,
-        )
+        crate::etcd_client::substrate(&self.layout, endpoints)
     }
 
     /// The cluster's etcd without this node's own endpoint: a joining node's

@@ -43,7 +43,7 @@ use crate::layout::Layout;
 use crate::runtime::{self, Threads};
 use crate::services::Manager;
 pub use boot_config::{network_config, NETWORK_FILE};
-pub use etcd_membership::{etcd_leaf_spec, ETCD_CERT_KINDS, ETCD_CLIENT_NAME};
+pub use etcd_membership::{etcd_leaf_spec, ETCD_CERT_KINDS};
 pub use steps::{State, Step, PAUSE_ENV};
 
 /// Options of `globular firstboot`.

@@ -1,6 +1,7 @@
 //! The five-node cluster: one bootstrap control-plane, two joining
 //! control-planes, two workers.
 
+use globular_cluster::etcd_auth::SUBSTRATE_USER;
 use globular_cluster::protocol::RegisterRequest;
 use globular_cluster::Role;
 use globular_firstboot::node_cli;
@@ -83,6 +84,42 @@ fn five_node_cluster() {
         &["get", "--prefix", "/globular/x", "--keys-only"],
     );
     assert!(keys.trim().is_empty(), "{keys}");
+    // etcd's auth is on: even the substrate's etcd-CA certificate opens
+    // nothing without its user's password, by gRPC or through the gateway.
+    let status = etcdctl(&cp1, &cp1.etcd_url(), &["auth", "status"]);
+    assert!(status.contains("Authentication Status: true"), "{status}");
+    let l1 = cp1.layout();
+    let substrate_cert = (
+        l1.etcd_ca_cert(),
+        l1.etcd_cert("client"),
+        l1.etcd_key("client"),
+    );
+    let files = (
+        substrate_cert.0.as_path(),
+        substrate_cert.1.as_path(),
+        substrate_cert.2.as_path(),
+    );
+    let out = etcdctl_as(files, &cp1.etcd_url(), &["get", "--prefix", "/globular/"]);
+    assert!(out.is_err(), "the certificate alone read etcd: {out:?}");
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap();
+    let anonymous = globular_substrate::etcd::Etcd::new(
+        vec![cp1.etcd_url()],
+        &read(&l1.etcd_ca_cert()),
+        &read(&l1.etcd_cert("client")),
+        &read(&l1.etcd_key("client")),
+    )
+    .unwrap();
+    let rt = runtime();
+    assert!(rt.block_on(anonymous.list("/globular/")).is_err());
+    let wrong = anonymous
+        .clone()
+        .with_user(SUBSTRATE_USER, "not-the-password");
+    assert!(rt.block_on(wrong.list("/globular/")).is_err());
+    let substrate = anonymous.with_user(SUBSTRATE_USER, read(&l1.etcd_password()).trim());
+    assert!(!rt
+        .block_on(substrate.list("/globular/nodes/"))
+        .unwrap()
+        .is_empty());
     assert!(!w1.layout().etcd_ca_cert().exists() && !w1.layout().etcd_cert("client").exists());
 
     // Every issued certificate verifies against its CA.

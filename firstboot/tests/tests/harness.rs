@@ -5,6 +5,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 
+use globular_cluster::etcd_auth::SUBSTRATE_USER;
 use globular_cluster::registry::EnrollmentPolicy;
 use globular_cluster::secrets::{self, ClusterSecrets, NewCluster, SeedOptions};
 use globular_cluster::seed::{Ports, Seed};
@@ -304,11 +305,13 @@ pub fn kill_spawned(root: &Path) {
     }
 }
 
-/// `etcdctl` against etcd with a control-plane node's etcd client
-/// certificate (the substrate's own etcd identity).
+/// `etcdctl` against etcd as the substrate: a control-plane node's etcd
+/// client certificate, signed in as `globular-substrate`.
 pub fn etcdctl(node: &Node, endpoint: &str, args: &[&str]) -> String {
     let l = node.layout();
-    etcdctl_as(
+    let password = std::fs::read_to_string(l.etcd_password()).unwrap();
+    let user = format!("{SUBSTRATE_USER}:{}", password.trim());
+    etcdctl_task(
         (
             &l.etcd_ca_cert(),
             &l.etcd_cert("client"),
@@ -317,15 +320,22 @@ pub fn etcdctl(node: &Node, endpoint: &str, args: &[&str]) -> String {
         endpoint,
         args,
     )
+    .env("ETCDCTL_USER", user)
+    .read_string()
     .unwrap()
 }
 
-/// `etcdctl` with the given CA, certificate and key files.
+/// `etcdctl` with the given CA, certificate and key files (its common
+/// name is the etcd user).
 pub fn etcdctl_as(
-    (ca, cert, key): (&Path, &Path, &Path),
+    files: (&Path, &Path, &Path),
     endpoint: &str,
     args: &[&str],
 ) -> Result<String, globular_task::TaskError> {
+    etcdctl_task(files, endpoint, args).read_string()
+}
+
+fn etcdctl_task((ca, cert, key): (&Path, &Path, &Path), endpoint: &str, args: &[&str]) -> Task {
     Task::new("querying etcd", "etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
@@ -338,7 +348,6 @@ pub fn etcdctl_as(
         .arg("--key")
         .arg(key)
         .args(args)
-        .read_string()
 }
 
 /// `openssl verify -CAfile` of a certificate.

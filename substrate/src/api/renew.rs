@@ -41,6 +41,7 @@ pub(super) async fn renew(
     let spec = LeafSpec {
         common_name: id.common_name.clone(),
         role: Some(role),
+        group: None,
         dns_names: id.dns_names.clone(),
         ips: id.ips.clone(),
         server: true,

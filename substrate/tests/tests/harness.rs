@@ -95,6 +95,7 @@ impl Substrate {
         let etcd_spec = |cn: &str, server: bool| LeafSpec {
             common_name: cn.into(),
             role: None,
+            group: None,
             dns_names: vec![],
             ips: vec![LOOPBACK],
             server,

@@ -107,6 +107,7 @@ fn issue_11_a_worker_is_no_etcd_client_or_peer() {
         .issue_with_new_key(&LeafSpec {
             common_name: "globular-substrate".into(),
             role: None,
+            group: None,
             dns_names: vec![],
             ips: vec![],
             server: false,

@@ -1,5 +1,6 @@
 //! etcd access through its gRPC gateway (JSON over HTTPS, `/v3/...`), with
-//! the node's CA-signed client certificate.
+//! an etcd-CA client certificate and, once etcd's auth is on, a user's
+//! token ([`auth`]).
 //!
 //! Why not the `etcd-client` crate: the gateway needs no `protoc` and no
 //! second HTTP/TLS stack (tonic); we already speak HTTPS with reqwest and
@@ -8,6 +9,11 @@
 //! plain JSON there. etcd's gateway encodes bytes as base64 and 64-bit
 //! integers as strings.
 
+mod auth;
+mod watch;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -18,11 +24,22 @@ use serde_json::{json, Value};
 use crate::retry::{Attempt, Retry};
 use crate::tls;
 
+pub use auth::Permission;
+pub use watch::{Watch, WatchEvent};
+
 /// How long one etcd call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// etcd's default limit of operations in one transaction (`--max-txn-ops`).
 pub const MAX_TXN_OPS: usize = 128;
+
+/// How a call at one endpoint failed.
+enum Failure {
+    /// Another endpoint may answer.
+    Next(anyhow::Error),
+    /// etcd answered; asking another member would not change it.
+    Final(anyhow::Error),
+}
 
 /// An etcd cluster member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +79,12 @@ impl Condition {
 pub struct Etcd {
     http: reqwest::Client,
     endpoints: Vec<String>,
+    /// The user this client signs in as once etcd's auth is on.
+    user: Option<Arc<auth::User>>,
+    /// Per endpoint, the token from signing in there (simple tokens are
+    /// known to the member that made them only); `None` when that member
+    /// said auth is off.
+    tokens: Arc<Mutex<HashMap<String, Option<String>>>>,
 }
 
 impl Etcd {
@@ -82,6 +105,8 @@ impl Etcd {
         Ok(Etcd {
             http: tls::http_client(config)?,
             endpoints,
+            user: None,
+            tokens: Arc::default(),
         })
     }
 
@@ -101,47 +126,73 @@ impl Etcd {
     ) -> anyhow::Result<Value> {
         let mut last = None;
         for ep in &self.endpoints {
-            let url = format!("{}{path}", ep.trim_end_matches('/'));
-            match self
-                .http
-                .post(&url)
-                .json(&body)
-                .timeout(timeout)
-                .send()
-                .await
-            {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let text = resp
-                        .text()
-                        .await
-                        .with_context(|| format!("reading {url}"))?;
-                    if !status.is_success() {
-                        let msg = serde_json::from_str::<Value>(&text)
-                            .ok()
-                            .and_then(|v| {
-                                v.get("error")
-                                    .or_else(|| v.get("message"))
-                                    .and_then(Value::as_str)
-                                    .map(str::to_owned)
-                            })
-                            .unwrap_or(text);
-                        let err = anyhow!("etcd {path} at {ep}: {status}: {msg}");
-                        // A member that cannot answer (a learner, no leader)
-                        // is a reason to ask the next one.
-                        if status.is_server_error() {
-                            last = Some(err);
-                            continue;
-                        }
-                        return Err(err);
-                    }
-                    return serde_json::from_str(&text)
-                        .with_context(|| format!("etcd {path} at {ep}: bad JSON"));
-                }
-                Err(e) => last = Some(anyhow!(e).context(format!("etcd {path} at {ep}"))),
+            match self.call_endpoint(ep, path, &body, timeout).await {
+                Ok(value) => return Ok(value),
+                // A member that cannot answer (a learner, no leader) is a
+                // reason to ask the next one.
+                Err(Failure::Next(err)) => last = Some(err),
+                Err(Failure::Final(err)) => return Err(err),
             }
         }
         Err(last.unwrap_or_else(|| anyhow!("no etcd endpoints")))
+    }
+
+    /// One call at one endpoint, signing in again once when the member
+    /// refuses the token it has (expired, or from before an auth change).
+    async fn call_endpoint(
+        &self,
+        ep: &str,
+        path: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<Value, Failure> {
+        let mut fresh = false;
+        loop {
+            let token = self.token(ep, fresh).await.map_err(Failure::Next)?;
+            let url = format!("{}{path}", ep.trim_end_matches('/'));
+            let mut request = self.http.post(&url).json(body).timeout(timeout);
+            if let Some(token) = &token {
+                request = request.header(reqwest::header::AUTHORIZATION, token);
+            }
+            let resp = match request.send().await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    return Err(Failure::Next(
+                        anyhow!(e).context(format!("etcd {path} at {ep}")),
+                    ))
+                }
+            };
+            let status = resp.status();
+            let text = resp
+                .text()
+                .await
+                .with_context(|| format!("reading {url}"))
+                .map_err(Failure::Next)?;
+            if status.is_success() {
+                return serde_json::from_str(&text)
+                    .with_context(|| format!("etcd {path} at {ep}: bad JSON"))
+                    .map_err(Failure::Final);
+            }
+            let msg = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| {
+                    v.get("error")
+                        .or_else(|| v.get("message"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .unwrap_or(text);
+            if self.user.is_some() && !fresh && auth::wants_sign_in(&msg) {
+                fresh = true;
+                continue;
+            }
+            let err = anyhow!("etcd {path} at {ep}: {status}: {msg}");
+            return Err(if status.is_server_error() {
+                Failure::Next(err)
+            } else {
+                Failure::Final(err)
+            });
+        }
     }
 
     /// The value and mod revision of `key`.
@@ -192,54 +243,6 @@ impl Etcd {
         Ok((out, revision))
     }
 
-    /// Watches the keys under each of `prefixes` from `start_revision` on:
-    /// one gateway `/v3/watch` stream (a watch per prefix, their events
-    /// interleaved), from the first endpoint that takes it, for at most
-    /// `session` (then the caller watches again from where it was, which
-    /// also moves it off a member that went away).
-    pub async fn watch(
-        &self,
-        prefixes: &[&str],
-        start_revision: i64,
-        session: Duration,
-    ) -> anyhow::Result<Watch> {
-        // The gateway reads one JSON request after another from the body.
-        let mut body = Vec::new();
-        for prefix in prefixes {
-            let request = json!({"create_request": {
-                "key": B64.encode(prefix),
-                "range_end": B64.encode(prefix_end(prefix)),
-                "start_revision": start_revision.to_string(),
-            }});
-            serde_json::to_writer(&mut body, &request)?;
-            body.push(b'\n');
-        }
-        let mut last = None;
-        for ep in &self.endpoints {
-            let url = format!("{}/v3/watch", ep.trim_end_matches('/'));
-            match self
-                .http
-                .post(&url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .timeout(session)
-                .send()
-                .await
-            {
-                Ok(resp) if resp.status().is_success() => {
-                    return Ok(Watch {
-                        response: resp,
-                        buffer: Vec::new(),
-                        scanned: 0,
-                        endpoint: ep.clone(),
-                    })
-                }
-                Ok(resp) => last = Some(anyhow!("etcd /v3/watch at {ep}: {}", resp.status())),
-                Err(e) => last = Some(anyhow!(e).context(format!("etcd /v3/watch at {ep}"))),
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow!("no etcd endpoints")))
-    }
     pub async fn put(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
         self.call(
             "/v3/kv/put",
@@ -400,105 +403,6 @@ impl Etcd {
     }
 }
 
-/// An open watch ([`Etcd::watch`]).
-#[derive(Debug)]
-pub struct Watch {
-    response: reqwest::Response,
-    /// Bytes of the stream not parsed yet.
-    buffer: Vec<u8>,
-    /// How much of `buffer` is known to hold no newline.
-    scanned: usize,
-    endpoint: String,
-}
-
-/// What a watch saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WatchEvent {
-    /// The watch is in place.
-    Created,
-    /// Keys changed at `revision`: each key with its new value, `None` for
-    /// a delete.
-    Changed {
-        revision: i64,
-        changes: Vec<(String, Option<Vec<u8>>)>,
-    },
-    /// The start revision was compacted away: read everything again.
-    Compacted,
-}
-
-impl Watch {
-    /// The next event; `Ok(None)` when the stream ended (its session is
-    /// over or the member went away).
-    pub async fn next(&mut self) -> anyhow::Result<Option<WatchEvent>> {
-        loop {
-            // The gateway ends every message with a newline, and its compact
-            // JSON has none inside: a message is parsed once, when its end
-            // is here (a large one arrives in many chunks).
-            if let Some(end) = self.buffer[self.scanned..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map(|i| self.scanned + i)
-            {
-                let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                self.scanned = 0;
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let message: Value = serde_json::from_slice(&line)
-                    .with_context(|| format!("etcd watch at {}: bad JSON", self.endpoint))?;
-                return watch_event(&message)
-                    .with_context(|| format!("etcd watch at {}", self.endpoint))
-                    .map(Some);
-            }
-            self.scanned = self.buffer.len();
-            match self.response.chunk().await {
-                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
-                Ok(None) => return Ok(None),
-                Err(e) if e.is_timeout() => return Ok(None),
-                Err(e) => {
-                    return Err(anyhow!(e).context(format!("etcd watch at {}", self.endpoint)))
-                }
-            }
-        }
-    }
-}
-
-fn watch_event(message: &Value) -> anyhow::Result<WatchEvent> {
-    if let Some(error) = message.get("error") {
-        bail!("{error}");
-    }
-    let result = message.get("result").unwrap_or(message);
-    if result.get("canceled").and_then(Value::as_bool) == Some(true)
-        || int(result, "compact_revision") > 0
-    {
-        return Ok(WatchEvent::Compacted);
-    }
-    if result.get("created").and_then(Value::as_bool) == Some(true) {
-        return Ok(WatchEvent::Created);
-    }
-    let mut changes = Vec::new();
-    for event in result
-        .get("events")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(kv) = event.get("kv") {
-            let key = String::from_utf8_lossy(&decode(kv, "key")?).into_owned();
-            // The gateway leaves out the default (PUT) event type.
-            let deleted = event.get("type").and_then(Value::as_str) == Some("DELETE");
-            let value = if deleted {
-                None
-            } else {
-                Some(decode(kv, "value")?)
-            };
-            changes.push((key, value));
-        }
-    }
-    let revision = result.get("header").map_or(0, |h| int(h, "revision"));
-    Ok(WatchEvent::Changed { revision, changes })
-}
-
 fn members_of(resp: &Value) -> Vec<Member> {
     resp.get("members")
         .and_then(Value::as_array)
@@ -527,7 +431,7 @@ fn strings(v: &Value, field: &str) -> Vec<String> {
         .collect()
 }
 
-fn decode(kv: &Value, field: &str) -> anyhow::Result<Vec<u8>> {
+pub(super) fn decode(kv: &Value, field: &str) -> anyhow::Result<Vec<u8>> {
     match kv.get(field).and_then(Value::as_str) {
         None => Ok(Vec::new()),
         Some(s) => B64
@@ -536,7 +440,7 @@ fn decode(kv: &Value, field: &str) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-fn int(v: &Value, field: &str) -> i64 {
+pub(super) fn int(v: &Value, field: &str) -> i64 {
     match v.get(field) {
         Some(Value::String(s)) => s.parse().unwrap_or(0),
         Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
@@ -553,7 +457,7 @@ fn uint(v: &Value, field: &str) -> u64 {
 }
 
 /// The smallest key greater than every key starting with `prefix`.
-fn prefix_end(prefix: &str) -> Vec<u8> {
+pub(super) fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -566,33 +470,6 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::WatchEvent;
-    use serde_json::json;
-
-    #[test]
-    fn watch_messages_as_the_gateway_writes_them() {
-        let created = json!({"result": {"header": {"revision": "7"}, "created": true}});
-        assert_eq!(super::watch_event(&created).unwrap(), WatchEvent::Created);
-        let changed = json!({"result": {"header": {"revision": "9"}, "events": [
-            {"kv": {"key": "L2dsb2J1bGFyL25vZGVzL2Ex", "mod_revision": "9", "value": "e30="}},
-            {"type": "DELETE", "kv": {"key": "L2dsb2J1bGFyL25vZGVzL2Ey"}}]}});
-        assert_eq!(
-            super::watch_event(&changed).unwrap(),
-            WatchEvent::Changed {
-                revision: 9,
-                changes: vec![
-                    ("/globular/nodes/a1".into(), Some(b"{}".to_vec())),
-                    ("/globular/nodes/a2".into(), None)
-                ]
-            }
-        );
-        let compacted = json!({"result": {"canceled": true, "compact_revision": "3"}});
-        assert_eq!(
-            super::watch_event(&compacted).unwrap(),
-            WatchEvent::Compacted
-        );
-        assert!(super::watch_event(&json!({"error": {"message": "x"}})).is_err());
-    }
 
     #[test]
     fn prefix_end_increments_last_byte() {
