@@ -7,8 +7,8 @@
 # Needs root and the Debian mirror. Takes about 12 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/env.sh
 cargo build --release -q -p builder
-builder=$PWD/target/release/builder
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

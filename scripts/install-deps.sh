@@ -84,9 +84,8 @@ fi
 
 # Go builds the components from their published modules (components/): the
 # machine's toolchain, never a downloaded one (GOTOOLCHAIN=local).
-if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
-    export PATH="$PATH:/usr/local/go/bin"
-fi
+# (env.sh: Go on PATH, the shared cargo target directory.)
+source "$(dirname "$0")/env.sh"
 if ! command -v go >/dev/null; then
     echo "install-deps: go not found; install Go >= 1.26 (go.dev/dl)" >&2
     exit 1
@@ -104,6 +103,16 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked -q -p builder
 etcd_out=$(mktemp -d)
 trap 'rm -rf "$etcd_out"' EXIT
-./target/release/builder component build components/etcd --out "$etcd_out" --quiet
+"$builder" component build components/etcd --out "$etcd_out" --quiet
 $sudo install -m 0755 "$etcd_out"/etcd "$etcd_out"/etcdctl "$etcd_out"/etcdutl /usr/local/bin/
 echo "install-deps: $(/usr/local/bin/etcd --version | head -n1) in /usr/local/bin" >&2
+# The host tests of the Kubernetes package run the images' Kubernetes too
+# (components/kubernetes: the multicall program and its links).
+k8s_out=$(mktemp -d)
+trap 'rm -rf "$etcd_out" "$k8s_out"' EXIT
+"$builder" component build components/kubernetes --out "$k8s_out" --quiet
+$sudo install -D -m 0755 "$k8s_out"/kubernetes /usr/local/lib/kubernetes/kubernetes
+for program in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    $sudo ln -sfn /usr/local/lib/kubernetes/kubernetes "/usr/local/bin/$program"
+done
+echo "install-deps: $(/usr/local/bin/kube-apiserver --version) in /usr/local/bin" >&2

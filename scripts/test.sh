@@ -4,10 +4,8 @@
 # This is what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Go from go.dev lives in /usr/local/go/bin, which a non-login shell may lack.
-if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
-    export PATH="$PATH:/usr/local/go/bin"
-fi
+# Go on PATH, the shared cargo target directory.
+source scripts/env.sh
 
 bash scripts/install-deps.sh
 

@@ -125,6 +125,13 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Creates `dir` (and its parents) and makes it 0700.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 /// Writes `contents` to `path` with `mode`: readers see the old file or the
 /// whole new one, never a part (see the module documentation).
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {

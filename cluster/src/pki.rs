@@ -84,6 +84,8 @@ pub struct LeafSpec {
     pub ips: Vec<IpAddr>,
     pub server: bool,
     pub client: bool,
+    /// How long the certificate is valid ([`LEAF_VALIDITY`] if `None`).
+    pub validity: Option<Duration>,
 }
 
 impl LeafSpec {
@@ -98,6 +100,7 @@ impl LeafSpec {
             ips: ips.to_vec(),
             server: true,
             client: true,
+            validity: None,
         }
     }
 
@@ -142,6 +145,31 @@ impl Ca {
         params.not_after = now + CA_VALIDITY;
         params.serial_number = Some(random_serial());
         let cert = params.self_signed(&key)?;
+        Ca::from_pem(&cert.pem(), &key.serialize_pem())
+    }
+
+    /// Creates an intermediate CA signed by this one (no further CAs below
+    /// it): Kubernetes' client CA and front-proxy CA are the cluster CA's.
+    pub fn generate_intermediate(&self, common_name: &str) -> Result<Ca, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        dn.push(DnType::OrganizationName, "globular");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + CA_VALIDITY;
+        params.serial_number = Some(random_serial());
+        let (issuer, issuer_key) = &*self.issuer;
+        let cert = params.signed_by(&key, issuer, issuer_key)?;
         Ca::from_pem(&cert.pem(), &key.serialize_pem())
     }
 
@@ -225,7 +253,7 @@ impl Ca {
         params.use_authority_key_identifier_extension = true;
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::minutes(5);
-        let not_after = now + LEAF_VALIDITY;
+        let not_after = now + spec.validity.unwrap_or(LEAF_VALIDITY);
         params.not_after = not_after;
         let serial = random_serial();
         let serial_hex = hex::encode(serial.as_ref());
@@ -545,6 +573,19 @@ pub fn pem_block(pem: &str, label: &str) -> Result<Vec<u8>, String> {
         .into_iter()
         .next()
         .ok_or_else(|| format!("no PEM block labelled {label:?}"))
+}
+
+/// Encodes `der` as one PEM block labelled `label`.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 /// Decodes every PEM block with the given label, in order.

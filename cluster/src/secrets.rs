@@ -10,6 +10,9 @@
 //! | `ca.key` | 0600 | CA private key |
 //! | `etcd-ca.crt` | 0644 | etcd CA certificate (trusted by etcd only) |
 //! | `etcd-ca.key` | 0600 | etcd CA private key |
+//! | `kubernetes-ca.crt`, `.key` | 0644, 0600 | Kubernetes' client CA, an intermediate of the CA |
+//! | `front-proxy-ca.crt`, `.key` | 0644, 0600 | Kubernetes' front-proxy CA, an intermediate of the CA |
+//! | `service-account.key` | 0600 | Kubernetes' service-account signing key |
 //! | `tokens.yaml` | 0600 | bootstrap tokens (one per role) with expiry |
 
 use std::path::{Path, PathBuf};
@@ -22,7 +25,7 @@ use time::{Duration, OffsetDateTime};
 use crate::fsutil::{self, PUBLIC, SECRET};
 use crate::pki::Ca;
 use crate::registry::{self, EnrollmentPolicy, MAX_ADDRESSES};
-use crate::seed::{CaBundle, ClusterRef, NodeSpec, Ports, Seed};
+use crate::seed::{CaBundle, ClusterRef, KubernetesSecrets, NodeSpec, Ports, Seed};
 use crate::token::{BootstrapToken, TokenRecord};
 use crate::{ticket, Role};
 
@@ -93,7 +96,32 @@ pub struct ClusterSecrets {
     pub info: ClusterInfo,
     pub ca: Ca,
     pub etcd_ca: Ca,
+    /// Kubernetes' CAs and service-account key; `None` in a bundle made
+    /// before Kubernetes was a package.
+    pub kubernetes: Option<Kubernetes>,
     pub tokens: Vec<TokenEntry>,
+}
+
+/// Kubernetes' part of the bundle.
+#[derive(Debug, Clone)]
+pub struct Kubernetes {
+    pub ca: Ca,
+    pub front_proxy_ca: Ca,
+    pub service_account_key: String,
+}
+
+impl Kubernetes {
+    fn generate(ca: &Ca, cluster: &str) -> anyhow::Result<Kubernetes> {
+        Ok(Kubernetes {
+            ca: ca
+                .generate_intermediate(&format!("globular-kubernetes-ca {cluster}"))
+                .context("creating Kubernetes' CA")?,
+            front_proxy_ca: ca
+                .generate_intermediate(&format!("globular-front-proxy-ca {cluster}"))
+                .context("creating Kubernetes' front-proxy CA")?,
+            service_account_key: crate::pki::generate_key_pem()?,
+        })
+    }
 }
 
 /// Options of `builder cluster new`.
@@ -140,6 +168,7 @@ pub fn create_in_domain(opts: &NewCluster, domain: &str) -> anyhow::Result<Clust
     }
     let ca = Ca::generate(&opts.name).context("creating the cluster CA")?;
     let etcd_ca = Ca::generate_etcd(&opts.name).context("creating the etcd CA")?;
+    let kubernetes = Kubernetes::generate(&ca, &opts.name)?;
     let mut id = [0u8; 16];
     ring::rand::SystemRandom::new()
         .fill(&mut id)
@@ -166,6 +195,7 @@ pub fn create_in_domain(opts: &NewCluster, domain: &str) -> anyhow::Result<Clust
             .collect(),
         ca,
         etcd_ca,
+        kubernetes: Some(kubernetes),
     };
     if let Some(parent) = opts.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
@@ -196,6 +226,25 @@ impl ClusterSecrets {
         write("ca.key", self.ca.key_pem().as_bytes(), SECRET)?;
         write("etcd-ca.crt", self.etcd_ca.cert_pem().as_bytes(), PUBLIC)?;
         write("etcd-ca.key", self.etcd_ca.key_pem().as_bytes(), SECRET)?;
+        if let Some(k) = &self.kubernetes {
+            write("kubernetes-ca.crt", k.ca.cert_pem().as_bytes(), PUBLIC)?;
+            write("kubernetes-ca.key", k.ca.key_pem().as_bytes(), SECRET)?;
+            write(
+                "front-proxy-ca.crt",
+                k.front_proxy_ca.cert_pem().as_bytes(),
+                PUBLIC,
+            )?;
+            write(
+                "front-proxy-ca.key",
+                k.front_proxy_ca.key_pem().as_bytes(),
+                SECRET,
+            )?;
+            write(
+                "service-account.key",
+                k.service_account_key.as_bytes(),
+                SECRET,
+            )?;
+        }
         write(
             "tokens.yaml",
             serde_yaml_ng::to_string(&self.tokens)?.as_bytes(),
@@ -224,10 +273,31 @@ impl ClusterSecrets {
         }
         let etcd_ca = Ca::from_pem(&read("etcd-ca.crt")?, &read("etcd-ca.key")?)
             .with_context(|| format!("loading the etcd CA from {}", dir.display()))?;
+        let kubernetes = if dir.join("kubernetes-ca.crt").exists() {
+            let load = |name: &str| {
+                let crt = read(&format!("{name}.crt"))?;
+                let intermediate = Ca::from_pem(&crt, &read(&format!("{name}.key"))?)
+                    .with_context(|| format!("loading {name} from {}", dir.display()))?;
+                crate::pki::verify_issued(&crt, ca.cert_pem())
+                    .with_context(|| format!("{}: {name}.crt is not the CA's", dir.display()))?;
+                anyhow::Ok(intermediate)
+            };
+            let service_account_key = read("service-account.key")?;
+            crate::pki::public_key_of_key_pem(&service_account_key)
+                .with_context(|| format!("{}: service-account.key", dir.display()))?;
+            Some(Kubernetes {
+                ca: load("kubernetes-ca")?,
+                front_proxy_ca: load("front-proxy-ca")?,
+                service_account_key,
+            })
+        } else {
+            None
+        };
         Ok(ClusterSecrets {
             info,
             ca,
             etcd_ca,
+            kubernetes,
             tokens,
         })
     }
@@ -297,6 +367,13 @@ impl ClusterSecrets {
             joined: false,
             ca: control_plane.then(|| bundle(&self.ca)),
             etcd_ca: control_plane.then(|| bundle(&self.etcd_ca)),
+            kubernetes: self.kubernetes.as_ref().filter(|_| control_plane).map(|k| {
+                KubernetesSecrets {
+                    ca: bundle(&k.ca),
+                    front_proxy_ca: bundle(&k.front_proxy_ca),
+                    service_account_key: k.service_account_key.clone(),
+                }
+            }),
             tokens: if opts.bootstrap {
                 self.tokens
                     .iter()
@@ -385,6 +462,10 @@ mod tests {
             ("ca.key", 0o600),
             ("etcd-ca.key", 0o600),
             ("etcd-ca.crt", 0o644),
+            ("kubernetes-ca.key", 0o600),
+            ("kubernetes-ca.crt", 0o644),
+            ("front-proxy-ca.key", 0o600),
+            ("service-account.key", 0o600),
             ("tokens.yaml", 0o600),
             ("ca.crt", 0o644),
             ("cluster.yaml", 0o644),
@@ -476,7 +557,35 @@ mod tests {
                 ticket_ttl: TICKET_TTL,
             })
             .unwrap();
-        assert!(seed.ca.is_none());
+        assert!(seed.ca.is_none() && seed.etcd_ca.is_none() && seed.kubernetes.is_none());
+        // A worker seed given Kubernetes' CAs by hand is refused.
+        let mut forged = seed.clone();
+        let cp = secrets
+            .seed(&SeedOptions {
+                node: "cp9".into(),
+                role: Role::ControlPlane,
+                addresses: vec!["10.0.0.9/24".into()],
+                gateway: None,
+                bootstrap: false,
+                endpoints: vec![],
+                ports: Ports::default(),
+                token: None,
+                ticket_ttl: TICKET_TTL,
+            })
+            .unwrap();
+        let kubernetes = cp
+            .kubernetes
+            .clone()
+            .expect("a control-plane seed has Kubernetes' CAs");
+        // Kubernetes' CAs are the cluster CA's intermediates.
+        for bundle in [&kubernetes.ca, &kubernetes.front_proxy_ca] {
+            crate::pki::verify_issued(&bundle.certificate, secrets.ca.cert_pem()).unwrap();
+        }
+        forged.kubernetes = Some(kubernetes);
+        let err = Seed::parse(&forged.to_yaml(), "seed")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("field `kubernetes`"), "{err}");
         let entry = secrets
             .tokens
             .iter()

@@ -21,6 +21,10 @@
 //! joined: false                    # true once enrolled: token and ticket dropped
 //! ca: {certificate: PEM, key: PEM} # control-plane seeds only
 //! etcd_ca: {certificate: PEM, key: PEM} # control-plane seeds only
+//! kubernetes:                      # control-plane seeds only
+//!   ca: {certificate: PEM, key: PEM}            # Kubernetes' client CA (under `ca`)
+//!   front_proxy_ca: {certificate: PEM, key: PEM} # its front-proxy CA (under `ca`)
+//!   service_account_key: PEM                    # the same on every control plane
 //! tokens: [TokenRecord...]         # bootstrap seed only: hashes to install
 //! ```
 
@@ -64,6 +68,9 @@ pub struct Seed {
     /// The etcd CA (control-plane seeds only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_ca: Option<CaBundle>,
+    /// What Kubernetes' control plane shares (control-plane seeds only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesSecrets>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<TokenRecord>,
 }
@@ -133,6 +140,23 @@ impl std::fmt::Debug for CaBundle {
     }
 }
 
+/// The secrets every Kubernetes control plane shares: intermediate CAs
+/// signed by the cluster CA for Kubernetes' clients and its front proxy,
+/// and the service-account signing key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSecrets {
+    pub ca: CaBundle,
+    pub front_proxy_ca: CaBundle,
+    pub service_account_key: String,
+}
+
+impl std::fmt::Debug for KubernetesSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KubernetesSecrets { .. }")
+    }
+}
+
 /// Redacts the token secret and the CA key.
 impl std::fmt::Debug for Seed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -152,6 +176,7 @@ impl std::fmt::Debug for Seed {
             .field("joined", &self.joined)
             .field("ca", &self.ca)
             .field("etcd_ca", &self.etcd_ca)
+            .field("kubernetes", &self.kubernetes)
             .field("tokens", &self.tokens)
             .finish()
     }
@@ -265,6 +290,29 @@ impl Seed {
                     .map_err(|e| format!("field `etcd_ca`: {e}"))?;
             }
             (Role::Worker, None) => {}
+        }
+        match (self.node.role, &self.kubernetes) {
+            (Role::Worker, Some(_)) => {
+                return Err(
+                    "field `kubernetes`: only control-plane seeds carry Kubernetes' CAs".into(),
+                )
+            }
+            (Role::ControlPlane, Some(k)) => {
+                let cluster_ca = self.ca.as_ref().map(|c| c.certificate.as_str());
+                for (field, bundle) in [("ca", &k.ca), ("front_proxy_ca", &k.front_proxy_ca)] {
+                    pki::Ca::from_pem(&bundle.certificate, &bundle.key)
+                        .map_err(|e| format!("field `kubernetes.{field}`: {e}"))?;
+                    if let Some(cluster_ca) = cluster_ca {
+                        pki::verify_issued(&bundle.certificate, cluster_ca)
+                            .map_err(|e| format!("field `kubernetes.{field}.certificate`: {e}"))?;
+                    }
+                }
+                pki::public_key_of_key_pem(&k.service_account_key)
+                    .map_err(|e| format!("field `kubernetes.service_account_key`: {e}"))?;
+            }
+            // Seeds made from a bundle older than Kubernetes have none; the
+            // Kubernetes package says so when it is applied.
+            (_, None) => {}
         }
         if self.node.addresses.len() > registry::MAX_ADDRESSES {
             return Err(format!(
@@ -464,6 +512,7 @@ mod robustness {
                 certificate: ca.cert_pem().into(),
                 key: ca.key_pem().into(),
             }),
+            kubernetes: None,
             tokens: vec![],
         };
         let text = seed.to_yaml();

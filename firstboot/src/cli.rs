@@ -9,7 +9,7 @@ use globular_cluster::protocol::RegisterRequest;
 use globular_cluster::Role;
 
 use crate::layout::{Layout, DEFAULT_ROOT};
-use crate::{agent, firewall, node_cli, server, services};
+use crate::{agent, firewall, kubeconfig, node_cli, package, server, services};
 
 #[derive(Debug, Parser)]
 #[command(name = "globular", version, about = "The Globular node agent and CLI")]
@@ -43,6 +43,61 @@ enum Command {
     /// The node's certificate.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Make this node match a package spec (`kubernetes-control-plane.yaml`):
+    /// certificates, files, etcd access, components, health, registration.
+    Apply(ApplyArgs),
+    /// Components of applied packages.
+    #[command(subcommand)]
+    Component(ComponentCommand),
+    /// Print a short-lived administrator kubeconfig (control-plane nodes).
+    Kubeconfig(KubeconfigArgs),
+}
+
+#[derive(Debug, Args)]
+struct ApplyArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// The package spec.
+    spec: PathBuf,
+    /// Print what would change and change nothing.
+    #[arg(long)]
+    plan: bool,
+    /// Override a setting of the package (`NAME=VALUE`); may be repeated.
+    #[arg(long = "set")]
+    settings: Vec<String>,
+    /// How to run the components.
+    #[arg(long, value_enum, default_value = "systemd")]
+    services: ManagerArg,
+    /// How long the health checks may take to pass, in seconds.
+    #[arg(long, default_value_t = 600)]
+    wait: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum ComponentCommand {
+    /// Replace this process with the component's program (what the
+    /// `globular-component@NAME` unit runs).
+    Exec(ComponentExecArgs),
+}
+
+#[derive(Debug, Args)]
+struct ComponentExecArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    name: String,
+}
+
+#[derive(Debug, Args)]
+struct KubeconfigArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// How long the administrator certificate is valid (at most 24h).
+    #[arg(long, default_value = "1h", value_parser = globular_cluster::token::parse_ttl)]
+    ttl: time::Duration,
+    /// The API server URL (default: this node's kubernetes.KubernetesService
+    /// in the registry).
+    #[arg(long)]
+    server: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +266,20 @@ struct TokenCreateArgs {
     ttl: time::Duration,
 }
 
+impl ManagerArg {
+    fn manager(self) -> services::Manager {
+        match self {
+            ManagerArg::Systemd => services::Manager::Systemd,
+            ManagerArg::Spawn => services::Manager::Spawn,
+        }
+    }
+}
+
+fn print(text: &str) -> anyhow::Result<()> {
+    std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("writing to stdout: {e}"))
+}
+
 /// Parses the process arguments and runs the command.
 pub fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -218,10 +287,7 @@ pub fn run() -> anyhow::Result<()> {
             let outcome = agent::run(&agent::Options {
                 root: args.root.root,
                 seed: args.seed,
-                services: match args.services {
-                    ManagerArg::Systemd => services::Manager::Systemd,
-                    ManagerArg::Spawn => services::Manager::Spawn,
-                },
+                services: args.services.manager(),
                 image_version: args.image_version,
                 timeout: Duration::from_secs(args.timeout),
                 network_dir: (!args.no_network).then_some(args.network_dir),
@@ -238,9 +304,7 @@ pub fn run() -> anyhow::Result<()> {
             node_cli::Command::Dns { json: args.json },
         ),
         Command::Firewall(args) if args.print => {
-            let text = firewall::print(&Layout::new(args.root.root))?;
-            std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())
-                .map_err(|e| anyhow::anyhow!("writing to stdout: {e}"))
+            print(&firewall::print(&Layout::new(args.root.root))?)
         }
         Command::Firewall(args) => firewall::run(&Layout::new(args.root.root)),
         Command::Node(NodeCommand::List(args)) => node_cli::run(
@@ -272,6 +336,27 @@ pub fn run() -> anyhow::Result<()> {
                 before: args.before,
             },
         ),
+        Command::Apply(args) => {
+            let report = package::apply(
+                &Layout::new(args.root.root),
+                &package::ApplyOptions {
+                    spec: args.spec,
+                    plan: args.plan,
+                    settings: args.settings,
+                    manager: args.services.manager(),
+                    wait: Duration::from_secs(args.wait),
+                },
+            )?;
+            print(&report.text(args.plan))
+        }
+        Command::Component(ComponentCommand::Exec(args)) => {
+            package::units::exec(&Layout::new(args.root.root), &args.name)
+        }
+        Command::Kubeconfig(args) => print(&kubeconfig::admin(
+            &Layout::new(args.root.root),
+            args.ttl,
+            args.server,
+        )?),
         Command::Token(TokenCommand::Create(args)) => node_cli::run(
             &Layout::new(args.root.root),
             node_cli::Command::TokenCreate {

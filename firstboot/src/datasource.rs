@@ -150,7 +150,7 @@ impl Datasource for KernelCmdline {
         // Any local user reads /proc/cmdline, and boot loaders keep it in
         // plain files: no CA key travels there.
         if let Ok(seed) = globular_cluster::seed::Seed::parse(&text, "globular.seed=") {
-            if seed.ca.is_some() || seed.etcd_ca.is_some() {
+            if seed.ca.is_some() || seed.etcd_ca.is_some() || seed.kubernetes.is_some() {
                 anyhow::bail!(
                     "globular.seed=: a seed on the kernel command line may not carry the CA \
                      (every local user can read /proc/cmdline); give a control-plane seed \
@@ -267,6 +267,7 @@ mod tests {
             joined: false,
             ca: None,
             etcd_ca: None,
+            kubernetes: None,
             tokens: vec![],
         };
         std::fs::write(by_label.join("GLOBULAR"), cidata::image(&seed).unwrap()).unwrap();

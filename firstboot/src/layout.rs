@@ -74,6 +74,15 @@ impl Layout {
     pub fn etcd_password(&self) -> PathBuf {
         self.pki().join("etcd-client.password")
     }
+    /// Kubernetes' CAs by name (`kubernetes-ca`, `front-proxy-ca`) and the
+    /// service-account key (control planes, from the seed).
+    pub fn kubernetes_secret(&self, name: &str, ext: &str) -> PathBuf {
+        self.pki().join(format!("{name}.{ext}"))
+    }
+    /// Where an applied package keeps its files (`packages/NAME/`).
+    pub fn package_dir(&self, name: &str) -> PathBuf {
+        self.root.join("packages").join(name)
+    }
     pub fn etcd_dir(&self) -> PathBuf {
         self.root.join("etcd")
     }

@@ -12,6 +12,8 @@
 //! - [`firewall`]: `globular firewall`, the nftables ruleset and the
 //!   control-plane address set that follows the registry;
 //! - [`etcd_client`]: the substrate's etcd client and etcd's auth;
+//! - [`kubeconfig`]: `globular kubeconfig`, a short-lived admin kubeconfig;
+//! - [`package`]: `globular apply`, the package installer (Kubernetes);
 //! - [`layout`]: the state directory; [`runtime`]: the tokio runtime.
 
 pub mod agent;
@@ -19,9 +21,11 @@ pub mod cli;
 pub mod datasource;
 pub mod etcd_client;
 pub mod firewall;
+pub mod kubeconfig;
 pub mod layout;
 pub mod node_cli;
 pub mod ownership;
+pub mod package;
 pub mod renew;
 pub mod runtime;
 pub mod server;

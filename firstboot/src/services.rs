@@ -63,12 +63,24 @@ impl Manager {
 
 /// The pid file of a spawned service.
 pub fn pid_file(layout: &Layout, service: Service) -> PathBuf {
-    layout.run_dir().join(format!("{}.pid", service.short()))
+    pid_file_named(layout, service.short())
+}
+
+/// The pid file of a spawned process called `name` (`etcd`, `api`,
+/// `component-NAME`).
+pub fn pid_file_named(layout: &Layout, name: &str) -> PathBuf {
+    layout.run_dir().join(format!("{name}.pid"))
 }
 
 /// The pid of a spawned service if it is still running.
 pub fn running_pid(layout: &Layout, service: Service) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(pid_file(layout, service))
+    running_pid_named(layout, service.short())
+}
+
+/// The pid of the spawned process called `name` if it is still running
+/// (and still ours: its command line names the state directory).
+pub fn running_pid_named(layout: &Layout, name: &str) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_file_named(layout, name))
         .ok()?
         .trim()
         .parse()
@@ -112,7 +124,7 @@ fn spawn(layout: &Layout, service: Service) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_pid(path: &Path, pid: u32) -> anyhow::Result<()> {
+pub fn write_pid(path: &Path, pid: u32) -> anyhow::Result<()> {
     globular_cluster::fsutil::write_atomic(path, format!("{pid}\n").as_bytes(), 0o644)
         .with_context(|| format!("writing {}", path.display()))
 }
@@ -126,8 +138,12 @@ mod tests {
     fn units_are_in_the_overlay() {
         let units =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays/base/usr/lib/systemd/system");
-        for service in [Service::Etcd, Service::Api] {
-            let path = units.join(service.unit());
+        let package_units = [crate::package::units::TEMPLATE];
+        for unit in [Service::Etcd.unit(), Service::Api.unit()]
+            .into_iter()
+            .chain(package_units)
+        {
+            let path = units.join(unit);
             assert!(path.is_file(), "{} is missing", path.display());
         }
     }

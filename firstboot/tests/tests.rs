@@ -13,6 +13,8 @@ mod boot;
 mod cluster;
 #[path = "tests/crash.rs"]
 mod crash;
+#[path = "tests/kubernetes.rs"]
+mod kubernetes;
 #[path = "tests/refusals.rs"]
 mod refusals;
 #[path = "tests/reimage.rs"]

@@ -34,6 +34,7 @@ pub fn etcd_leaf_spec(seed: &Seed, kind: &str) -> LeafSpec {
             ips: Vec::new(),
             server: false,
             client: true,
+            validity: None,
         };
     }
     let mut ips: Vec<IpAddr> = seed.ips();
@@ -49,6 +50,7 @@ pub fn etcd_leaf_spec(seed: &Seed, kind: &str) -> LeafSpec {
         ips,
         server: true,
         client: true,
+        validity: None,
     }
 }
 
@@ -91,6 +93,32 @@ impl Agent {
         }
         let password = crate::etcd_client::substrate_password(ca.key_pem())?;
         self.write_secret(&self.layout.etcd_password(), &password)?;
+        self.kubernetes_secrets(seed)
+    }
+
+    /// Kubernetes' CAs and service-account key from the seed, for the
+    /// Kubernetes control-plane package (`globular apply`).
+    fn kubernetes_secrets(&self, seed: &Seed) -> anyhow::Result<()> {
+        let Some(k) = &seed.kubernetes else {
+            return Ok(());
+        };
+        let l = &self.layout;
+        for (name, bundle) in [
+            ("kubernetes-ca", &k.ca),
+            ("front-proxy-ca", &k.front_proxy_ca),
+        ] {
+            self.write_public(&l.kubernetes_secret(name, "crt"), &bundle.certificate)?;
+            self.write_secret(&l.kubernetes_secret(name, "key"), &bundle.key)?;
+        }
+        let public = pki::public_key_of_key_pem(&k.service_account_key)?;
+        self.write_secret(
+            &l.kubernetes_secret("service-account", "key"),
+            &k.service_account_key,
+        )?;
+        self.write_public(
+            &l.kubernetes_secret("service-account", "pub"),
+            &pki::pem("PUBLIC KEY", &public),
+        )?;
         Ok(())
     }
 

@@ -46,6 +46,7 @@ pub(super) async fn renew(
         ips: id.ips.clone(),
         server: true,
         client: true,
+        validity: None,
     };
     let issued = api
         .ca

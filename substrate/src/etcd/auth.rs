@@ -133,91 +133,111 @@ impl Etcd {
         Ok(())
     }
 
-    /// Makes `role` grant exactly `grants` (key prefix, permission):
-    /// creates it, grants what is missing, revokes what is not asked for.
-    pub async fn ensure_role(
-        &self,
-        role: &str,
-        grants: &[(&str, Permission)],
-    ) -> anyhow::Result<()> {
-        let current = match self.call("/v3/auth/role/get", json!({"role": role})).await {
+    /// What `role` grants: (key, range end, `READ`/`WRITE`/`READWRITE`);
+    /// `None` if there is no such role.
+    pub async fn role_grants(&self, role: &str) -> anyhow::Result<Option<Vec<Grant>>> {
+        let resp = match self.call("/v3/auth/role/get", json!({"role": role})).await {
             Ok(resp) => resp,
-            Err(e) if format!("{e:#}").contains("role name not found") => {
-                self.call("/v3/auth/role/add", json!({"name": role}))
-                    .await?;
-                json!({})
-            }
+            Err(e) if format!("{e:#}").contains("role name not found") => return Ok(None),
             Err(e) => return Err(e.context(format!("reading etcd role {role}"))),
         };
-        let wanted: Vec<(Vec<u8>, Vec<u8>, &str)> = grants
-            .iter()
-            .map(|(prefix, p)| (prefix.as_bytes().to_vec(), prefix_end(prefix), p.as_str()))
-            .collect();
-        let mut have = Vec::new();
-        for perm in current
+        let mut out = Vec::new();
+        for perm in resp
             .get("perm")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
         {
-            let key = decode(perm, "key")?;
-            let end = decode(perm, "range_end")?;
-            let kind = perm
-                .get("permType")
-                .and_then(Value::as_str)
-                .unwrap_or("READ");
-            if !wanted
-                .iter()
-                .any(|(k, e, p)| *k == key && *e == end && *p == kind)
-            {
-                self.call(
-                    "/v3/auth/role/revoke",
-                    json!({"role": role, "key": B64.encode(&key), "range_end": B64.encode(&end)}),
-                )
-                .await
-                .with_context(|| format!("revoking a permission of etcd role {role}"))?;
-                continue;
-            }
-            have.push((key, end, kind.to_owned()));
+            out.push(Grant {
+                key: decode(perm, "key")?,
+                range_end: decode(perm, "range_end")?,
+                // The gateway leaves out the default (READ).
+                permission: perm
+                    .get("permType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("READ")
+                    .to_owned(),
+            });
         }
-        for (key, end, kind) in &wanted {
-            if have
-                .iter()
-                .any(|(k, e, p)| k == key && e == end && p == kind)
-            {
-                continue;
+        Ok(Some(out))
+    }
+
+    /// The roles of `user`; `None` if there is no such user.
+    pub async fn user_roles(&self, user: &str) -> anyhow::Result<Option<Vec<String>>> {
+        match self.call("/v3/auth/user/get", json!({"name": user})).await {
+            Ok(resp) => Ok(Some(
+                resp.get("roles")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_str().map(str::to_owned))
+                    .collect(),
+            )),
+            Err(e) if format!("{e:#}").contains("user name not found") => Ok(None),
+            Err(e) => Err(e.context(format!("reading etcd user {user}"))),
+        }
+    }
+
+    /// Makes `role` grant exactly `grants` (key prefix, permission):
+    /// creates it, grants what is missing, revokes what is not asked for.
+    /// Whether anything changed.
+    pub async fn ensure_role(
+        &self,
+        role: &str,
+        grants: &[(&str, Permission)],
+    ) -> anyhow::Result<bool> {
+        let wanted: Vec<Grant> = grants
+            .iter()
+            .map(|(p, perm)| Grant::prefix(p, *perm))
+            .collect();
+        let have = match self.role_grants(role).await? {
+            Some(have) => have,
+            None => {
+                self.call("/v3/auth/role/add", json!({"name": role}))
+                    .await
+                    .with_context(|| format!("adding etcd role {role}"))?;
+                Vec::new()
             }
+        };
+        let mut changed = false;
+        for grant in have.iter().filter(|g| !wanted.contains(g)) {
+            self.call(
+                "/v3/auth/role/revoke",
+                json!({"role": role, "key": B64.encode(&grant.key), "range_end": B64.encode(&grant.range_end)}),
+            )
+            .await
+            .with_context(|| format!("revoking a permission of etcd role {role}"))?;
+            changed = true;
+        }
+        for grant in wanted.iter().filter(|g| !have.contains(g)) {
             self.call(
                 "/v3/auth/role/grant",
                 json!({"name": role, "perm": {
-                    "permType": kind,
-                    "key": B64.encode(key),
-                    "range_end": B64.encode(end),
+                    "permType": grant.permission,
+                    "key": B64.encode(&grant.key),
+                    "range_end": B64.encode(&grant.range_end),
                 }}),
             )
             .await
             .with_context(|| format!("granting etcd role {role}"))?;
+            changed = true;
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Makes `user` exist with exactly `roles`; a user created without a
     /// password signs in by its certificate's common name only (gRPC).
+    /// Whether anything changed.
     pub async fn ensure_user(
         &self,
         user: &str,
         password: Option<&str>,
         roles: &[&str],
-    ) -> anyhow::Result<()> {
-        let have: Vec<String> = match self.call("/v3/auth/user/get", json!({"name": user})).await {
-            Ok(resp) => resp
-                .get("roles")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r.as_str().map(str::to_owned))
-                .collect(),
-            Err(e) if format!("{e:#}").contains("user name not found") => {
+    ) -> anyhow::Result<bool> {
+        let mut changed = false;
+        let have = match self.user_roles(user).await? {
+            Some(have) => have,
+            None => {
                 let request = match password {
                     Some(password) => json!({"name": user, "password": password}),
                     None => json!({"name": user, "options": {"no_password": true}}),
@@ -225,21 +245,43 @@ impl Etcd {
                 self.call("/v3/auth/user/add", request)
                     .await
                     .with_context(|| format!("adding etcd user {user}"))?;
+                changed = true;
                 Vec::new()
             }
-            Err(e) => return Err(e.context(format!("reading etcd user {user}"))),
         };
         for role in have.iter().filter(|r| !roles.contains(&r.as_str())) {
             self.call("/v3/auth/user/revoke", json!({"name": user, "role": role}))
                 .await
                 .with_context(|| format!("revoking {role} from etcd user {user}"))?;
+            changed = true;
         }
         for role in roles.iter().filter(|r| !have.iter().any(|h| h == *r)) {
             self.call("/v3/auth/user/grant", json!({"user": user, "role": role}))
                 .await
                 .with_context(|| format!("granting {role} to etcd user {user}"))?;
+            changed = true;
         }
-        Ok(())
+        Ok(changed)
+    }
+}
+
+/// One permission of an etcd role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    /// `READ`, `WRITE` or `READWRITE`.
+    pub permission: String,
+}
+
+impl Grant {
+    /// `permission` on every key under `prefix`.
+    pub fn prefix(prefix: &str, permission: Permission) -> Grant {
+        Grant {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_end(prefix),
+            permission: permission.as_str().to_owned(),
+        }
     }
 }
 

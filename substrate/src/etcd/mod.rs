@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::retry::{Attempt, Retry};
 use crate::tls;
 
-pub use auth::Permission;
+pub use auth::{Grant, Permission};
 pub use watch::{Watch, WatchEvent};
 
 /// How long one etcd call may take.

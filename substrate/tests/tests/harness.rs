@@ -100,6 +100,7 @@ impl Substrate {
             ips: vec![LOOPBACK],
             server,
             client: true,
+            validity: None,
         };
         let (server, server_key) = etcd_ca
             .issue_with_new_key(&etcd_spec("cp1-etcd-server", true))

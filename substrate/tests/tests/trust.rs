@@ -112,6 +112,7 @@ fn issue_11_a_worker_is_no_etcd_client_or_peer() {
             ips: vec![],
             server: false,
             client: true,
+            validity: None,
         })
         .unwrap();
     assert!(handshake(&s.etcd_client, etcd_ca, (&ok.cert_pem, &ok_key)));

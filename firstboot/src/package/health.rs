@@ -1,0 +1,55 @@
+//! A package's health checks: HTTPS GETs, the server verified by the CA
+//! the spec names, answering the expected body. `globular apply` waits
+//! for all of them.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use globular_substrate::tls;
+
+use super::render::Facts;
+use super::spec::Spec;
+use crate::layout::Layout;
+
+/// Waits until every check passes, at most `wait`, and while `alive` says
+/// the components run; their names.
+pub(super) async fn wait(
+    layout: &Layout,
+    spec: &Spec,
+    facts: &Facts,
+    wait: Duration,
+    alive: &dyn Fn() -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<String>> {
+    let deadline = Instant::now() + wait;
+    let mut passed = Vec::new();
+    for (i, h) in spec.health.iter().enumerate() {
+        let url = facts.render(&h.url, &format!("health[{i}].url"))?;
+        let ca = layout.read(&layout.kubernetes_secret(h.ca.file(), "crt"))?;
+        let http = tls::http_client(tls::client_config(&ca, None)?)?;
+        loop {
+            let last = match http.get(&url).timeout(Duration::from_secs(10)).send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = resp.text().await.unwrap_or_default();
+                    if status.is_success() && body.trim() == h.expect {
+                        break;
+                    }
+                    format!("{status}: {}", body.trim())
+                }
+                Err(e) => format!("{e:#}"),
+            };
+            alive().with_context(|| format!("waiting for health check {}", h.name))?;
+            if Instant::now() > deadline {
+                bail!(
+                    "health check {} ({url}) did not pass within {} s; last: {last}",
+                    h.name,
+                    wait.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        tracing::info!("health check {} passed", h.name);
+        passed.push(h.name.clone());
+    }
+    Ok(passed)
+}

@@ -1,0 +1,314 @@
+//! Packages: `globular apply FILE` makes this node match a package spec
+//! (`spec.rs`), `--plan` says what that would change. Everything a
+//! package owns is derived from the spec, the node and the cluster's CAs,
+//! so a run changes only what drifted: a missing or wrong certificate is
+//! issued again, an edited file rewritten, a stopped component started,
+//! and a component whose files changed restarted; a second run changes
+//! nothing.
+//!
+//! Order of a run: certificates (`certs.rs`), kubeconfigs and component
+//! command lines (files under `packages/NAME/`), the package's etcd user,
+//! the components (`units.rs`), the health checks, the registry entries.
+
+mod certs;
+mod health;
+mod render;
+pub mod spec;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use globular_cluster::fsutil;
+use globular_cluster::protocol::RegisterRequest;
+use globular_substrate::etcd::{Grant, Permission};
+
+use crate::layout::{Layout, NodeConfig};
+use crate::runtime::{self, Threads};
+use crate::services::Manager;
+use render::Facts;
+use spec::Spec;
+
+/// Options of `globular apply`.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub spec: PathBuf,
+    /// Only say what would change.
+    pub plan: bool,
+    /// Setting overrides, `NAME=VALUE`.
+    pub settings: Vec<String>,
+    pub manager: Manager,
+    /// How long the health checks may take to pass.
+    pub wait: Duration,
+}
+
+/// One thing a run changes (or, with `--plan`, would change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Certificate { name: String, why: String },
+    File { path: PathBuf },
+    EtcdAccess { user: String },
+    Start { component: String },
+    Restart { component: String },
+    Register { service: String },
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Certificate { name, why } => write!(f, "issue certificate {name} ({why})"),
+            Change::File { path } => write!(f, "write {}", path.display()),
+            Change::EtcdAccess { user } => write!(f, "set etcd user {user} and its role"),
+            Change::Start { component } => write!(f, "start {component}"),
+            Change::Restart { component } => write!(f, "restart {component}"),
+            Change::Register { service } => write!(f, "register {service}"),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub changes: Vec<Change>,
+    /// Health checks that passed, by name (none with `--plan`).
+    pub healthy: Vec<String>,
+}
+
+impl Report {
+    /// The report as `globular apply` prints it.
+    pub fn text(&self, plan: bool) -> String {
+        let mut out = String::new();
+        if self.changes.is_empty() {
+            out.push_str("no changes\n");
+        }
+        for c in &self.changes {
+            out.push_str(if plan { "would " } else { "" });
+            out.push_str(&format!("{c}\n"));
+        }
+        for h in &self.healthy {
+            out.push_str(&format!("healthy: {h}\n"));
+        }
+        out
+    }
+}
+
+/// `globular apply`: makes the node match the spec (see the module docs).
+pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
+    let spec = Spec::load(&opts.spec)?;
+    let node = layout.load_node_config()?;
+    if node.role != spec.role {
+        bail!(
+            "package {} is for {} nodes; this node ({}) is a {} node",
+            spec.name,
+            spec.role,
+            node.name,
+            node.role
+        );
+    }
+    let settings = spec.settings_with(&opts.settings)?;
+    let facts = Facts::new(layout, &node, &spec.name, &spec.version, &settings)?;
+    let dir = layout.package_dir(&spec.name);
+    let mut report = Report::default();
+
+    if !opts.plan {
+        fsutil::create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for change in certs::converge(layout, &spec, &facts, &dir, opts.plan)? {
+        report.changes.push(change);
+    }
+    for (path, content) in files(layout, &spec, &facts, &dir)? {
+        if std::fs::read(&path).ok().as_deref() != Some(content.as_bytes()) {
+            if !opts.plan {
+                if let Some(parent) = path.parent() {
+                    fsutil::create_private_dir(parent)
+                        .with_context(|| format!("creating {}", parent.display()))?;
+                }
+                fsutil::write_atomic(&path, content.as_bytes(), fsutil::SECRET)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            report.changes.push(Change::File { path });
+        }
+    }
+    let rt = runtime::build(Threads::One)?;
+    if let Some(access) = &spec.etcd {
+        let etcd = crate::etcd_client::substrate(layout, node.etcd_endpoints.clone())?;
+        let grants = [Grant::prefix(&access.prefix, Permission::ReadWrite)];
+        let current = rt.block_on(async {
+            anyhow::Ok((
+                etcd.role_grants(&access.role).await?,
+                etcd.user_roles(&access.user).await?,
+            ))
+        })?;
+        let roles = vec![access.role.clone()];
+        if current != (Some(grants.to_vec()), Some(roles)) {
+            if !opts.plan {
+                rt.block_on(async {
+                    etcd.ensure_role(&access.role, &[(&access.prefix, Permission::ReadWrite)])
+                        .await?;
+                    etcd.ensure_user(&access.user, None, &[&access.role]).await
+                })
+                .with_context(|| format!("giving etcd user {} its prefix", access.user))?;
+            }
+            report.changes.push(Change::EtcdAccess {
+                user: access.user.clone(),
+            });
+        }
+    }
+    // A component reads the package's files when it starts: any change to
+    // them restarts every running component of the package.
+    let files_changed = !report.changes.is_empty();
+    for component in &spec.components {
+        let name = component.name.clone();
+        if !units::running(layout, opts.manager, &name) {
+            if !opts.plan {
+                units::start(layout, opts.manager, &name)?;
+            }
+            report.changes.push(Change::Start { component: name });
+        } else if files_changed {
+            if !opts.plan {
+                units::restart(layout, opts.manager, &name)?;
+            }
+            report.changes.push(Change::Restart { component: name });
+        }
+    }
+    if opts.plan {
+        return Ok(report);
+    }
+    // A spawned component that exits while the checks wait fails the run
+    // now (systemd restarts its units; the wait bounds that).
+    let alive = || -> anyhow::Result<()> {
+        if opts.manager == Manager::Systemd {
+            return Ok(());
+        }
+        for c in &spec.components {
+            if !units::running(layout, opts.manager, &c.name) {
+                bail!(
+                    "{} stopped ({})",
+                    c.name,
+                    units::log_hint(layout, opts.manager, &c.name)
+                );
+            }
+        }
+        Ok(())
+    };
+    report.healthy = rt.block_on(health::wait(layout, &spec, &facts, opts.wait, &alive))?;
+    for change in rt.block_on(register(layout, &spec, &facts, &node))? {
+        report.changes.push(change);
+    }
+    Ok(report)
+}
+
+/// The files the package owns besides certificates: kubeconfigs and the
+/// components' command lines.
+fn files(
+    layout: &Layout,
+    spec: &Spec,
+    facts: &Facts,
+    dir: &Path,
+) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    let ca = layout.kubernetes_secret(spec::CaName::Kubernetes.file(), "crt");
+    for (i, k) in spec.kubeconfigs.iter().enumerate() {
+        let server = facts.render(&k.server, &format!("kubeconfigs[{i}].server"))?;
+        let text = kubeconfig(
+            &k.name,
+            &server,
+            &ca,
+            &dir.join(format!("{}.crt", k.certificate)),
+            &dir.join(format!("{}.key", k.certificate)),
+        );
+        out.push((dir.join(format!("{}.kubeconfig", k.name)), text));
+    }
+    for (i, c) in spec.components.iter().enumerate() {
+        let mut args = Vec::new();
+        for (j, a) in c.args.iter().enumerate() {
+            args.push(facts.render(a, &format!("components[{i}].args[{j}]"))?);
+        }
+        let program = facts.render(&c.program, &format!("components[{i}].program"))?;
+        if !program.starts_with('/') {
+            bail!("components[{i}].program: {program:?} is not an absolute path");
+        }
+        let line = units::CommandLine { program, args };
+        let path = dir.join("components").join(format!("{}.json", c.name));
+        out.push((path, serde_json::to_string_pretty(&line)? + "\n"));
+    }
+    Ok(out)
+}
+
+/// A kubeconfig that names its certificate files (renewed in place).
+pub fn kubeconfig(user: &str, server: &str, ca: &Path, cert: &Path, key: &Path) -> String {
+    let doc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "globular", "cluster": {
+            "server": server,
+            "certificate-authority": ca,
+        }}],
+        "users": [{"name": user, "user": {
+            "client-certificate": cert,
+            "client-key": key,
+        }}],
+        "contexts": [{"name": user, "context": {"cluster": "globular", "user": user}}],
+        "current-context": user,
+    });
+    serde_yaml_ng::to_string(&doc).unwrap_or_default()
+}
+
+/// The package's registry entries for this node, when they differ.
+async fn register(
+    layout: &Layout,
+    spec: &Spec,
+    facts: &Facts,
+    node: &NodeConfig,
+) -> anyhow::Result<Vec<Change>> {
+    if spec.register.is_empty() {
+        return Ok(Vec::new());
+    }
+    let client = crate::node_cli::client(layout)?;
+    let address = node
+        .addresses
+        .first()
+        .map(|a| a.split('/').next().unwrap_or(a).to_owned())
+        .context("the node has no address")?;
+    let mut changes = Vec::new();
+    for (i, r) in spec.register.iter().enumerate() {
+        let port: u16 = facts
+            .render(&r.port, &format!("register[{i}].port"))?
+            .parse()
+            .with_context(|| format!("register[{i}].port: not a port number"))?;
+        let metadata = BTreeMap::from([
+            ("package".to_owned(), spec.name.clone()),
+            ("version".to_owned(), spec.version.clone()),
+            ("health".to_owned(), "running".to_owned()),
+        ]);
+        let listed = client.services(Some(&r.service)).await?;
+        let current = listed.services.iter().find(|s| s.node == node.name);
+        let same = current.is_some_and(|s| {
+            s.address == address
+                && s.port == port
+                && s.protocol == r.protocol
+                && s.metadata == metadata
+        });
+        if same {
+            continue;
+        }
+        client
+            .register(&RegisterRequest {
+                name: r.service.clone(),
+                id: None,
+                address: address.clone(),
+                port,
+                protocol: r.protocol.clone(),
+                tags: vec![],
+                metadata,
+            })
+            .await
+            .with_context(|| format!("registering {}", r.service))?;
+        changes.push(Change::Register {
+            service: r.service.clone(),
+        });
+    }
+    Ok(changes)
+}

@@ -1,0 +1,179 @@
+//! Spec strings are tera templates. Variables:
+//!
+//! | variable | value |
+//! |---|---|
+//! | `node.name`, `node.ip`, `node.ips` | the node's name, first address, all addresses (a list) |
+//! | `settings.NAME` | the package's settings after `--set` |
+//! | `dir` | the package's directory on the node (`packages/NAME/`) |
+//! | `pki` | the node's `pki/` |
+//! | `ca.kubernetes`, `ca.front_proxy`, `ca.etcd` | the CA certificates' paths |
+//! | `etcd.endpoints` | the etcd client URLs, comma-separated |
+//! | `version` | the package's version |
+//!
+//! Filter `first_ip`: the first address of a CIDR (`10.96.0.0/12` ->
+//! `10.96.0.1`), the Kubernetes service IP.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use anyhow::Context as _;
+use serde_json::{json, Value};
+
+use super::spec::CaName;
+use crate::layout::{Layout, NodeConfig};
+
+/// What templates see.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    context: tera::Context,
+}
+
+impl Facts {
+    pub fn new(
+        layout: &Layout,
+        node: &NodeConfig,
+        package: &str,
+        version: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Facts> {
+        let ips: Vec<String> = node
+            .addresses
+            .iter()
+            .map(|a| a.split('/').next().unwrap_or(a).to_owned())
+            .collect();
+        let ca = |name: CaName| layout.pki().join(format!("{}.crt", name.file()));
+        let value = json!({
+            "node": {"name": node.name, "ip": ips.first(), "ips": ips},
+            "settings": settings,
+            "dir": layout.package_dir(package),
+            "pki": layout.pki(),
+            "ca": {
+                "kubernetes": ca(CaName::Kubernetes),
+                "front_proxy": ca(CaName::FrontProxy),
+                "etcd": ca(CaName::Etcd),
+            },
+            "etcd": {"endpoints": node.etcd_endpoints.join(",")},
+            "version": version,
+        });
+        let context = tera::Context::from_value(value).context("building the template context")?;
+        Ok(Facts { context })
+    }
+
+    /// Renders one template; `what` names it in errors (`components[0].args[3]`).
+    pub fn render(&self, template: &str, what: &str) -> anyhow::Result<String> {
+        let mut tera = tera::Tera::default();
+        tera.register_filter("first_ip", first_ip);
+        tera.render_str(template, &self.context)
+            .map_err(|e| anyhow::anyhow!("{what}: {}", chain(&e)))
+    }
+
+    /// Renders a list of templates, each possibly several comma-separated
+    /// values; empty values are dropped.
+    pub fn render_list(&self, templates: &[String], what: &str) -> anyhow::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (i, t) in templates.iter().enumerate() {
+            let text = self.render(t, &format!("{what}[{i}]"))?;
+            out.extend(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// A tera error with its causes (tera puts the useful part in `source`).
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn first_ip(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| tera::Error::msg("first_ip takes a CIDR string"))?;
+    let (net, _) = text
+        .split_once('/')
+        .ok_or_else(|| tera::Error::msg(format!("first_ip: {text:?} is not a CIDR")))?;
+    let ip: IpAddr = net
+        .parse()
+        .map_err(|_| tera::Error::msg(format!("first_ip: {text:?} is not a CIDR")))?;
+    let next = match ip {
+        IpAddr::V4(v4) => IpAddr::from((u32::from(v4).wrapping_add(1)).to_be_bytes()),
+        IpAddr::V6(v6) => IpAddr::from((u128::from(v6).wrapping_add(1)).to_be_bytes()),
+    };
+    Ok(Value::String(next.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use globular_cluster::Role;
+
+    fn facts() -> Facts {
+        let node = NodeConfig {
+            name: "cp1".into(),
+            role: Role::ControlPlane,
+            cluster_name: "c".into(),
+            addresses: vec!["10.0.0.1/24".into(), "10.0.1.1/24".into()],
+            api_listen: None,
+            etcd_endpoints: vec![
+                "https://10.0.0.1:2379".into(),
+                "https://10.0.0.2:2379".into(),
+            ],
+            api_endpoints: vec![],
+            image_version: "0".into(),
+        };
+        let settings = BTreeMap::from([("service_cidr".to_owned(), "10.96.0.0/12".to_owned())]);
+        Facts::new(
+            &Layout::new("/var/lib/globular"),
+            &node,
+            "k",
+            "1.37.2",
+            &settings,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn templates_see_the_node_and_the_settings() {
+        let f = facts();
+        assert_eq!(
+            f.render("{{ settings.service_cidr | first_ip }}", "x")
+                .unwrap(),
+            "10.96.0.1"
+        );
+        assert_eq!(
+            f.render_list(
+                &["{{ node.ips | join(sep=',') }}".into(), "127.0.0.1".into()],
+                "ips"
+            )
+            .unwrap(),
+            ["10.0.0.1", "10.0.1.1", "127.0.0.1"]
+        );
+        assert_eq!(
+            f.render("{{ etcd.endpoints }}", "x").unwrap(),
+            "https://10.0.0.1:2379,https://10.0.0.2:2379"
+        );
+        assert_eq!(
+            f.render("{{ dir }}/a.crt {{ ca.front_proxy }}", "x")
+                .unwrap(),
+            "/var/lib/globular/packages/k/a.crt /var/lib/globular/pki/front-proxy-ca.crt"
+        );
+        let err = f
+            .render("{{ settings.nope }}", "components[0].args[2]")
+            .unwrap_err();
+        assert!(
+            format!("{err}").starts_with("components[0].args[2]"),
+            "{err}"
+        );
+    }
+}

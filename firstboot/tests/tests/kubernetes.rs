@@ -1,0 +1,316 @@
+//! Issue 13 on the host: the Kubernetes control-plane package applied by
+//! the real `globular apply` on a control plane of a real substrate (the
+//! agent, etcd with auth on), running the real kube-apiserver,
+//! kube-controller-manager and kube-scheduler (built from
+//! `components/kubernetes`, installed in /usr/local/bin by
+//! `scripts/install-deps.sh`) on loopback ports.
+
+use std::path::{Path, PathBuf};
+
+use globular_cluster::Role;
+use globular_task::Task;
+
+use crate::harness::{etcdctl, etcdctl_as, free_port, openssl_verify, Cluster, Node, AGENT};
+
+/// The package spec as the image carries it: the overlay template with the
+/// pinned version filled in by tera, as the builder renders overlays.
+fn spec(dir: &Path) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let template = std::fs::read_to_string(repo.join(
+        "overlays/control-plane/usr/share/globular/packages/kubernetes-control-plane.yaml.tera",
+    ))
+    .unwrap();
+    let mut context = tera::Context::new();
+    context.insert(
+        "pins",
+        &serde_json::json!({"kubernetes": {"version": "test"}}),
+    );
+    let text = tera::Tera::one_off(&template, &context, false).unwrap();
+    let path = dir.join("kubernetes-control-plane.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+struct Apply {
+    spec: PathBuf,
+    settings: Vec<String>,
+}
+
+impl Apply {
+    fn run(&self, node: &Node, extra: &[&str]) -> Result<String, globular_task::TaskError> {
+        let mut task = Task::new("applying the Kubernetes package", AGENT)
+            .arg("apply")
+            .arg(&self.spec)
+            .arg("--root")
+            .arg(&node.root)
+            .args(["--services", "spawn", "--wait", "300"])
+            .args(extra);
+        for s in &self.settings {
+            task = task.args(["--set", s]);
+        }
+        task.read_string()
+    }
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    Task::new("kubectl", "/usr/local/bin/kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .read_string()
+        .unwrap()
+}
+
+#[test]
+fn kubernetes_control_plane_package_on_the_substrate() {
+    let cluster = Cluster::new();
+    let cp1 = cluster.node("cp1", Role::ControlPlane, true, &[]);
+    cluster.run_agent(&cp1).unwrap();
+    let apiserver_port = free_port();
+    let apply = Apply {
+        spec: spec(cluster.dir.path()),
+        settings: vec![
+            "bin_dir=/usr/local/bin".into(),
+            // The test nodes' addresses are loopback ones.
+            "endpoint_reconciler=none".into(),
+            format!("secure_port={apiserver_port}"),
+            format!("controller_manager_port={}", free_port()),
+            format!("scheduler_port={}", free_port()),
+        ],
+    };
+    let dir = cp1.root.join("packages/kubernetes-control-plane");
+
+    // The plan of a node without the package: everything, nothing done.
+    let plan = apply.run(&cp1, &["--plan"]).unwrap();
+    assert!(
+        plan.contains("would issue certificate apiserver (missing)"),
+        "{plan}"
+    );
+    assert!(plan.contains("would start kube-apiserver"), "{plan}");
+    assert!(!dir.exists(), "the plan wrote {}", dir.display());
+
+    // First run: certificates, files, etcd user, components, health, registry.
+    let out = apply.run(&cp1, &[]).unwrap();
+    for line in [
+        "issue certificate apiserver (missing)",
+        "set etcd user kube-apiserver-etcd-client and its role",
+        "start kube-apiserver",
+        "start kube-controller-manager",
+        "start kube-scheduler",
+        "healthy: kube-apiserver",
+        "healthy: kube-controller-manager",
+        "healthy: kube-scheduler",
+        "register kubernetes.KubernetesService",
+    ] {
+        assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
+    }
+    // Its certificates chain to the cluster CA through Kubernetes' CA.
+    let pki = cp1.layout().pki();
+    let chain = cluster.dir.path().join("chain.pem");
+    std::fs::write(
+        &chain,
+        std::fs::read_to_string(pki.join("ca.crt")).unwrap()
+            + &std::fs::read_to_string(pki.join("kubernetes-ca.crt")).unwrap(),
+    )
+    .unwrap();
+    openssl_verify(&chain, &dir.join("apiserver.crt"));
+    // Keys are the node's own, 0600.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.join("apiserver.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Second run: nothing to change.
+    let again = apply.run(&cp1, &[]).unwrap();
+    assert!(again.starts_with("no changes\n"), "{again}");
+
+    // kubectl with the administrator kubeconfig: a namespace, a ConfigMap
+    // and a Deployment, read back.
+    let admin = cluster.dir.path().join("admin.kubeconfig");
+    let text = Task::new("globular kubeconfig", AGENT)
+        .args(["kubeconfig", "--ttl", "10m", "--root"])
+        .arg(&cp1.root)
+        .read_string()
+        .unwrap();
+    assert!(text.contains(&format!(":{apiserver_port}")), "{text}");
+    std::fs::write(&admin, text).unwrap();
+    assert_eq!(kubectl(&admin, &["get", "--raw", "/readyz"]).trim(), "ok");
+    kubectl(&admin, &["create", "namespace", "demo"]);
+    kubectl(
+        &admin,
+        &[
+            "-n",
+            "demo",
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=colour=blue",
+        ],
+    );
+    kubectl(
+        &admin,
+        &[
+            "-n",
+            "demo",
+            "create",
+            "deployment",
+            "web",
+            "--image=example.invalid/web:1",
+        ],
+    );
+    let colour = kubectl(
+        &admin,
+        &[
+            "-n",
+            "demo",
+            "get",
+            "configmap",
+            "settings",
+            "-o",
+            "jsonpath={.data.colour}",
+        ],
+    );
+    assert_eq!(colour, "blue");
+    let deployment = kubectl(
+        &admin,
+        &["-n", "demo", "get", "deployment", "web", "-o", "name"],
+    );
+    assert_eq!(deployment.trim(), "deployment.apps/web");
+    // The controller manager works: the Deployment got a ReplicaSet.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let sets = kubectl(&admin, &["-n", "demo", "get", "replicasets", "-o", "name"]);
+        if sets.contains("replicaset.apps/web-") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ReplicaSet for the Deployment"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+
+    // The objects are under the apiserver's prefix in the substrate's etcd.
+    let keys = etcdctl(
+        &cp1,
+        &cp1.etcd_url(),
+        &["get", "--prefix", "/registry/", "--keys-only"],
+    );
+    for key in [
+        "/registry/namespaces/demo",
+        "/registry/configmaps/demo/settings",
+        "/registry/deployments/demo/web",
+    ] {
+        assert!(keys.lines().any(|l| l == key), "no {key} in etcd");
+    }
+    // The apiserver's etcd identity reaches its prefix and nothing else.
+    let identity = (
+        pki.join("etcd-ca.crt"),
+        dir.join("apiserver-etcd-client.crt"),
+        dir.join("apiserver-etcd-client.key"),
+    );
+    let files = (
+        identity.0.as_path(),
+        identity.1.as_path(),
+        identity.2.as_path(),
+    );
+    let own = etcdctl_as(
+        files,
+        &cp1.etcd_url(),
+        &["get", "/registry/namespaces/demo", "--keys-only"],
+    )
+    .unwrap();
+    assert!(own.contains("/registry/namespaces/demo"), "{own}");
+    for args in [
+        &["get", "--prefix", "/globular/"][..],
+        &["get", "/globular/cluster"],
+        &["put", "/globular/x", "y"],
+        &["put", "/other", "y"],
+        &["user", "list"],
+        // (etcd shows its member list to every client it lets in.)
+        &[
+            "member",
+            "add",
+            "intruder",
+            "--peer-urls=https://127.0.0.99:2380",
+        ],
+    ] {
+        let out = etcdctl_as(files, &cp1.etcd_url(), args);
+        assert!(
+            out.is_err(),
+            "the apiserver's etcd identity ran {args:?}: {out:?}"
+        );
+    }
+
+    // Kubernetes is in discovery.
+    let services = Task::new("globular service list", AGENT)
+        .args([
+            "service",
+            "list",
+            "--name",
+            "kubernetes.KubernetesService",
+            "--json",
+            "--root",
+        ])
+        .arg(&cp1.root)
+        .read_string()
+        .unwrap();
+    let services: serde_json::Value = serde_json::from_str(&services).unwrap();
+    let record = &services["services"][0];
+    assert_eq!(record["node"], "cp1");
+    assert_eq!(record["port"], apiserver_port);
+    assert_eq!(record["metadata"]["health"], "running");
+
+    // Drift is put back: a deleted certificate, an edited kubeconfig, a
+    // stopped component.
+    std::fs::remove_file(dir.join("apiserver.crt")).unwrap();
+    let kubeconfig = dir.join("scheduler.kubeconfig");
+    std::fs::write(&kubeconfig, "edited by hand\n").unwrap();
+    let scheduler_pid =
+        std::fs::read_to_string(cp1.root.join("run/component-kube-scheduler.pid")).unwrap();
+    Task::new("stopping kube-scheduler", "sh")
+        .args(["-c", "kill -9 \"$1\"", "sh", scheduler_pid.trim()])
+        .run()
+        .unwrap();
+    let plan = apply.run(&cp1, &["--plan"]).unwrap();
+    assert!(
+        plan.contains("would issue certificate apiserver (missing)"),
+        "{plan}"
+    );
+    assert!(
+        !dir.join("apiserver.crt").exists(),
+        "the plan issued the certificate"
+    );
+    let fixed = apply.run(&cp1, &[]).unwrap();
+    for line in [
+        "issue certificate apiserver (missing)".to_owned(),
+        format!("write {}", kubeconfig.display()),
+        "start kube-scheduler".to_owned(),
+        "restart kube-apiserver".to_owned(),
+        "healthy: kube-scheduler".to_owned(),
+    ] {
+        assert!(fixed.lines().any(|l| l == line), "no {line:?} in:\n{fixed}");
+    }
+    openssl_verify(&chain, &dir.join("apiserver.crt"));
+    assert_ne!(
+        std::fs::read_to_string(&kubeconfig).unwrap(),
+        "edited by hand\n"
+    );
+    assert!(apply.run(&cp1, &[]).unwrap().starts_with("no changes\n"));
+    // And the objects survived the restart.
+    let colour = kubectl(
+        &admin,
+        &[
+            "-n",
+            "demo",
+            "get",
+            "configmap",
+            "settings",
+            "-o",
+            "jsonpath={.data.colour}",
+        ],
+    );
+    assert_eq!(colour, "blue");
+}
