@@ -129,21 +129,7 @@ impl Ca {
 
     fn generate_named(common_name: &str) -> Result<Ca, PkiError> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, common_name);
-        dn.push(DnType::OrganizationName, "globular");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::hours(1);
-        params.not_after = now + CA_VALIDITY;
-        params.serial_number = Some(random_serial());
+        let params = ca_params(common_name, BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key)?;
         Ca::from_pem(&cert.pem(), &key.serialize_pem())
     }
@@ -152,22 +138,8 @@ impl Ca {
     /// it): Kubernetes' client CA and front-proxy CA are the cluster CA's.
     pub fn generate_intermediate(&self, common_name: &str) -> Result<Ca, PkiError> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, common_name);
-        dn.push(DnType::OrganizationName, "globular");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let mut params = ca_params(common_name, BasicConstraints::Constrained(0));
         params.use_authority_key_identifier_extension = true;
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::hours(1);
-        params.not_after = now + CA_VALIDITY;
-        params.serial_number = Some(random_serial());
         let (issuer, issuer_key) = &*self.issuer;
         let cert = params.signed_by(&key, issuer, issuer_key)?;
         Ca::from_pem(&cert.pem(), &key.serialize_pem())
@@ -291,6 +263,26 @@ impl Ca {
         let issued = self.issue(&key.public_key_der(), spec)?;
         Ok((issued, key.serialize_pem()))
     }
+}
+
+/// The parameters of a CA certificate valid for [`CA_VALIDITY`] from now.
+fn ca_params(common_name: &str, constraints: BasicConstraints) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn.push(DnType::OrganizationName, "globular");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(constraints);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + CA_VALIDITY;
+    params.serial_number = Some(random_serial());
+    params
 }
 
 /// A random, positive 128-bit serial number.

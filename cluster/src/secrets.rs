@@ -518,17 +518,7 @@ mod tests {
         assert!(text.contains("domain: corp.example"), "{text}");
         let loaded = ClusterSecrets::load(&opts.out).unwrap();
         let seed = loaded
-            .seed(&SeedOptions {
-                node: "w1".into(),
-                role: Role::Worker,
-                addresses: vec!["10.0.0.5/24".into()],
-                gateway: None,
-                bootstrap: false,
-                endpoints: vec![],
-                ports: Ports::default(),
-                token: None,
-                ticket_ttl: TICKET_TTL,
-            })
+            .seed(&joiner("w1", Role::Worker, "10.0.0.5/24"))
             .unwrap();
         assert_eq!(seed.cluster.domain, "corp.example");
         assert_eq!(Seed::parse(&seed.to_yaml(), "seed").unwrap(), seed);
@@ -540,38 +530,33 @@ mod tests {
         assert!(!text.contains("domain"), "{text}");
     }
 
+    /// The options of a joining node's seed.
+    fn joiner(node: &str, role: Role, address: &str) -> SeedOptions {
+        SeedOptions {
+            node: node.into(),
+            role,
+            addresses: vec![address.into()],
+            gateway: None,
+            bootstrap: false,
+            endpoints: vec![],
+            ports: Ports::default(),
+            token: None,
+            ticket_ttl: TICKET_TTL,
+        }
+    }
+
     #[test]
     fn worker_seed_has_no_ca_and_a_worker_token() {
         let tmp = tempfile::tempdir().unwrap();
         let secrets = bundle(tmp.path());
         let seed = secrets
-            .seed(&SeedOptions {
-                node: "w1".into(),
-                role: Role::Worker,
-                addresses: vec!["10.0.0.5/24".into()],
-                gateway: None,
-                bootstrap: false,
-                endpoints: vec![],
-                ports: Ports::default(),
-                token: None,
-                ticket_ttl: TICKET_TTL,
-            })
+            .seed(&joiner("w1", Role::Worker, "10.0.0.5/24"))
             .unwrap();
         assert!(seed.ca.is_none() && seed.etcd_ca.is_none() && seed.kubernetes.is_none());
         // A worker seed given Kubernetes' CAs by hand is refused.
         let mut forged = seed.clone();
         let cp = secrets
-            .seed(&SeedOptions {
-                node: "cp9".into(),
-                role: Role::ControlPlane,
-                addresses: vec!["10.0.0.9/24".into()],
-                gateway: None,
-                bootstrap: false,
-                endpoints: vec![],
-                ports: Ports::default(),
-                token: None,
-                ticket_ttl: TICKET_TTL,
-            })
+            .seed(&joiner("cp9", Role::ControlPlane, "10.0.0.9/24"))
             .unwrap();
         let kubernetes = cp
             .kubernetes

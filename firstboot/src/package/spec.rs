@@ -159,14 +159,10 @@ fn default_protocol() -> String {
     "tcp".into()
 }
 
-/// A name that is safe as a file name and a systemd instance name.
+/// A name that is safe as a file name and a systemd instance name: a
+/// lowercase DNS label, like a node's.
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
+    globular_cluster::valid_node_name(name)
 }
 
 impl Spec {

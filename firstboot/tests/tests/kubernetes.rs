@@ -137,6 +137,13 @@ fn kubernetes_control_plane_package_on_the_substrate() {
     assert!(text.contains(&format!(":{apiserver_port}")), "{text}");
     std::fs::write(&admin, text).unwrap();
     assert_eq!(kubectl(&admin, &["get", "--raw", "/readyz"]).trim(), "ok");
+    let colour = || {
+        let jsonpath = "jsonpath={.data.colour}";
+        kubectl(
+            &admin,
+            &["-n", "demo", "get", "configmap", "settings", "-o", jsonpath],
+        )
+    };
     kubectl(&admin, &["create", "namespace", "demo"]);
     kubectl(
         &admin,
@@ -160,19 +167,7 @@ fn kubernetes_control_plane_package_on_the_substrate() {
             "--image=example.invalid/web:1",
         ],
     );
-    let colour = kubectl(
-        &admin,
-        &[
-            "-n",
-            "demo",
-            "get",
-            "configmap",
-            "settings",
-            "-o",
-            "jsonpath={.data.colour}",
-        ],
-    );
-    assert_eq!(colour, "blue");
+    assert_eq!(colour(), "blue");
     let deployment = kubectl(
         &admin,
         &["-n", "demo", "get", "deployment", "web", "-o", "name"],
@@ -300,17 +295,5 @@ fn kubernetes_control_plane_package_on_the_substrate() {
     );
     assert!(apply.run(&cp1, &[]).unwrap().starts_with("no changes\n"));
     // And the objects survived the restart.
-    let colour = kubectl(
-        &admin,
-        &[
-            "-n",
-            "demo",
-            "get",
-            "configmap",
-            "settings",
-            "-o",
-            "jsonpath={.data.colour}",
-        ],
-    );
-    assert_eq!(colour, "blue");
+    assert_eq!(colour(), "blue");
 }
