@@ -87,13 +87,18 @@ pub fn run(layout: &Layout, command: Command) -> anyhow::Result<()> {
             }
             Command::ServiceList { name, json: false } => {
                 let mut out = format!(
-                    "{:<32} {:<16} {:<16} {}\n",
-                    "SERVICE", "ID", "NODE", "ENDPOINT"
+                    "{:<32} {:<16} {:<16} {:<22} {}\n",
+                    "SERVICE", "ID", "NODE", "ENDPOINT", "HEALTH"
                 );
                 for s in client.services(name.as_deref()).await?.services {
+                    // Health as the registering service last reported it.
+                    let health = s.metadata.get("health").map_or("-", String::as_str);
                     out += &format!(
-                        "{:<32} {:<16} {:<16} {}:{}\n",
-                        s.name, s.id, s.node, s.address, s.port
+                        "{:<32} {:<16} {:<16} {:<22} {health}\n",
+                        s.name,
+                        s.id,
+                        s.node,
+                        format!("{}:{}", s.address, s.port)
                     );
                 }
                 out

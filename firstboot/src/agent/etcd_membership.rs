@@ -91,8 +91,13 @@ impl Agent {
             self.write_secret(&key_path, &key)?;
             self.write_public(&cert_path, &issued.cert_pem)?;
         }
+        // Written when it differs only: a rewrite would take the API's read
+        // access away (ownership.rs hands it over before the API starts).
         let password = crate::etcd_client::substrate_password(ca.key_pem())?;
-        self.write_secret(&self.layout.etcd_password(), &password)?;
+        let path = self.layout.etcd_password();
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(password.as_str()) {
+            self.write_secret(&path, &password)?;
+        }
         self.kubernetes_secrets(seed)
     }
 

@@ -257,6 +257,19 @@ fn kubernetes_control_plane_package_on_the_substrate() {
     assert_eq!(record["node"], "cp1");
     assert_eq!(record["port"], apiserver_port);
     assert_eq!(record["metadata"]["health"], "running");
+    let table = Task::new("globular service list", AGENT)
+        .args(["service", "list", "--root"])
+        .arg(&cp1.root)
+        .read_string()
+        .unwrap();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("kubernetes.KubernetesService"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.ends_with(" running") && row.contains(&format!(":{apiserver_port}")),
+        "{row}"
+    );
 
     // Drift is put back: a deleted certificate, an edited kubeconfig, a
     // stopped component.
