@@ -267,11 +267,10 @@ async fn register(
         return Ok(Vec::new());
     }
     let client = crate::node_cli::client(layout)?;
-    let address = node
-        .addresses
-        .first()
-        .map(|a| a.split('/').next().unwrap_or(a).to_owned())
-        .context("the node has no address")?;
+    let address = facts
+        .node_ip()
+        .context("the node has no address")?
+        .to_owned();
     let mut changes = Vec::new();
     for (i, r) in spec.register.iter().enumerate() {
         let port: u16 = facts

@@ -26,6 +26,8 @@ use crate::layout::{Layout, NodeConfig};
 #[derive(Debug, Clone)]
 pub struct Facts {
     context: tera::Context,
+    /// The node's first address (`node.ip`).
+    ip: Option<String>,
 }
 
 impl Facts {
@@ -56,7 +58,15 @@ impl Facts {
             "version": version,
         });
         let context = tera::Context::from_value(value).context("building the template context")?;
-        Ok(Facts { context })
+        Ok(Facts {
+            context,
+            ip: ips.first().cloned(),
+        })
+    }
+
+    /// The node's first address, without its prefix length.
+    pub fn node_ip(&self) -> Option<&str> {
+        self.ip.as_deref()
     }
 
     /// Renders one template; `what` names it in errors (`components[0].args[3]`).
