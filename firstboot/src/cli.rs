@@ -58,7 +58,15 @@ struct ApplyArgs {
     #[command(flatten)]
     root: RootArgs,
     /// The package spec.
-    spec: PathBuf,
+    #[arg(required_unless_present = "installed")]
+    spec: Option<PathBuf>,
+    /// Apply every package the image ships for this node's role (the specs
+    /// in `--packages-dir`) instead of one spec.
+    #[arg(long, conflicts_with = "spec")]
+    installed: bool,
+    /// Where `--installed` finds the image's package specs.
+    #[arg(long, default_value = package::INSTALLED_DIR)]
+    packages_dir: PathBuf,
     /// Print what would change and change nothing.
     #[arg(long)]
     plan: bool,
@@ -337,17 +345,29 @@ pub fn run() -> anyhow::Result<()> {
             },
         ),
         Command::Apply(args) => {
-            let report = package::apply(
-                &Layout::new(args.root.root),
-                &package::ApplyOptions {
-                    spec: args.spec,
-                    plan: args.plan,
-                    settings: args.settings,
-                    manager: args.services.manager(),
-                    wait: Duration::from_secs(args.wait),
-                },
-            )?;
-            print(&report.text(args.plan))
+            let layout = Layout::new(args.root.root);
+            let opts = package::ApplyOptions {
+                spec: args.spec.clone().unwrap_or_default(),
+                plan: args.plan,
+                settings: args.settings,
+                manager: args.services.manager(),
+                wait: Duration::from_secs(args.wait),
+            };
+            if !args.installed {
+                return print(&package::apply(&layout, &opts)?.text(args.plan));
+            }
+            let reports = package::apply_installed(&layout, &args.packages_dir, &opts)?;
+            if reports.is_empty() {
+                return print(&format!(
+                    "no package in {} is for this node's role\n",
+                    args.packages_dir.display()
+                ));
+            }
+            let mut out = String::new();
+            for (name, report) in reports {
+                out.push_str(&format!("package {name}:\n{}", report.text(args.plan)));
+            }
+            print(&out)
         }
         Command::Component(ComponentCommand::Exec(args)) => {
             package::units::exec(&Layout::new(args.root.root), &args.name)

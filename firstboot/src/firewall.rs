@@ -10,7 +10,9 @@
 //!   touched, so iptables-nft rules of container networking stay);
 //! - desired state: input dropped except loopback, ICMP/ICMPv6, replies, and
 //!   on control-plane nodes the substrate API and DNS from anywhere and etcd's
-//!   client and peer ports from the control-plane set;
+//!   client and peer ports from the control-plane set, and the ports the
+//!   node's applied packages register (`packages/NAME/ports.json`, written
+//!   by `globular apply`, which reloads this service when they change);
 //! - acts: loads the whole table once ([`ruleset`]), then replaces the set's
 //!   elements in one nftables transaction ([`set_update`]) only when the
 //!   registry's control-plane addresses changed. Polled every second, with
@@ -49,10 +51,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// What the input chain opens, beyond loopback, ICMP and replies.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Openings {
-    /// TCP ports open to anyone (the substrate API).
-    pub tcp: Vec<(u16, &'static str)>,
+    /// TCP ports open to anyone (the substrate API, packages' services).
+    pub tcp: Vec<(u16, String)>,
+    /// UDP ports open to anyone (packages' services).
+    pub udp: Vec<(u16, String)>,
     /// TCP and UDP ports open to anyone (DNS).
-    pub tcp_udp: Vec<(u16, &'static str)>,
+    pub tcp_udp: Vec<(u16, String)>,
     /// TCP ports open only to the control-plane set (etcd client and peer).
     pub control_plane: BTreeSet<u16>,
 }
@@ -70,13 +74,74 @@ impl Openings {
             Role::ControlPlane => {
                 let ports = seed.node.ports;
                 Openings {
-                    tcp: vec![(ports.api, "substrate API")],
-                    tcp_udp: vec![(DNS_PORT, "DNS")],
+                    tcp: vec![(ports.api, "substrate API".into())],
+                    udp: vec![],
+                    tcp_udp: vec![(DNS_PORT, "DNS".into())],
                     control_plane: [ports.etcd_client, ports.etcd_peer].into(),
                 }
             }
         }
     }
+
+    /// Also open the ports the node's packages registered.
+    pub fn with_packages(mut self, ports: &[PackagePort]) -> Openings {
+        for p in ports {
+            // The comment is the service's name, kept to characters that
+            // need no quoting in nft.
+            let what: String = p
+                .service
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+                .collect();
+            match p.protocol.as_str() {
+                "tcp" => self.tcp.push((p.port, what)),
+                "udp" => self.udp.push((p.port, what)),
+                other => tracing::warn!(
+                    "{}: protocol {other:?} is neither tcp nor udp; port {} stays closed",
+                    p.service,
+                    p.port
+                ),
+            }
+        }
+        self
+    }
+}
+
+/// A port a package's registry entry names: open to anyone, like the
+/// substrate API (the service behind it authenticates its clients).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PackagePort {
+    pub service: String,
+    pub port: u16,
+    pub protocol: String,
+}
+
+/// The file under `packages/NAME/` that lists the package's ports.
+pub const PORTS_FILE: &str = "ports.json";
+
+/// The ports of every applied package; a file that does not parse is
+/// skipped with a warning (its ports stay closed).
+pub fn package_ports(layout: &Layout) -> Vec<PackagePort> {
+    let Ok(dirs) = std::fs::read_dir(layout.root().join("packages")) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = dirs
+        .filter_map(|d| d.ok())
+        .map(|d| d.path().join(PORTS_FILE))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let parsed = std::fs::read_to_string(&file)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| Ok(serde_json::from_str::<Vec<PackagePort>>(&t)?));
+        match parsed {
+            Ok(ports) => out.extend(ports),
+            Err(e) => tracing::warn!("{}: {e:#}; its ports stay closed", file.display()),
+        }
+    }
+    out
 }
 
 /// Addresses of the control-plane set, by family (nftables sets are typed).
@@ -179,6 +244,9 @@ pub fn ruleset(open: &Openings, set: &AddrSet) -> String {
     for (port, what) in &open.tcp {
         text += &format!("\t\ttcp dport {port} accept comment \"{what}\"\n");
     }
+    for (port, what) in &open.udp {
+        text += &format!("\t\tudp dport {port} accept comment \"{what}\"\n");
+    }
     for (port, what) in &open.tcp_udp {
         text +=
             &format!("\t\tmeta l4proto {{ tcp, udp }} th dport {port} accept comment \"{what}\"\n");
@@ -235,28 +303,44 @@ impl Nft for System {
 #[derive(Debug)]
 pub struct Controller<N> {
     seed: Seed,
+    packages: Vec<PackagePort>,
     current: AddrSet,
     nft: N,
 }
 
 impl<N: Nft> Controller<N> {
     /// Loads the table for `seed` with its initial set.
-    pub fn start(seed: Seed, mut nft: N) -> anyhow::Result<Controller<N>> {
+    pub fn start(
+        seed: Seed,
+        packages: Vec<PackagePort>,
+        mut nft: N,
+    ) -> anyhow::Result<Controller<N>> {
         let current = initial_set(&seed);
-        nft.apply("loading the firewall ruleset", &first_ruleset(&seed))?;
+        nft.apply(
+            "loading the firewall ruleset",
+            &first_ruleset(&seed, &packages),
+        )?;
         tracing::info!(
             "firewall loaded for {} ({}); control-plane set: {}",
             seed.node.name,
             seed.node.role,
             elements(current.minus(&AddrSet::default()))
         );
-        Ok(Controller { seed, current, nft })
+        Ok(Controller {
+            seed,
+            packages,
+            current,
+            nft,
+        })
     }
 
-    /// Loads the whole table again with the current set: after
-    /// `nftables.service` reloaded the image's closed table (SIGHUP).
-    pub fn reload(&mut self) -> anyhow::Result<()> {
-        let text = ruleset(&Openings::of(&self.seed), &self.current);
+    /// Loads the whole table again with the current set and `packages`'
+    /// ports: after `nftables.service` reloaded the image's closed table,
+    /// or `globular apply` changed a package's ports (SIGHUP).
+    pub fn reload(&mut self, packages: Vec<PackagePort>) -> anyhow::Result<()> {
+        self.packages = packages;
+        let open = Openings::of(&self.seed).with_packages(&self.packages);
+        let text = ruleset(&open, &self.current);
         self.nft.apply("reloading the firewall ruleset", &text)?;
         tracing::info!("firewall ruleset reloaded");
         Ok(())
@@ -334,10 +418,17 @@ async fn wait_for_seed(layout: &Layout) -> anyhow::Result<Seed> {
 
 /// The ruleset loaded first for `seed`: a worker's opens nothing (the
 /// image's `/etc/nftables.conf`); a control-plane node's has its initial set.
-pub fn first_ruleset(seed: &Seed) -> String {
+/// Either opens the ports of the node's packages.
+pub fn first_ruleset(seed: &Seed, packages: &[PackagePort]) -> String {
     match seed.node.role {
-        Role::Worker => ruleset(&Openings::none(), &AddrSet::default()),
-        Role::ControlPlane => ruleset(&Openings::of(seed), &initial_set(seed)),
+        Role::Worker => ruleset(
+            &Openings::none().with_packages(packages),
+            &AddrSet::default(),
+        ),
+        Role::ControlPlane => ruleset(
+            &Openings::of(seed).with_packages(packages),
+            &initial_set(seed),
+        ),
     }
 }
 
@@ -345,7 +436,7 @@ pub fn first_ruleset(seed: &Seed) -> String {
 pub fn print(layout: &Layout) -> anyhow::Result<String> {
     let path = layout.seed();
     let seed = Seed::parse(&layout.read(&path)?, &path.display().to_string())?;
-    Ok(first_ruleset(&seed))
+    Ok(first_ruleset(&seed, &package_ports(layout)))
 }
 
 /// `globular firewall`: loads the ruleset from the seed; on a control-plane
@@ -354,7 +445,10 @@ pub fn run(layout: &Layout) -> anyhow::Result<()> {
     runtime::block_on(Threads::One, async {
         let seed = wait_for_seed(layout).await?;
         if seed.node.role == Role::Worker {
-            System.apply("loading the firewall ruleset", &first_ruleset(&seed))?;
+            System.apply(
+                "loading the firewall ruleset",
+                &first_ruleset(&seed, &package_ports(layout)),
+            )?;
             tracing::info!(
                 "firewall loaded for worker {}: nothing open inbound",
                 seed.node.name
@@ -364,15 +458,16 @@ pub fn run(layout: &Layout) -> anyhow::Result<()> {
         }
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("listening for SIGHUP")?;
-        let mut controller = Controller::start(seed, System)?;
+        let mut controller = Controller::start(seed, package_ports(layout), System)?;
         notify_ready();
         loop {
             tokio::select! {
                 result = follow(layout, &mut controller) => return result,
                 _ = crate::server::shutdown_signal() => return Ok(()),
                 // `systemctl reload nftables` (propagated to this unit) put
-                // the closed table back: load ours again, then keep following.
-                _ = hangup.recv() => controller.reload()?,
+                // the closed table back, or a package's ports changed: load
+                // ours again, then keep following.
+                _ = hangup.recv() => controller.reload(package_ports(layout))?,
             }
         }
     })
@@ -494,6 +589,41 @@ token: abcdef.0123456789abcdef
     }
 
     #[test]
+    fn packages_ports_are_opened_and_bad_files_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let write = |name: &str, text: &str| {
+            let d = layout.package_dir(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(PORTS_FILE), text).unwrap();
+        };
+        write(
+            "kubernetes-control-plane",
+            r#"[{"service": "kubernetes.KubernetesService", "port": 6443, "protocol": "tcp"},
+                {"service": "x\" accept; drop \"", "port": 7000, "protocol": "udp"},
+                {"service": "odd", "port": 7001, "protocol": "sctp"}]"#,
+        );
+        write("broken", "{not json");
+        let ports = package_ports(&layout);
+        assert_eq!(ports.len(), 3, "{ports:?}");
+        for seed in [control_plane_seed(), worker_seed()] {
+            let text = first_ruleset(&seed, &ports);
+            assert!(
+                text.contains("tcp dport 6443 accept comment \"kubernetes.KubernetesService\""),
+                "{text}"
+            );
+            // A name cannot end the comment and add a rule of its own.
+            assert!(
+                text.contains("udp dport 7000 accept comment \"xacceptdrop\""),
+                "{text}"
+            );
+            assert!(!text.contains("7001"), "{text}");
+        }
+        // Without packages a worker still opens nothing.
+        assert!(!first_ruleset(&worker_seed(), &[]).contains("dport"));
+    }
+
+    #[test]
     fn control_plane_ruleset_follows_the_seed_ports() {
         let seed = control_plane_seed();
         let text = ruleset(&Openings::of(&seed), &initial_set(&seed));
@@ -602,7 +732,7 @@ token: abcdef.0123456789abcdef
     fn nft_runs_only_when_the_set_changes() {
         let seed = control_plane_seed();
         let mut nft = Recorder::default();
-        let mut c = Controller::start(seed, &mut nft).unwrap();
+        let mut c = Controller::start(seed, vec![], &mut nft).unwrap();
         assert_eq!(
             c.current(),
             &ips(&["10.0.0.11", "10.0.0.12", "fd00::11", "fd00::12"])

@@ -138,7 +138,7 @@ mod tests {
     fn units_are_in_the_overlay() {
         let units =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays/base/usr/lib/systemd/system");
-        let package_units = [crate::package::units::TEMPLATE];
+        let package_units = [crate::package::units::TEMPLATE, crate::agent::PACKAGES_UNIT];
         for unit in [Service::Etcd.unit(), Service::Api.unit()]
             .into_iter()
             .chain(package_units)

@@ -37,6 +37,7 @@ use anyhow::{anyhow, Context as _};
 use globular_cluster::fsutil::{self, PUBLIC, SECRET};
 use globular_cluster::seed::{self, Seed};
 use globular_cluster::Role;
+use globular_task::Task;
 
 use crate::datasource::{self, Datasource};
 use crate::layout::Layout;
@@ -45,6 +46,9 @@ use crate::services::Manager;
 pub use boot_config::{network_config, NETWORK_FILE};
 pub use etcd_membership::{etcd_leaf_spec, ETCD_CERT_KINDS};
 pub use steps::{State, Step, PAUSE_ENV};
+
+/// The unit that applies the image's packages (`globular apply --installed`).
+pub const PACKAGES_UNIT: &str = "globular-packages.service";
 
 /// Options of `globular firstboot`.
 #[derive(Debug, Clone)]
@@ -129,6 +133,15 @@ impl Agent {
                 .await
                 .with_context(|| format!("step {}", step.name()))?;
             self.state.record(&self.layout, step)?;
+        }
+        if self.opts.services == Manager::Systemd {
+            // The image's packages for this role (Kubernetes on a control
+            // plane): from now on the unit starts on every boot by itself
+            // (ConditionPathExists= on the enrolled marker).
+            Task::new("starting the node's packages", "systemctl")
+                .package("systemd")
+                .args(["start", "--no-block", PACKAGES_UNIT])
+                .run()?;
         }
         Ok(Outcome::Enrolled {
             node: seed.node.name.clone(),

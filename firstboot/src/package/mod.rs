@@ -24,7 +24,9 @@ use anyhow::{bail, Context as _};
 use globular_cluster::fsutil;
 use globular_cluster::protocol::RegisterRequest;
 use globular_substrate::etcd::{Grant, Permission};
+use globular_task::Task;
 
+use crate::firewall;
 use crate::layout::{Layout, NodeConfig};
 use crate::runtime::{self, Threads};
 use crate::services::Manager;
@@ -94,6 +96,53 @@ impl Report {
     }
 }
 
+/// Where images ship their package specs.
+pub const INSTALLED_DIR: &str = "/usr/share/globular/packages";
+
+/// `globular apply --installed`: applies every spec in `dir` (`*.yaml`, in
+/// name order) whose role is this node's, each as `globular apply FILE`
+/// would (`opts.spec` is ignored). What the image's
+/// `globular-packages.service` runs after enrollment and on every boot.
+pub fn apply_installed(
+    layout: &Layout,
+    dir: &Path,
+    opts: &ApplyOptions,
+) -> anyhow::Result<Vec<(String, Report)>> {
+    let node = layout.load_node_config()?;
+    let mut specs = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // An image without packages.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            specs.push(path);
+        }
+    }
+    specs.sort();
+    let mut out = Vec::new();
+    for path in specs {
+        let spec = Spec::load(&path)?;
+        if spec.role != node.role {
+            tracing::debug!("{}: for {} nodes, not this one", path.display(), spec.role);
+            continue;
+        }
+        let opts = ApplyOptions {
+            spec: path.clone(),
+            ..opts.clone()
+        };
+        let report =
+            apply(layout, &opts).with_context(|| format!("applying {}", path.display()))?;
+        out.push((spec.name, report));
+    }
+    Ok(out)
+}
+
 /// `globular apply`: makes the node match the spec (see the module docs).
 pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
     let spec = Spec::load(&opts.spec)?;
@@ -118,8 +167,10 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
     for change in certs::converge(layout, &spec, &facts, &dir, opts.plan)? {
         report.changes.push(change);
     }
+    let mut ports_changed = false;
     for (path, content) in files(layout, &spec, &facts, &dir)? {
         if std::fs::read(&path).ok().as_deref() != Some(content.as_bytes()) {
+            ports_changed |= path.ends_with(firewall::PORTS_FILE);
             if !opts.plan {
                 if let Some(parent) = path.parent() {
                     fsutil::create_private_dir(parent)
@@ -130,6 +181,14 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
             }
             report.changes.push(Change::File { path });
         }
+    }
+    if ports_changed && !opts.plan && opts.manager == Manager::Systemd {
+        // The firewall opens what packages register (firewall.rs); a
+        // worker's firewall is not running and reads them at boot.
+        Task::new("reloading the firewall", "systemctl")
+            .package("systemd")
+            .args(["try-reload-or-restart", "globular-firewall.service"])
+            .run()?;
     }
     let rt = runtime::build(Threads::One)?;
     if let Some(access) = &spec.etcd {
@@ -234,6 +293,36 @@ fn files(
         let path = dir.join("components").join(format!("{}.json", c.name));
         out.push((path, serde_json::to_string_pretty(&line)? + "\n"));
     }
+    if !spec.register.is_empty() {
+        let ports: Vec<firewall::PackagePort> = registrations(spec, facts)?
+            .into_iter()
+            .map(|(r, port)| firewall::PackagePort {
+                service: r.service.clone(),
+                port,
+                protocol: r.protocol.clone(),
+            })
+            .collect();
+        out.push((
+            dir.join(firewall::PORTS_FILE),
+            serde_json::to_string_pretty(&ports)? + "\n",
+        ));
+    }
+    Ok(out)
+}
+
+/// The spec's registry entries with their ports rendered.
+fn registrations<'a>(
+    spec: &'a Spec,
+    facts: &Facts,
+) -> anyhow::Result<Vec<(&'a spec::Registration, u16)>> {
+    let mut out = Vec::new();
+    for (i, r) in spec.register.iter().enumerate() {
+        let port: u16 = facts
+            .render(&r.port, &format!("register[{i}].port"))?
+            .parse()
+            .with_context(|| format!("register[{i}].port: not a port number"))?;
+        out.push((r, port));
+    }
     Ok(out)
 }
 
@@ -272,11 +361,7 @@ async fn register(
         .context("the node has no address")?
         .to_owned();
     let mut changes = Vec::new();
-    for (i, r) in spec.register.iter().enumerate() {
-        let port: u16 = facts
-            .render(&r.port, &format!("register[{i}].port"))?
-            .parse()
-            .with_context(|| format!("register[{i}].port: not a port number"))?;
+    for (r, port) in registrations(spec, facts)? {
         let metadata = BTreeMap::from([
             ("package".to_owned(), spec.name.clone()),
             ("version".to_owned(), spec.version.clone()),

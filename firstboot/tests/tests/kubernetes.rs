@@ -37,10 +37,32 @@ struct Apply {
 }
 
 impl Apply {
+    /// `globular apply SPEC`.
     fn run(&self, node: &Node, extra: &[&str]) -> Result<String, globular_task::TaskError> {
-        let mut task = Task::new("applying the Kubernetes package", AGENT)
-            .arg("apply")
-            .arg(&self.spec)
+        self.task(
+            node,
+            Task::new("applying the Kubernetes package", AGENT)
+                .arg("apply")
+                .arg(&self.spec),
+            extra,
+        )
+    }
+
+    /// `globular apply --installed`, what the images' globular-packages.service runs.
+    fn installed(&self, node: &Node, dir: &Path) -> Result<String, globular_task::TaskError> {
+        let task = Task::new("applying the installed packages", AGENT)
+            .args(["apply", "--installed", "--packages-dir"])
+            .arg(dir);
+        self.task(node, task, &[])
+    }
+
+    fn task(
+        &self,
+        node: &Node,
+        task: Task,
+        extra: &[&str],
+    ) -> Result<String, globular_task::TaskError> {
+        let mut task = task
             .arg("--root")
             .arg(&node.root)
             .args(["--services", "spawn", "--wait", "300"])
@@ -89,8 +111,25 @@ fn kubernetes_control_plane_package_on_the_substrate() {
     assert!(plan.contains("would start kube-apiserver"), "{plan}");
     assert!(!dir.exists(), "the plan wrote {}", dir.display());
 
-    // First run: certificates, files, etcd user, components, health, registry.
-    let out = apply.run(&cp1, &[]).unwrap();
+    // First run, as the image runs it: every package of the image's
+    // directory that is for this node's role (a worker's package there is
+    // left alone). Certificates, files, etcd user, components, health,
+    // registry.
+    let installed = cluster.dir.path().join("packages");
+    std::fs::create_dir(&installed).unwrap();
+    std::fs::copy(&apply.spec, installed.join("kubernetes-control-plane.yaml")).unwrap();
+    std::fs::write(
+        installed.join("a-worker-package.yaml"),
+        "apiVersion: globular/v1\nkind: Package\nname: a-worker-package\nversion: '1'\nrole: worker\n",
+    )
+    .unwrap();
+    let out = apply.installed(&cp1, &installed).unwrap();
+    assert!(
+        out.starts_with("package kubernetes-control-plane:\n"),
+        "{out}"
+    );
+    assert!(!out.contains("a-worker-package"), "{out}");
+    assert!(!cp1.root.join("packages/a-worker-package").exists());
     for line in [
         "issue certificate apiserver (missing)",
         "set etcd user kube-apiserver-etcd-client and its role",
@@ -125,6 +164,20 @@ fn kubernetes_control_plane_package_on_the_substrate() {
     // Second run: nothing to change.
     let again = apply.run(&cp1, &[]).unwrap();
     assert!(again.starts_with("no changes\n"), "{again}");
+
+    // The firewall opens the port the package registered (to anyone: the
+    // apiserver authenticates its clients), and nothing else of it.
+    let rules = Task::new("globular firewall --print", AGENT)
+        .args(["firewall", "--print", "--root"])
+        .arg(&cp1.root)
+        .read_string()
+        .unwrap();
+    assert!(
+        rules.contains(&format!(
+            "tcp dport {apiserver_port} accept comment \"kubernetes.KubernetesService\""
+        )),
+        "{rules}"
+    );
 
     // kubectl with the administrator kubeconfig: a namespace, a ConfigMap
     // and a Deployment, read back.
