@@ -66,6 +66,10 @@ fn analyze(vm: &mut Vm, what: &str, dir: &Path) {
 
 /// Whether the boot `name` is to run (`GLOBULAR_BOOT_TIME=worker-uefi,cp`
 /// picks some; unset, all).
+/// The package run's log line once kube-apiserver's `/readyz` said ok
+/// (firstboot/src/package/health.rs), on the console.
+const KUBERNETES_READY: &str = "health check kube-apiserver passed";
+
 fn wanted(name: &str) -> bool {
     std::env::var("GLOBULAR_BOOT_TIME").map_or(true, |v| v.split(',').any(|w| w == name))
 }
@@ -191,4 +195,14 @@ fn control_plane(cp: &Image, dir: &Path) {
         t.as_secs_f64()
     ));
     analyze(&mut vm, "bootstrap control plane, UEFI, boot 1", dir);
+    // Then Kubernetes' control plane, which the agent applies after
+    // enrollment (globular-packages.service): its apiserver's /readyz.
+    let k = vm
+        .wait_for(KUBERNETES_READY, Duration::from_secs(1800))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", vm.tail()));
+    figure(format!(
+        "bootstrap control plane alone: QEMU start to Kubernetes' /readyz {:.1} s ({:.1} s after enrolled)",
+        k.as_secs_f64(),
+        (k - t).as_secs_f64()
+    ));
 }

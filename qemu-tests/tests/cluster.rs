@@ -48,6 +48,10 @@ const CSR_SENT: &str = "sending the CSR";
 /// enrollment, until `/readyz` answers on every control plane: three
 /// apiservers start emulated (TCG) on two host cores.
 const KUBERNETES_READY: Duration = Duration::from_secs(1200);
+/// The package run's log line once kube-apiserver's `/readyz` said ok
+/// (firstboot/src/package/health.rs), on the console: waiting on it costs
+/// the guests nothing, where each kubectl run costs an emulated second.
+const KUBERNETES_HEALTHY: &str = "health check kube-apiserver passed";
 /// The apiserver's port (the package's `secure_port`).
 const KUBE_APISERVER_PORT: u16 = 6443;
 
@@ -409,8 +413,13 @@ impl Cluster {
         Ok(out.success(&format!("kubectl {}", args.join(" ")))?.stdout)
     }
 
-    /// Until `kubectl get --raw /readyz` through `server` answers `ok`.
+    /// Until `server`'s own package run saw its apiserver ready, then until
+    /// `kubectl get --raw /readyz` on `via` through `server` answers `ok`.
     fn wait_kubernetes_ready(&mut self, via: &str, server: &str, deadline: Instant) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(err) = self.vm(server).wait_for(KUBERNETES_HEALTHY, left) {
+            self.fail(server, &format!("Kubernetes did not become ready: {err:#}"));
+        }
         loop {
             match self.kubectl(via, server, &["get", "--raw", "/readyz"]) {
                 Ok(out) if out.trim() == "ok" => return,

@@ -79,6 +79,15 @@ pub struct Report {
 }
 
 impl Report {
+    /// Records a change, and logs it when it is made (not planned): the
+    /// journal of `globular-packages.service` shows a run's progress.
+    fn push(&mut self, plan: bool, change: Change) {
+        if !plan {
+            tracing::info!("{change}");
+        }
+        self.changes.push(change);
+    }
+
     /// The report as `globular apply` prints it.
     pub fn text(&self, plan: bool) -> String {
         let mut out = String::new();
@@ -165,7 +174,7 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
         fsutil::create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     for change in certs::converge(layout, &spec, &facts, &dir, opts.plan)? {
-        report.changes.push(change);
+        report.push(opts.plan, change);
     }
     let mut ports_changed = false;
     for (path, content) in files(layout, &spec, &facts, &dir)? {
@@ -179,7 +188,7 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
                 fsutil::write_atomic(&path, content.as_bytes(), fsutil::SECRET)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
-            report.changes.push(Change::File { path });
+            report.push(opts.plan, Change::File { path });
         }
     }
     if ports_changed && !opts.plan && opts.manager == Manager::Systemd {
@@ -210,9 +219,12 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
                 })
                 .with_context(|| format!("giving etcd user {} its prefix", access.user))?;
             }
-            report.changes.push(Change::EtcdAccess {
-                user: access.user.clone(),
-            });
+            report.push(
+                opts.plan,
+                Change::EtcdAccess {
+                    user: access.user.clone(),
+                },
+            );
         }
     }
     // A component reads the package's files when it starts: any change to
@@ -224,12 +236,12 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
             if !opts.plan {
                 units::start(layout, opts.manager, &name)?;
             }
-            report.changes.push(Change::Start { component: name });
+            report.push(opts.plan, Change::Start { component: name });
         } else if files_changed {
             if !opts.plan {
                 units::restart(layout, opts.manager, &name)?;
             }
-            report.changes.push(Change::Restart { component: name });
+            report.push(opts.plan, Change::Restart { component: name });
         }
     }
     if opts.plan {
@@ -252,9 +264,15 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
         }
         Ok(())
     };
+    tracing::info!(
+        "{}: waiting up to {} s for {} health checks",
+        spec.name,
+        opts.wait.as_secs(),
+        spec.health.len()
+    );
     report.healthy = rt.block_on(health::wait(layout, &spec, &facts, opts.wait, &alive))?;
     for change in rt.block_on(register(layout, &spec, &facts, &node))? {
-        report.changes.push(change);
+        report.push(opts.plan, change);
     }
     Ok(report)
 }
