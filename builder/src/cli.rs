@@ -217,6 +217,11 @@ struct SeedArgs {
     /// the seed can reimage the node under its name.
     #[arg(long, default_value = "365d", value_parser = globular_cluster::token::parse_ttl)]
     ticket_ttl: time::Duration,
+    /// The image's packages the node applies once enrolled, by name,
+    /// comma-separated (`kubernetes-control-plane`); `none` for a
+    /// substrate-only node. Default: every one the image ships for the role.
+    #[arg(long, value_name = "NAME,...|none", value_parser = parse_packages)]
+    packages: Option<PackageList>,
     /// Substrate API port of this node.
     #[arg(long, default_value_t = globular_cluster::API_PORT)]
     api_port: u16,
@@ -401,6 +406,7 @@ fn seed(args: SeedArgs) -> anyhow::Result<()> {
         },
         token,
         ticket_ttl: args.ticket_ttl,
+        packages: args.packages.map(|p| p.0),
     };
     let format = match args.format {
         SeedFormatArg::Yaml => SeedFormat::Yaml,
@@ -575,4 +581,21 @@ fn role_directory(profiles_dir: &Path, role: &str) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(dir)
+}
+
+/// `--packages`: names, or `none` for the empty list.
+#[derive(Debug, Clone)]
+struct PackageList(Vec<String>);
+
+fn parse_packages(text: &str) -> Result<PackageList, String> {
+    if text == "none" {
+        return Ok(PackageList(Vec::new()));
+    }
+    let names: Vec<String> = text.split(',').map(|n| n.trim().to_owned()).collect();
+    match names.iter().find(|n| !globular_cluster::valid_node_name(n)) {
+        Some(bad) => Err(format!(
+            "{bad:?} is not a package name (a lowercase DNS label)"
+        )),
+        None => Ok(PackageList(names)),
+    }
 }

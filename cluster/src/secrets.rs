@@ -360,6 +360,7 @@ impl ClusterSecrets {
                 addresses: opts.addresses.clone(),
                 gateway: opts.gateway.clone(),
                 ports: opts.ports,
+                packages: opts.packages.clone(),
             },
             bootstrap: opts.bootstrap,
             token,
@@ -405,6 +406,9 @@ pub struct SeedOptions {
     pub token: Option<String>,
     /// How long the node's enrollment ticket is valid.
     pub ticket_ttl: Duration,
+    /// The image's packages the node applies (`node.packages`); `None`:
+    /// every one for its role.
+    pub packages: Option<Vec<String>>,
 }
 
 /// Default lifetime of an enrollment ticket: a seed reimages its node for a
@@ -542,6 +546,7 @@ mod tests {
             ports: Ports::default(),
             token: None,
             ticket_ttl: TICKET_TTL,
+            packages: None,
         }
     }
 
@@ -596,6 +601,7 @@ mod tests {
             ports: Ports::default(),
             token: Some(token.into()),
             ticket_ttl: TICKET_TTL,
+            packages: None,
         };
         let made_later = BootstrapToken::generate().expose();
         let seed = secrets.seed(&opts(&made_later, false)).unwrap();
@@ -621,6 +627,7 @@ mod tests {
                 ports: Ports::default(),
                 token: None,
                 ticket_ttl: TICKET_TTL,
+                packages: None,
             })
             .unwrap();
         assert!(seed.ca.is_some());
@@ -644,6 +651,7 @@ mod tests {
                 ports: Ports::default(),
                 token: None,
                 ticket_ttl: TICKET_TTL,
+                packages: None,
             })
             .unwrap_err();
         assert!(format!("{err:#}").contains("bootstrap"), "{err:#}");

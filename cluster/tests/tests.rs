@@ -34,5 +34,6 @@ fn seed_options(node: &str, role: Role, bootstrap: bool) -> SeedOptions {
         ports: Ports::default(),
         token: None,
         ticket_ttl: secrets::TICKET_TTL,
+        packages: None,
     }
 }

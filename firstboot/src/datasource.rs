@@ -196,6 +196,7 @@ mod tests {
                     ports: Default::default(),
                     token: None,
                     ticket_ttl: secrets::TICKET_TTL,
+                    packages: None,
                 })
                 .unwrap();
             let b64 = base64::engine::general_purpose::STANDARD.encode(seed.to_yaml());
@@ -260,6 +261,7 @@ mod tests {
                 addresses: vec!["127.0.0.1/8".into()],
                 gateway: None,
                 ports: Default::default(),
+                packages: None,
             },
             bootstrap: false,
             token: Some("abcdef.0123456789abcdef".into()),

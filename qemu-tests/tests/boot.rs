@@ -3,13 +3,13 @@
 //! multi-user.target, reports its version (a unit ordered after the target
 //! prints the boot report: the tests' "boot complete" marker), creates its state partition on
 //! first boot and keeps it across a reboot, and refuses a tampered OS slot.
-//! The direct kernel boot of the same kernel, initrd and command line is the
-//! baseline for the boot-time target.
+//! The direct kernel boot of the same kernel, initrd and command line, the
+//! baseline of the boot-time figures, is in the `boot_time` benchmark.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use qemu_tests::{overlay, Firmware, VmBuilder};
+use qemu_tests::{overlay, VmBuilder};
 
 use crate::images::{image, record, run_dir, vm_lock, Image, VERSION};
 
@@ -32,31 +32,6 @@ fn fresh_disk(image: &Image, dir: &Path) -> PathBuf {
     let disk = dir.join("disk.qcow2");
     overlay(&image.disk, "raw", &disk, DISK_SIZE).unwrap();
     disk
-}
-
-#[test]
-fn direct_kernel_boot_reaches_multi_user() {
-    let image = worker();
-    let _vm = vm_lock();
-    let dir = run_dir();
-    let disk = fresh_disk(&image, dir.path());
-    let (kernel, initrd, cmdline) = image.direct_kernel(dir.path()).unwrap();
-    let mut vm = VmBuilder::new("direct")
-        .firmware(Firmware::Bios)
-        .direct_kernel(&kernel, Some(initrd), &cmdline)
-        .disk(&disk, "qcow2")
-        .work_dir(dir.path())
-        .start()
-        .unwrap();
-    // The boot report is ordered after multi-user.target by its unit: the
-    // system, not console timing, says the boot is complete.
-    let elapsed = vm
-        .wait_for(&image.boot_report("/dev/vda6", 1), BOOT_TIMEOUT)
-        .unwrap();
-    record(&format!(
-        "worker {VERSION}: direct kernel boot to multi-user: {:.1} s",
-        elapsed.as_secs_f64()
-    ));
 }
 
 #[test]

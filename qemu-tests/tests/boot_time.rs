@@ -173,6 +173,7 @@ fn control_plane(cp: &Image, dir: &Path) {
             ports: Ports::default(),
             token: None,
             ticket_ttl: secrets::TICKET_TTL,
+            packages: None,
         },
         SeedFormat::Cidata,
         &seed,

@@ -5,3 +5,4 @@ mod boot;
 mod boot_time;
 mod cluster;
 mod images;
+mod kubernetes;

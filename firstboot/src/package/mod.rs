@@ -30,6 +30,7 @@ use crate::firewall;
 use crate::layout::{Layout, NodeConfig};
 use crate::runtime::{self, Threads};
 use crate::services::Manager;
+use globular_cluster::seed::Seed;
 use render::Facts;
 use spec::Spec;
 
@@ -109,7 +110,8 @@ impl Report {
 pub const INSTALLED_DIR: &str = "/usr/share/globular/packages";
 
 /// `globular apply --installed`: applies every spec in `dir` (`*.yaml`, in
-/// name order) whose role is this node's, each as `globular apply FILE`
+/// name order) whose role is this node's and that the seed selects
+/// (`node.packages`: unset, all of them), each as `globular apply FILE`
 /// would (`opts.spec` is ignored). What the image's
 /// `globular-packages.service` runs after enrollment and on every boot.
 pub fn apply_installed(
@@ -118,6 +120,9 @@ pub fn apply_installed(
     opts: &ApplyOptions,
 ) -> anyhow::Result<Vec<(String, Report)>> {
     let node = layout.load_node_config()?;
+    let seed_path = layout.seed();
+    let seed = Seed::parse(&layout.read(&seed_path)?, &seed_path.display().to_string())?;
+    let selected = seed.node.packages;
     let mut specs = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -134,13 +139,13 @@ pub fn apply_installed(
         }
     }
     specs.sort();
-    let mut out = Vec::new();
+    let mut loaded = Vec::new();
     for path in specs {
         let spec = Spec::load(&path)?;
-        if spec.role != node.role {
-            tracing::debug!("{}: for {} nodes, not this one", path.display(), spec.role);
-            continue;
-        }
+        loaded.push((path, spec));
+    }
+    let mut out = Vec::new();
+    for (path, spec) in select(loaded, node.role, selected.as_deref(), dir)? {
         let opts = ApplyOptions {
             spec: path.clone(),
             ..opts.clone()
@@ -150,6 +155,33 @@ pub fn apply_installed(
         out.push((spec.name, report));
     }
     Ok(out)
+}
+
+/// The specs for `role` that the seed's `selected` names (all of them when
+/// it names none); an error when it names one `dir` does not have.
+fn select(
+    specs: Vec<(PathBuf, Spec)>,
+    role: globular_cluster::Role,
+    selected: Option<&[String]>,
+    dir: &Path,
+) -> anyhow::Result<Vec<(PathBuf, Spec)>> {
+    let for_role: Vec<_> = specs.into_iter().filter(|(_, s)| s.role == role).collect();
+    if let Some(selected) = selected {
+        for name in selected {
+            if !for_role.iter().any(|(_, s)| &s.name == name) {
+                let names: Vec<&str> = for_role.iter().map(|(_, s)| s.name.as_str()).collect();
+                bail!(
+                    "the seed's node.packages names {name}, but {} has no {name} package for {role} nodes (it has: {})",
+                    dir.display(),
+                    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                );
+            }
+        }
+    }
+    Ok(for_role
+        .into_iter()
+        .filter(|(_, s)| selected.is_none_or(|sel| sel.contains(&s.name)))
+        .collect())
 }
 
 /// `globular apply`: makes the node match the spec (see the module docs).
@@ -413,4 +445,52 @@ async fn register(
         });
     }
     Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use globular_cluster::Role;
+
+    fn specs() -> Vec<(PathBuf, Spec)> {
+        [("a", "control-plane"), ("b", "control-plane"), ("c", "worker")]
+            .into_iter()
+            .map(|(name, role)| {
+                let text = format!(
+                    "apiVersion: globular/v1\nkind: Package\nname: {name}\nversion: '1'\nrole: {role}\n"
+                );
+                (PathBuf::from(format!("{name}.yaml")), Spec::parse(&text, name).unwrap())
+            })
+            .collect()
+    }
+
+    fn names(selected: Option<&[String]>, role: Role) -> anyhow::Result<Vec<String>> {
+        Ok(select(specs(), role, selected, Path::new("/packages"))?
+            .into_iter()
+            .map(|(_, s)| s.name)
+            .collect())
+    }
+
+    #[test]
+    fn the_seed_selects_among_the_role_packages() {
+        assert_eq!(names(None, Role::ControlPlane).unwrap(), ["a", "b"]);
+        assert_eq!(names(None, Role::Worker).unwrap(), ["c"]);
+        assert_eq!(
+            names(Some(&["b".to_owned()]), Role::ControlPlane).unwrap(),
+            ["b"]
+        );
+        // `[]`: a substrate-only node.
+        assert!(names(Some(&[]), Role::ControlPlane).unwrap().is_empty());
+        // A package of another role, or one the image lacks, is an error
+        // that names it and what there is.
+        for wanted in ["c", "zzz"] {
+            let err = names(Some(&[wanted.to_owned()]), Role::ControlPlane)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("names {wanted}")) && err.contains("(it has: a, b)"),
+                "{err}"
+            );
+        }
+    }
 }

@@ -147,6 +147,7 @@ impl Cluster {
                 ports,
                 token: None,
                 ticket_ttl: secrets::TICKET_TTL,
+                packages: None,
             },
             secrets::SeedFormat::Yaml,
             &seed_path,
