@@ -359,7 +359,7 @@ pub fn run() -> anyhow::Result<()> {
             let reports = package::apply_installed(&layout, &args.packages_dir, &opts)?;
             if reports.is_empty() {
                 return print(&format!(
-                    "no package in {} is for this node's role\n",
+                    "nothing to apply: no package in {} for this node's role, or none its seed selects (node.packages)\n",
                     args.packages_dir.display()
                 ));
             }

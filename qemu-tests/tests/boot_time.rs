@@ -16,13 +16,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use globular_cluster::secrets::{self, NewCluster, SeedFormat, SeedOptions};
-use globular_cluster::seed::Ports;
-use globular_cluster::Role;
 use qemu_tests::{overlay, Firmware, Vm, VmBuilder};
 
 use crate::boot::{BOOT_TIMEOUT, DISK_SIZE};
-use crate::images::{image, record, run_dir, vm_lock, Image, VERSION};
+use crate::images::{bootstrap_seed, image, record, run_dir, vm_lock, Image, VERSION};
 
 const EXEC: Duration = Duration::from_secs(120);
 
@@ -151,34 +148,7 @@ fn direct(worker: &Image, dir: &Path) {
 
 /// A bootstrap control plane alone, UEFI, from its cidata seed.
 fn control_plane(cp: &Image, dir: &Path) {
-    let bundle = dir.join("cluster");
-    secrets::create(&NewCluster {
-        name: "bench".into(),
-        out: bundle.clone(),
-        endpoints: vec![format!("10.77.0.11:{}", globular_cluster::API_PORT)],
-        token_ttl: time::Duration::hours(1),
-        policy: Default::default(),
-    })
-    .unwrap();
-    let seed = dir.join("cp-1.seed.img");
-    secrets::write_seed(
-        &bundle,
-        &SeedOptions {
-            node: "cp-1".into(),
-            role: Role::ControlPlane,
-            addresses: vec!["10.77.0.11/24".into()],
-            gateway: None,
-            bootstrap: true,
-            endpoints: Vec::new(),
-            ports: Ports::default(),
-            token: None,
-            ticket_ttl: secrets::TICKET_TTL,
-            packages: None,
-        },
-        SeedFormat::Cidata,
-        &seed,
-    )
-    .unwrap();
+    let seed = bootstrap_seed(dir);
     let disk = fresh_disk(cp, dir, "cp-1");
     let mut vm = VmBuilder::new("cp-1")
         .disk(&disk, "qcow2")

@@ -238,3 +238,42 @@ fn run_dir_is_kept_when_the_test_fails() {
         assert!(!path.exists(), "{} was kept", path.display());
     }
 }
+
+/// The address of a lone bootstrap control plane ([`bootstrap_seed`]).
+pub const LONE_CP_IP: &str = "10.77.0.11";
+
+/// A new cluster's bundle under `dir` and the cidata seed of its bootstrap
+/// control plane `cp-1` at [`LONE_CP_IP`], with the image's default packages.
+pub fn bootstrap_seed(dir: &Path) -> PathBuf {
+    use globular_cluster::secrets::{self, NewCluster, SeedFormat, SeedOptions};
+    let bundle = dir.join("cluster");
+    secrets::create(&NewCluster {
+        name: "lone".into(),
+        out: bundle.clone(),
+        endpoints: vec![format!("{LONE_CP_IP}:{}", globular_cluster::API_PORT)],
+        token_ttl: time::Duration::hours(1),
+        policy: Default::default(),
+    })
+    .expect("builder cluster new");
+    let seed = dir.join("cp-1.seed.img");
+    secrets::write_seed(
+        &bundle,
+        &SeedOptions {
+            node: "cp-1".into(),
+            role: globular_cluster::Role::ControlPlane,
+            addresses: vec![format!("{LONE_CP_IP}/24")],
+            gateway: None,
+            bootstrap: true,
+            endpoints: Vec::new(),
+            ports: Default::default(),
+            token: None,
+            ticket_ttl: secrets::TICKET_TTL,
+            // Every package the image ships for the role.
+            packages: None,
+        },
+        SeedFormat::Cidata,
+        &seed,
+    )
+    .expect("builder seed");
+    seed
+}

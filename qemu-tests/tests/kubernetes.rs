@@ -11,14 +11,13 @@
 
 use std::time::{Duration, Instant};
 
-use globular_cluster::secrets::{self, NewCluster, SeedFormat, SeedOptions};
-use globular_cluster::seed::Ports;
-use globular_cluster::Role;
 use qemu_tests::{overlay, Vm, VmBuilder};
 use serde_json::Value;
 
 use crate::boot::{BOOT_TIMEOUT, DISK_SIZE};
-use crate::images::{image, record, repo_root, run_dir, vm_lock, VERSION};
+use crate::images::{
+    bootstrap_seed, image, record, repo_root, run_dir, vm_lock, LONE_CP_IP as IP, VERSION,
+};
 
 /// The package run's log line once kube-apiserver's `/readyz` said ok
 /// (firstboot/src/package/health.rs), on the console.
@@ -28,7 +27,6 @@ const KUBERNETES_READY: Duration = Duration::from_secs(1500);
 /// One command in the guest; the Kubernetes program's start alone takes
 /// tens of seconds emulated.
 const EXEC: Duration = Duration::from_secs(300);
-const IP: &str = "10.77.0.11";
 const KUBECONFIG: &str = "/run/test-admin.kubeconfig";
 
 fn exec(vm: &mut Vm, program: &str, args: &[&str]) -> String {
@@ -50,35 +48,7 @@ fn control_plane_applies_kubernetes_after_enrollment() {
     let cp = image("control-plane", VERSION);
     let _vm = vm_lock();
     let dir = run_dir();
-    let bundle = dir.path().join("cluster");
-    secrets::create(&NewCluster {
-        name: "k8s".into(),
-        out: bundle.clone(),
-        endpoints: vec![format!("{IP}:{}", globular_cluster::API_PORT)],
-        token_ttl: time::Duration::hours(1),
-        policy: Default::default(),
-    })
-    .unwrap();
-    let seed = dir.path().join("cp-1.seed.img");
-    secrets::write_seed(
-        &bundle,
-        &SeedOptions {
-            node: "cp-1".into(),
-            role: Role::ControlPlane,
-            addresses: vec![format!("{IP}/24")],
-            gateway: None,
-            bootstrap: true,
-            endpoints: Vec::new(),
-            ports: Ports::default(),
-            token: None,
-            ticket_ttl: secrets::TICKET_TTL,
-            // The default: every package the image ships for the role.
-            packages: None,
-        },
-        SeedFormat::Cidata,
-        &seed,
-    )
-    .unwrap();
+    let seed = bootstrap_seed(dir.path());
     let disk = dir.path().join("cp-1.qcow2");
     overlay(&cp.disk, "raw", &disk, DISK_SIZE).unwrap();
     let started = Instant::now();
