@@ -23,6 +23,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use globular_cluster::fsutil;
 use globular_cluster::protocol::RegisterRequest;
+use globular_cluster::seed::Seed;
+use globular_cluster::Role;
 use globular_substrate::etcd::{Grant, Permission};
 use globular_task::Task;
 
@@ -30,7 +32,6 @@ use crate::firewall;
 use crate::layout::{Layout, NodeConfig};
 use crate::runtime::{self, Threads};
 use crate::services::Manager;
-use globular_cluster::seed::Seed;
 use render::Facts;
 use spec::Spec;
 
@@ -161,7 +162,7 @@ pub fn apply_installed(
 /// it names none); an error when it names one `dir` does not have.
 fn select(
     specs: Vec<(PathBuf, Spec)>,
-    role: globular_cluster::Role,
+    role: Role,
     selected: Option<&[String]>,
     dir: &Path,
 ) -> anyhow::Result<Vec<(PathBuf, Spec)>> {
@@ -450,7 +451,6 @@ async fn register(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use globular_cluster::Role;
 
     fn specs() -> Vec<(PathBuf, Spec)> {
         [("a", "control-plane"), ("b", "control-plane"), ("c", "worker")]
