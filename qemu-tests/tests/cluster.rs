@@ -251,7 +251,9 @@ impl Cluster {
             format!("--cert={PKI}/etcd-client.crt"),
             format!("--key={PKI}/etcd-client.key"),
             format!("--user={SUBSTRATE_USER}:{}", self.etcd_password()),
-            "--command-timeout=10s".into(),
+            // Authenticate is a raft proposal: on a loaded afternoon of
+            // 2026-12-03 none finished within 10 s for 5 minutes.
+            "--command-timeout=30s".into(),
         ];
         argv.extend(args.iter().map(|a| a.to_string()));
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
