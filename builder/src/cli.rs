@@ -173,6 +173,11 @@ struct ClusterNewArgs {
     /// `<name>.<domain>` (see docs/dns.md).
     #[arg(long, default_value = globular_cluster::registry::DEFAULT_DOMAIN)]
     domain: String,
+    /// An operator's age public key (`age1...`, from `age-keygen`):
+    /// the control planes' backups are encrypted to it; may be repeated
+    /// (docs/backup.md).
+    #[arg(long = "backup-recipient", value_name = "AGE_PUBLIC_KEY")]
+    backup_recipients: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -368,7 +373,13 @@ fn cluster_new(args: ClusterNewArgs) -> anyhow::Result<()> {
             max_addresses: args.max_addresses,
         },
     };
-    let secrets = globular_cluster::secrets::create_in_domain(&new, &args.domain)?;
+    let secrets = globular_cluster::secrets::create_with(
+        &new,
+        &globular_cluster::secrets::ClusterExtras {
+            domain: args.domain,
+            backup_recipients: args.backup_recipients,
+        },
+    )?;
     tracing::info!(
         "created cluster {} ({}) in {}, CA {}",
         secrets.info.name,

@@ -12,6 +12,7 @@
 //! - [`fsutil`]: the one atomic-write helper; [`logging`]: the binaries'
 //!   logging setup.
 
+pub mod backup;
 pub mod cidata;
 pub mod etcd_auth;
 pub mod fsutil;

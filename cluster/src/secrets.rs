@@ -47,6 +47,10 @@ pub struct ClusterInfo {
         skip_serializing_if = "registry::is_default_domain"
     )]
     pub domain: String,
+    /// Operators' age public keys (`age1...`): backups are encrypted to
+    /// them (docs/backup.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backup_recipients: Vec<String>,
 }
 
 /// One entry of `tokens.yaml`.
@@ -134,17 +138,49 @@ pub struct NewCluster {
     pub policy: EnrollmentPolicy,
 }
 
+/// What `builder cluster new` may set beyond [`NewCluster`] (a separate
+/// type rather than fields of it, whose literals the VM tests build).
+#[derive(Debug, Clone)]
+pub struct ClusterExtras {
+    /// The DNS zone's parent (`builder cluster new --domain`).
+    pub domain: String,
+    /// Operators' age public keys (`--backup-recipient`).
+    pub backup_recipients: Vec<String>,
+}
+
+impl Default for ClusterExtras {
+    fn default() -> ClusterExtras {
+        ClusterExtras {
+            domain: registry::DEFAULT_DOMAIN.to_owned(),
+            backup_recipients: Vec::new(),
+        }
+    }
+}
+
 /// Creates a new cluster secrets bundle in `opts.out` (which must not exist),
 /// its zone under [`registry::DEFAULT_DOMAIN`]. The bundle appears whole or
 /// not at all.
 pub fn create(opts: &NewCluster) -> anyhow::Result<ClusterSecrets> {
-    create_in_domain(opts, registry::DEFAULT_DOMAIN)
+    create_with(opts, &ClusterExtras::default())
 }
 
-/// [`create`] with the cluster's DNS zone under `domain` (`builder cluster
-/// new --domain`). A separate function rather than a field of
-/// [`NewCluster`], whose literals the VM tests build.
+/// [`create`] with the cluster's DNS zone under `domain`.
 pub fn create_in_domain(opts: &NewCluster, domain: &str) -> anyhow::Result<ClusterSecrets> {
+    create_with(
+        opts,
+        &ClusterExtras {
+            domain: domain.to_owned(),
+            ..ClusterExtras::default()
+        },
+    )
+}
+
+/// [`create`] with [`ClusterExtras`].
+pub fn create_with(opts: &NewCluster, extras: &ClusterExtras) -> anyhow::Result<ClusterSecrets> {
+    let domain = extras.domain.as_str();
+    for recipient in &extras.backup_recipients {
+        crate::backup::parse_recipient(recipient)?;
+    }
     if !crate::valid_node_name(&opts.name) {
         bail!("cluster name {:?} is not a lowercase DNS label", opts.name);
     }
@@ -184,6 +220,7 @@ pub fn create_in_domain(opts: &NewCluster, domain: &str) -> anyhow::Result<Clust
             endpoints: opts.endpoints.clone(),
             policy: opts.policy,
             domain: domain.to_owned(),
+            backup_recipients: extras.backup_recipients.clone(),
         },
         tokens: [Role::ControlPlane, Role::Worker]
             .into_iter()
@@ -353,6 +390,7 @@ impl ClusterSecrets {
                 endpoints,
                 policy: self.info.policy,
                 domain: self.info.domain.clone(),
+                backup_recipients: self.info.backup_recipients.clone(),
             },
             node: NodeSpec {
                 name: opts.node.clone(),

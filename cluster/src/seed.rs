@@ -94,6 +94,10 @@ pub struct ClusterRef {
         skip_serializing_if = "registry::is_default_domain"
     )]
     pub domain: String,
+    /// Operators' age public keys: a control plane's backups are encrypted
+    /// to them (docs/backup.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backup_recipients: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +236,10 @@ impl Seed {
                 "field `cluster.domain`: {:?} is not lowercase DNS labels joined by dots",
                 self.cluster.domain
             ));
+        }
+        for (i, recipient) in self.cluster.backup_recipients.iter().enumerate() {
+            crate::backup::parse_recipient(recipient)
+                .map_err(|e| format!("field `cluster.backup_recipients[{i}]`: {e}"))?;
         }
         for (i, ep) in self.cluster.endpoints.iter().enumerate() {
             if ep.parse::<std::net::SocketAddr>().is_err() {
@@ -520,6 +528,7 @@ mod robustness {
                 endpoints: vec![],
                 policy: EnrollmentPolicy::default(),
                 domain: registry::default_domain(),
+                backup_recipients: Vec::new(),
             },
             node: NodeSpec {
                 name: "cp1".into(),

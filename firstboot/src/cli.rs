@@ -9,7 +9,7 @@ use globular_cluster::protocol::RegisterRequest;
 use globular_cluster::Role;
 
 use crate::layout::{Layout, DEFAULT_ROOT};
-use crate::{agent, firewall, kubeconfig, node_cli, package, server, services};
+use crate::{agent, backup, firewall, kubeconfig, node_cli, package, server, services};
 
 #[derive(Debug, Parser)]
 #[command(name = "globular", version, about = "The Globular node agent and CLI")]
@@ -51,6 +51,10 @@ enum Command {
     Component(ComponentCommand),
     /// Print a short-lived administrator kubeconfig (control-plane nodes).
     Kubeconfig(KubeconfigArgs),
+    /// Backups of the cluster: etcd snapshots with the cluster's secrets,
+    /// encrypted to the operators (docs/backup.md).
+    #[command(subcommand)]
+    Backup(BackupCommand),
 }
 
 #[derive(Debug, Args)]
@@ -274,6 +278,104 @@ struct TokenCreateArgs {
     ttl: time::Duration,
 }
 
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// Take a backup now (control-plane nodes): an etcd snapshot and the
+    /// seed, signed with the cluster CA and encrypted to the operators' keys.
+    Create(BackupCreateArgs),
+    /// List the archives in the backup directory, newest first.
+    List(BackupListArgs),
+    /// Check an archive against its checksum file; with `--identity`, also
+    /// decrypt it and check its signature and every part.
+    Verify(BackupVerifyArgs),
+    /// Remove old archives (never the newest).
+    Prune(BackupPruneArgs),
+    /// Restore an archive's etcd snapshot into a new data directory (keys
+    /// and revisions kept) after checking the whole archive.
+    Restore(BackupRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+struct BackupDirArgs {
+    /// Where the archives are.
+    #[arg(long, default_value = backup::DEFAULT_DIR)]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct BackupCreateArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    #[command(flatten)]
+    dir: BackupDirArgs,
+    /// Archive name (default: CLUSTER-YYYYMMDDTHHMMSSZ).
+    #[arg(long)]
+    name: Option<String>,
+    /// Another operator public key (`age1...`) beside the seed's; may be
+    /// repeated.
+    #[arg(long = "recipient")]
+    recipients: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct BackupListArgs {
+    #[command(flatten)]
+    dir: BackupDirArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct BackupVerifyArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// The archive (`NAME.gbackup`).
+    archive: PathBuf,
+    /// An age identity file holding a recipient's key: decrypt and check
+    /// everything.
+    #[arg(long)]
+    identity: Option<PathBuf>,
+    /// The cluster CA certificate the signature must verify against
+    /// (default: this node's).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct BackupPruneArgs {
+    #[command(flatten)]
+    dir: BackupDirArgs,
+    /// How many archives to keep.
+    #[arg(long, default_value_t = 24)]
+    keep: usize,
+    /// Remove archives older than this (`7d`, `12h`).
+    #[arg(long, default_value = "7d", value_parser = globular_cluster::token::parse_ttl)]
+    max_age: time::Duration,
+}
+
+#[derive(Debug, Args)]
+struct BackupRestoreArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    archive: PathBuf,
+    /// An age identity file holding a recipient's key.
+    #[arg(long)]
+    identity: PathBuf,
+    /// The cluster CA certificate the signature must verify against
+    /// (default: this node's).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The new etcd data directory (must not exist).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The restored member's name.
+    #[arg(long)]
+    name: String,
+    /// The restored member's peer URL (`https://IP:2380`).
+    #[arg(long)]
+    peer_url: String,
+}
+
 impl ManagerArg {
     fn manager(self) -> services::Manager {
         match self {
@@ -377,6 +479,7 @@ pub fn run() -> anyhow::Result<()> {
             args.ttl,
             args.server,
         )?),
+        Command::Backup(command) => run_backup(command),
         Command::Token(TokenCommand::Create(args)) => node_cli::run(
             &Layout::new(args.root.root),
             node_cli::Command::TokenCreate {
@@ -384,5 +487,71 @@ pub fn run() -> anyhow::Result<()> {
                 ttl: args.ttl,
             },
         ),
+    }
+}
+
+fn run_backup(command: BackupCommand) -> anyhow::Result<()> {
+    let node_ca = |root: RootArgs, ca: Option<PathBuf>| {
+        ca.unwrap_or_else(|| Layout::new(root.root).ca_cert())
+    };
+    match command {
+        BackupCommand::Create(args) => {
+            let manifest = backup::create(
+                &Layout::new(args.root.root),
+                &backup::CreateOptions {
+                    dir: args.dir.dir.clone(),
+                    name: args.name,
+                    recipients: args.recipients,
+                },
+            )?;
+            print(&format!(
+                "{}\n",
+                args.dir
+                    .dir
+                    .join(format!(
+                        "{}.{}",
+                        manifest.name,
+                        globular_cluster::backup::EXTENSION
+                    ))
+                    .display()
+            ))
+        }
+        BackupCommand::List(args) => {
+            let listed = backup::list(&args.dir.dir)?;
+            if args.json {
+                return print(&(serde_json::to_string_pretty(&listed)? + "\n"));
+            }
+            let mut out = format!("{:<40} {:>12} {}\n", "NAME", "BYTES", "MODIFIED");
+            for l in listed {
+                out += &format!("{:<40} {:>12} {}\n", l.name, l.size, l.modified);
+            }
+            print(&out)
+        }
+        BackupCommand::Verify(args) => {
+            let ca = node_ca(args.root, args.ca);
+            let verified = backup::verify(&args.archive, args.identity.as_deref(), &ca)?;
+            print(&(serde_json::to_string_pretty(&verified)? + "\n"))
+        }
+        BackupCommand::Prune(args) => {
+            let removed = backup::prune(&args.dir.dir, args.keep, args.max_age)?;
+            print(
+                &removed
+                    .iter()
+                    .map(|n| format!("removed {n}\n"))
+                    .collect::<String>(),
+            )
+        }
+        BackupCommand::Restore(args) => {
+            let trusted_ca = node_ca(args.root, args.ca);
+            let manifest = backup::restore(&backup::RestoreOptions {
+                archive: args.archive,
+                identity: args.identity,
+                trusted_ca,
+                data_dir: args.data_dir,
+                name: args.name,
+                peer_url: args.peer_url,
+            })?;
+            print(&(serde_json::to_string_pretty(&manifest)? + "\n"))
+        }
     }
 }

@@ -254,6 +254,7 @@ mod tests {
                 endpoints: vec!["127.0.0.1:10016".into()],
                 policy: Default::default(),
                 domain: globular_cluster::registry::default_domain(),
+                backup_recipients: Vec::new(),
             },
             node: globular_cluster::seed::NodeSpec {
                 name: "w1".into(),

@@ -14,9 +14,11 @@
 //! - [`etcd_client`]: the substrate's etcd client and etcd's auth;
 //! - [`kubeconfig`]: `globular kubeconfig`, a short-lived admin kubeconfig;
 //! - [`package`]: `globular apply`, the package installer (Kubernetes);
+//! - [`backup`]: `globular backup`, encrypted snapshots of the cluster;
 //! - [`layout`]: the state directory; [`runtime`]: the tokio runtime.
 
 pub mod agent;
+pub mod backup;
 pub mod cli;
 pub mod datasource;
 pub mod etcd_client;

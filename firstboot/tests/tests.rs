@@ -5,6 +5,8 @@
 #[path = "tests/harness.rs"]
 mod harness;
 
+#[path = "tests/backup.rs"]
+mod backup;
 #[path = "tests/bench.rs"]
 mod bench;
 #[path = "tests/boot.rs"]

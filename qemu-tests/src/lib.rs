@@ -482,6 +482,20 @@ impl Vm {
 
     /// Sends a QMP command (e.g. `system_powerdown`) and returns the reply line.
     pub fn qmp(&self, command: &str) -> anyhow::Result<String> {
+        self.qmp_with(command, None)
+    }
+
+    /// [`Vm::qmp`] with the command's arguments (a JSON object); a reply
+    /// that is an error is an error.
+    pub fn qmp_args(&self, command: &str, arguments: &str) -> anyhow::Result<String> {
+        let reply = self.qmp_with(command, Some(arguments))?;
+        if reply.contains("\"error\"") {
+            bail!("QMP {command} {arguments}: {reply}");
+        }
+        Ok(reply)
+    }
+
+    fn qmp_with(&self, command: &str, arguments: Option<&str>) -> anyhow::Result<String> {
         let stream = UnixStream::connect(&self.qmp)
             .with_context(|| format!("connecting to {}", self.qmp.display()))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -494,7 +508,10 @@ impl Vm {
         writeln!(writer, r#"{{"execute":"qmp_capabilities"}}"#)?;
         line.clear();
         reader.read_line(&mut line)?;
-        writeln!(writer, r#"{{"execute":"{command}"}}"#)?;
+        match arguments {
+            None => writeln!(writer, r#"{{"execute":"{command}"}}"#)?,
+            Some(args) => writeln!(writer, r#"{{"execute":"{command}","arguments":{args}}}"#)?,
+        }
         // Skip asynchronous events until the command's reply.
         loop {
             line.clear();

@@ -63,6 +63,8 @@ pub fn prepare_os_tree(tree: &Path, image_id: &str, version: &str) -> anyhow::Re
 pub struct InitrdInput<'a> {
     /// The resolved `initrd` profile.
     pub config: &'a Config,
+    /// What its `.tera` extra files are rendered with.
+    pub template_context: &'a tera::Context,
     /// Its package stage, already in the cache.
     pub entry_tree: &'a Path,
     /// The finished OS tree (source of the kernel modules).
@@ -76,7 +78,8 @@ pub struct InitrdInput<'a> {
 }
 
 /// Builds the initrd: the initrd profile's tree with systemd as `/init`,
-/// `/etc/initrd-release`, the OS kernel's boot modules, written as cpio.zst.
+/// `/etc/initrd-release`, the OS kernel's boot modules and the profile's
+/// `ExtraTrees=` (its `mkosi.extra/`), written as cpio.zst.
 pub fn build_initrd(input: &InitrdInput<'_>) -> anyhow::Result<()> {
     let tree = input.work.join("initrd-tree");
     Task::new("copying the cached initrd tree", "cp")
@@ -141,6 +144,16 @@ pub fn build_initrd(input: &InitrdInput<'_>) -> anyhow::Result<()> {
         .arg(&tree)
         .args(["depmod", kver])
         .run()?;
+    for item in input.config.list("ExtraTrees") {
+        let (source, target) = item.split_once(':').unwrap_or((item.as_str(), "/"));
+        crate::overlay::copy_tree(
+            Path::new(source),
+            &tree,
+            Path::new(target),
+            Some(input.template_context),
+        )
+        .with_context(|| format!("the initrd's ExtraTrees={source}"))?;
+    }
     finalize::finalize(
         &tree,
         &finalize::Finalize {
@@ -173,6 +186,25 @@ fn replace_symlink(target: &str, link: &Path) -> anyhow::Result<()> {
         std::fs::remove_file(link)?;
     }
     std::os::unix::fs::symlink(target, link).with_context(|| format!("linking {}", link.display()))
+}
+
+/// What decides the initrd beyond the OS tree's kernel: the initrd
+/// profile's package stage (`stage_key`) and the contents of its extra
+/// trees. It goes into the image's input digest, so a changed initrd file
+/// makes a new image.
+pub fn initrd_key(stage_key: &str, config: &Config) -> anyhow::Result<String> {
+    let mut trees = Vec::new();
+    for item in config.list("ExtraTrees") {
+        let source = item.split_once(':').map_or(item.as_str(), |(s, _)| s);
+        trees.push((item.clone(), crate::digest::tree(Path::new(source))?));
+    }
+    if trees.is_empty() {
+        return Ok(stage_key.to_owned());
+    }
+    Ok(crate::digest::json(&serde_json::json!({
+        "package_stage": stage_key,
+        "extra_trees": trees,
+    })))
 }
 
 /// The `initrd` profile next to a role profile (`profiles/initrd/`).

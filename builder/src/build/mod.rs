@@ -228,8 +228,10 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
             kernel.version
         ));
         let initrd_path = work.path().join("initrd.cpio.zst");
+        let initrd_context = initrd_config.template_context(&options.resolve.pins);
         bootable::build_initrd(&bootable::InitrdInput {
             config: &initrd_config,
+            template_context: &initrd_context,
             entry_tree: &entry.tree(),
             os_tree: &tree,
             kernel_version: &kernel.version,
@@ -242,7 +244,9 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         let vmlinuz = work.path().join("vmlinuz");
         std::fs::copy(&kernel.image, &vmlinuz)
             .with_context(|| format!("copying {}", kernel.image.display()))?;
-        initrd = Some((initrd_stage.key(), initrd_path, vmlinuz, kernel.version));
+        // The initrd's inputs: its package stage and its extra trees.
+        let initrd_key = bootable::initrd_key(&initrd_stage.key(), &initrd_config)?;
+        initrd = Some((initrd_key, initrd_path, vmlinuz, kernel.version));
     }
 
     let extra_key = initrd.as_ref().map(|(k, ..)| k.as_str());

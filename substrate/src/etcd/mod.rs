@@ -10,6 +10,8 @@
 //! integers as strings.
 
 mod auth;
+mod snapshot;
+mod stream;
 mod watch;
 
 use std::collections::HashMap;

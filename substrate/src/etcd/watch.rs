@@ -7,6 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use super::stream::{End, JsonStream};
 use super::{decode, int, prefix_end, Etcd};
 
 impl Etcd {
@@ -55,10 +56,7 @@ impl Etcd {
             match request.send().await {
                 Ok(resp) if resp.status().is_success() => {
                     return Ok(Watch {
-                        response: resp,
-                        buffer: Vec::new(),
-                        scanned: 0,
-                        endpoint: ep.clone(),
+                        stream: JsonStream::new(resp, format!("etcd watch at {ep}")),
                     })
                 }
                 Ok(resp) => last = Some(anyhow!("etcd /v3/watch at {ep}: {}", resp.status())),
@@ -72,12 +70,7 @@ impl Etcd {
 /// An open watch ([`Etcd::watch`]).
 #[derive(Debug)]
 pub struct Watch {
-    response: reqwest::Response,
-    /// Bytes of the stream not parsed yet.
-    buffer: Vec<u8>,
-    /// How much of `buffer` is known to hold no newline.
-    scanned: usize,
-    endpoint: String,
+    stream: JsonStream,
 }
 
 /// What a watch saw.
@@ -99,35 +92,11 @@ impl Watch {
     /// The next event; `Ok(None)` when the stream ended (its session is
     /// over or the member went away).
     pub async fn next(&mut self) -> anyhow::Result<Option<WatchEvent>> {
-        loop {
-            // The gateway ends every message with a newline, and its compact
-            // JSON has none inside: a message is parsed once, when its end
-            // is here (a large one arrives in many chunks).
-            if let Some(end) = self.buffer[self.scanned..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map(|i| self.scanned + i)
-            {
-                let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                self.scanned = 0;
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let message: Value = serde_json::from_slice(&line)
-                    .with_context(|| format!("etcd watch at {}: bad JSON", self.endpoint))?;
-                return watch_event(&message)
-                    .with_context(|| format!("etcd watch at {}", self.endpoint))
-                    .map(Some);
-            }
-            self.scanned = self.buffer.len();
-            match self.response.chunk().await {
-                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
-                Ok(None) => return Ok(None),
-                Err(e) if e.is_timeout() => return Ok(None),
-                Err(e) => {
-                    return Err(anyhow!(e).context(format!("etcd watch at {}", self.endpoint)))
-                }
-            }
+        match self.stream.next().await? {
+            Ok(message) => watch_event(&message)
+                .with_context(|| self.stream.what().to_owned())
+                .map(Some),
+            Err(End::Closed | End::TimedOut) => Ok(None),
         }
     }
 }

@@ -1,0 +1,329 @@
+//! Issue 17: a backup of a real cluster (real etcd, the real `globular`)
+//! restores every key with its revisions into a fresh etcd, and archives
+//! that are not the operator's, not the cluster's or not intact are refused
+//! before anything is written.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+
+use age::secrecy::ExposeSecret as _;
+use globular_cluster::etcd_auth::SUBSTRATE_USER;
+use globular_cluster::Role;
+use globular_task::Task;
+use serde_json::Value;
+
+use crate::harness::{etcdctl, free_port, kill_spawned, Cluster, Node, AGENT};
+
+/// Every key with its revisions, version and value, in key order.
+type Keys = Vec<(String, i64, i64, i64, String)>;
+
+fn keys_of(json: &str) -> (Keys, i64) {
+    let v: Value = serde_json::from_str(json).unwrap();
+    let int = |v: &Value| match v {
+        Value::Number(n) => n.as_i64().unwrap(),
+        Value::String(s) => s.parse().unwrap(),
+        _ => 0,
+    };
+    let keys = v["kvs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|kv| {
+            (
+                kv["key"].as_str().unwrap().to_owned(),
+                int(&kv["create_revision"]),
+                int(&kv["mod_revision"]),
+                int(&kv["version"]),
+                kv["value"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    (keys, int(&v["header"]["revision"]))
+}
+
+/// All keys (`get --from-key ''`), as the substrate.
+fn all_keys(node: &Node) -> (Keys, i64) {
+    keys_of(&etcdctl(
+        node,
+        &node.etcd_url(),
+        &["get", "--from-key", "", "-w", "json"],
+    ))
+}
+
+fn globular(args: &[&str]) -> Result<String, String> {
+    Task::new("running globular", AGENT)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .read_string()
+        .map_err(|e| format!("{e:#}"))
+}
+
+fn write_identity(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = age::x25519::Identity::generate();
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "# public key: {}\n{}\n",
+            key.to_public(),
+            key.to_string().expose_secret()
+        ),
+    )
+    .unwrap();
+    (path, key.to_public().to_string())
+}
+
+/// A plain-HTTP etcd on loopback, killed when dropped.
+struct Etcd(Child);
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_backup_restores_every_key_and_revision_and_bad_archives_are_refused() {
+    let cluster = Cluster::new();
+    let dir = cluster.dir.path().to_owned();
+    let cp1 = cluster.node("cp1", Role::ControlPlane, true, &[]);
+    cluster.run_agent(&cp1).unwrap();
+    let root = cp1.root.to_str().unwrap().to_owned();
+
+    // Substrate records through the API, Kubernetes-like objects in etcd.
+    for i in 0..5 {
+        globular(&[
+            "service",
+            "register",
+            "--root",
+            &root,
+            "--name",
+            &format!("test.S{i}"),
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "8080",
+        ])
+        .unwrap();
+    }
+    for i in 0..20 {
+        etcdctl(
+            &cp1,
+            &cp1.etcd_url(),
+            &["put", &format!("/registry/test/{i:02}"), "object"],
+        );
+    }
+    // Some keys changed more than once: versions and revisions to keep.
+    etcdctl(
+        &cp1,
+        &cp1.etcd_url(),
+        &["put", "/registry/test/00", "changed"],
+    );
+    let (before, revision) = all_keys(&cp1);
+    let substrate_keys = before
+        .iter()
+        .filter(|k| key_name(&k.0).starts_with("/globular/"))
+        .count();
+    assert!(substrate_keys >= 5, "{before:?}");
+
+    let (identity, recipient) = write_identity(&dir, "operator.key");
+    let backups = dir.join("backups");
+    let backups_arg = backups.to_str().unwrap();
+    // Without a recipient (none in the seed, none given) nothing is written.
+    let err = globular(&["backup", "create", "--root", &root, "--dir", backups_arg]).unwrap_err();
+    assert!(err.contains("no backup recipients"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&backups).map(|d| d.count()).unwrap_or(0),
+        0
+    );
+
+    let out = globular(&[
+        "backup",
+        "create",
+        "--root",
+        &root,
+        "--dir",
+        backups_arg,
+        "--name",
+        "t1",
+        "--recipient",
+        &recipient,
+    ])
+    .unwrap();
+    let archive = backups.join("t1.gbackup");
+    assert_eq!(out.trim(), archive.display().to_string());
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&archive).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Only the archive and its checksum file: the staged snapshot is gone.
+    let mut names: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["t1.gbackup", "t1.gbackup.sha256"]);
+    let listed = globular(&["backup", "list", "--dir", backups_arg]).unwrap();
+    assert!(listed.contains("t1"), "{listed}");
+
+    // The manifest describes the snapshot: its revision and key counts.
+    let archive_arg = archive.to_str().unwrap();
+    let identity_arg = identity.to_str().unwrap();
+    let verified: Value = serde_json::from_str(
+        &globular(&[
+            "backup",
+            "verify",
+            archive_arg,
+            "--root",
+            &root,
+            "--identity",
+            identity_arg,
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    let manifest = &verified["manifest"];
+    assert_eq!(manifest["etcd"]["revision"], revision, "{manifest}");
+    assert_eq!(manifest["etcd"]["total_keys"], before.len(), "{manifest}");
+    assert_eq!(manifest["etcd"]["keys"]["/registry/"], 20, "{manifest}");
+    assert_eq!(
+        manifest["etcd"]["keys"]["/globular/"], substrate_keys,
+        "{manifest}"
+    );
+    assert_eq!(
+        manifest["cluster"]["id"], cluster.secrets.info.id,
+        "{manifest}"
+    );
+
+    // The cluster is gone: etcd killed, its data removed.
+    kill_spawned(&cp1.root);
+    std::fs::remove_dir_all(cp1.layout().etcd_data()).unwrap();
+
+    let ca = cluster.bundle_dir().join("ca.crt");
+    let ca_arg = ca.to_str().unwrap();
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let restore = |archive: &str, identity: &str, ca: &str, data: &Path| {
+        globular(&[
+            "backup",
+            "restore",
+            archive,
+            "--identity",
+            identity,
+            "--ca",
+            ca,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--name",
+            "restored",
+            "--peer-url",
+            &peer,
+        ])
+    };
+    let data = dir.join("restored.etcd");
+
+    // Refused, and nothing written: another operator's key ...
+    let (other, _) = write_identity(&dir, "other.key");
+    let err = restore(archive_arg, other.to_str().unwrap(), ca_arg, &data).unwrap_err();
+    assert!(err.contains("not encrypted to this key"), "{err}");
+    assert!(!data.exists());
+    // ... another cluster's CA ...
+    let other_cluster = Cluster::new();
+    let other_ca = other_cluster.bundle_dir().join("ca.crt");
+    let err = restore(archive_arg, identity_arg, other_ca.to_str().unwrap(), &data).unwrap_err();
+    assert!(err.contains("signature does not verify"), "{err}");
+    assert!(!data.exists());
+    // ... a copy with one byte changed (its checksum says so too).
+    let tampered = backups.join("tampered.gbackup");
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&tampered, &bytes).unwrap();
+    std::fs::copy(
+        backups.join("t1.gbackup.sha256"),
+        backups.join("tampered.gbackup.sha256"),
+    )
+    .unwrap();
+    let err = globular(&[
+        "backup",
+        "verify",
+        tampered.to_str().unwrap(),
+        "--root",
+        &root,
+    ])
+    .unwrap_err();
+    assert!(err.contains("SHA-256"), "{err}");
+    let err = restore(tampered.to_str().unwrap(), identity_arg, ca_arg, &data).unwrap_err();
+    assert!(err.contains("tampered.gbackup"), "{err}");
+    assert!(!data.exists());
+    // No scratch directory left anywhere.
+    let leftovers: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".globular-backup") || n.contains("restored"))
+        .collect();
+    assert_eq!(leftovers, Vec::<String>::new());
+
+    // The real archive restores into a fresh etcd: every key, value,
+    // version and revision as before.
+    restore(archive_arg, identity_arg, ca_arg, &data).unwrap();
+    let client = format!("http://127.0.0.1:{}", free_port());
+    let log = dir.join("restored.etcd.log");
+    let _etcd = Etcd(
+        Task::new("starting the restored etcd", "etcd")
+            .args(["--name", "restored", "--data-dir"])
+            .arg(&data)
+            .args([
+                format!("--listen-client-urls={client}"),
+                format!("--advertise-client-urls={client}"),
+                format!("--listen-peer-urls={peer}"),
+                format!("--initial-advertise-peer-urls={peer}"),
+            ])
+            .spawn_logged(&log)
+            .unwrap(),
+    );
+    // etcd's auth came back with the data: the substrate signs in as before.
+    let password = std::fs::read_to_string(cp1.layout().etcd_password()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let after = loop {
+        let out = Task::new("reading the restored etcd", "etcdctl")
+            .args([
+                format!("--endpoints={client}"),
+                "--command-timeout=5s".into(),
+            ])
+            .args(["get", "--from-key", "", "-w", "json"])
+            .env(
+                "ETCDCTL_USER",
+                format!("{SUBSTRATE_USER}:{}", password.trim()),
+            )
+            .read_string();
+        match out {
+            Ok(out) => break keys_of(&out),
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!(
+                    "{e:#}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(300)),
+        }
+    };
+    assert_eq!(
+        after.0, before,
+        "keys, revisions, versions or values differ"
+    );
+    assert!(after.1 >= revision, "revision {} < {revision}", after.1);
+}
+
+/// A key as etcdctl's JSON gives it (base64), decoded.
+fn key_name(b64: &str) -> String {
+    use base64::Engine as _;
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap()
+}
