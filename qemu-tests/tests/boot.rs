@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use qemu_tests::{overlay, Firmware, VmBuilder};
 
-use crate::images::{image, record, run_dir, vm_lock, Image, VERSION};
+use crate::images::{image, record, repo_root, run_dir, vm_lock, Image, VERSION};
 
 /// TCG on a busy two-core machine: generous, but bounded.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -198,4 +198,55 @@ fn a_late_disk_still_boots() {
     // Booted from the late disk: the verity root was set up and mounted.
     vm.wait_for(&image.boot_report("/dev/vda6", 1), BOOT_TIMEOUT)
         .unwrap();
+}
+
+/// The names in a newc cpio archive (the initrd's format).
+fn cpio_names(data: &[u8]) -> Vec<String> {
+    let field = |at: usize| {
+        std::str::from_utf8(&data[at..at + 8])
+            .ok()
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+            .expect("a cpio header field")
+    };
+    let mut names = Vec::new();
+    let mut at = 0;
+    while at + 110 <= data.len() && &data[at..at + 6] == b"070701" {
+        let size = field(at + 54);
+        let name_len = field(at + 94);
+        let name = String::from_utf8_lossy(&data[at + 110..at + 110 + name_len - 1]).into_owned();
+        if name == "TRAILER!!!" {
+            break;
+        }
+        let data_at = (at + 110 + name_len).next_multiple_of(4);
+        at = (data_at + size).next_multiple_of(4);
+        names.push(name);
+    }
+    names
+}
+
+/// The initrd carries its profile's extra files
+/// (`profiles/initrd/mkosi.extra/`): for two sessions it did not, and the
+/// device timeout they set never reached a boot. No VM: the initrd is read
+/// out of the image's UKI.
+#[test]
+fn the_initrd_carries_its_profiles_extra_files() {
+    let image = worker();
+    let dir = run_dir();
+    let (_, initrd, _) = image.direct_kernel(dir.path()).unwrap();
+    let compressed = std::fs::read(&initrd).unwrap();
+    let cpio = zstd::decode_all(&compressed[..]).expect("a zstd initrd");
+    let names = cpio_names(&cpio);
+    assert!(names.len() > 100, "{} entries: {names:?}", names.len());
+    let extra = repo_root().join("profiles/initrd/mkosi.extra");
+    for entry in walkdir::WalkDir::new(&extra).min_depth(1) {
+        let entry = entry.unwrap();
+        if entry.file_type().is_file() {
+            let rel = entry.path().strip_prefix(&extra).unwrap();
+            let rel = rel.to_string_lossy();
+            assert!(
+                names.iter().any(|n| n.trim_start_matches("./") == rel),
+                "{rel} is not in the initrd"
+            );
+        }
+    }
 }

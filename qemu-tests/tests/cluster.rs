@@ -33,11 +33,11 @@ use crate::images::{image, record, repo_root, run_dir, vm_lock, Image, RunDir};
 const SUBNET: &str = "10.77.0";
 const CP_MEMORY_MIB: u32 = 1536;
 const WORKER_MEMORY_MIB: u32 = 1024;
-/// QEMU start to a node's enrolled (or its CSR sent): four VMs share two
-/// cores, and on 2026-12-03 this machine's CPU had a third stolen by its own
-/// host: cp-1 reached etcd-started 506 s into its boot and its booted
-/// system's udev took over 120 s to show the ESP (a single VM's boot
-/// timeout, 600 s, was too short).
+/// QEMU start to a node's enrolled (or its CSR sent): up to four VMs share
+/// two cores, and on 2026-12-03 this machine's CPU had a third stolen by its
+/// own host: cp-1 reached etcd-started 506 s into its boot (four VMs booting
+/// at once) and its booted system's udev took over 120 s to show the ESP (a
+/// single VM's boot timeout, 600 s, was too short).
 const ENROLL_TIMEOUT: Duration = Duration::from_secs(900);
 /// Waits inside a scenario (etcd membership, registry contents).
 const CONVERGE: Duration = Duration::from_secs(300);
@@ -45,7 +45,8 @@ const CONVERGE: Duration = Duration::from_secs(300);
 const EXEC: Duration = Duration::from_secs(60);
 /// The first run of the 150 MB Kubernetes program in a guest: its pages come
 /// through dm-verity and erofs, and all its packages initialise, emulated
-/// (TCG) with four VMs on two host cores. A CI run timed out at 60 s.
+/// (TCG) with four VMs on two host cores. A CI run timed out at 60 s (the
+/// VMs booted all at once then; 12 s on 2026-12-03 evening).
 const FIRST_RUN: Duration = Duration::from_secs(300);
 /// Console markers of the node agent (firstboot/src/agent/: mod.rs,
 /// steps.rs, identity.rs).
