@@ -44,6 +44,7 @@ Architecture=x86-64
 
 [Output]
 ImageId=bench-small
+ImageVersion=1
 
 [Content]
 WithDocs=no

@@ -20,6 +20,8 @@ packages=(
     # The DNS authority asked by real clients in tests; its benchmark
     # (scripts/bench-dns.sh: dnsperf, Knot DNS on the same zone)
     bind9-dnsutils knot-dnsutils dnsperf knot
+    # The build benchmark's JSON (scripts/bench-build.sh, short mode in CI)
+    python3
 )
 
 # Stand-in pinned artifact in the build tests: Debian's kubectl, unless the

@@ -26,3 +26,7 @@ trap 'rm -rf "$out"' EXIT
 cargo run --release --locked -q -p builder -- build --role worker --output-dir "$out" --quiet
 (cd "$out" && sha256sum -c ./*.SHA256SUMS)
 cargo run --release --locked -q -p builder -- inspect "$out"/globular-worker_*.raw
+
+step "build benchmark, short mode (scripts/bench-build.sh)"
+# One round on a small tree: keeps the benchmark script working.
+BENCH_SHORT=1 bash scripts/bench-build.sh

@@ -423,8 +423,11 @@ fn unpack(
             inner: out,
             hasher: Sha256::new(),
         };
-        let size = std::io::copy(&mut (&mut entry).take(part.size + 1), &mut hashing)
-            .map_err(|e| corrupt(format!("{}: {e}", part.path)))?;
+        let size = std::io::copy(
+            &mut (&mut entry).take(part.size.saturating_add(1)),
+            &mut hashing,
+        )
+        .map_err(|e| corrupt(format!("{}: {e}", part.path)))?;
         let sha256 = hex::encode(hashing.hasher.finalize());
         if size != part.size || sha256 != part.sha256 {
             return Err(corrupt(format!(
