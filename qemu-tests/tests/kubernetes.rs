@@ -4,10 +4,8 @@
 //! (`globular-packages.service`: `globular apply --installed` after
 //! enrollment). No step of the test's acts on the node before the checks.
 //!
-//! One VM: three Kubernetes control planes emulated on this machine's two
-//! cores leave the substrate's etcd unable to answer within seconds
-//! (docs/benchmarks.md), so the three-control-plane cluster scenario runs
-//! substrate-only seeds.
+//! One VM; three control planes running Kubernetes are
+//! `cluster::three_control_planes_run_kubernetes`.
 
 use std::time::{Duration, Instant};
 
