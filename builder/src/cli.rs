@@ -236,6 +236,17 @@ struct SeedArgs {
     /// etcd peer port of this node.
     #[arg(long, default_value_t = globular_cluster::ETCD_PEER_PORT)]
     etcd_peer_port: u16,
+    /// Restore the cluster from this backup archive (`NAME.gbackup`): the
+    /// seed of the restored cluster's first control plane (with
+    /// --bootstrap), which starts etcd from the archive's snapshot. The
+    /// snapshot goes on the config drive, or beside a YAML seed
+    /// (`OUT.snapshot.db`). See docs/backup.md.
+    #[arg(long, value_name = "ARCHIVE", requires = "identity")]
+    restore_from: Option<PathBuf>,
+    /// An age identity file (`AGE-SECRET-KEY-1...`) of one of the backup's
+    /// recipients, to open --restore-from.
+    #[arg(long, value_name = "FILE", requires = "restore_from")]
+    identity: Option<PathBuf>,
     /// Output file (written 0600).
     #[arg(long)]
     out: PathBuf,
@@ -423,7 +434,25 @@ fn seed(args: SeedArgs) -> anyhow::Result<()> {
         SeedFormatArg::Yaml => SeedFormat::Yaml,
         SeedFormatArg::Cidata => SeedFormat::Cidata,
     };
-    secrets::write_seed(&args.cluster, &options, format, &args.out)?;
+    if let (Some(archive), Some(identity)) = (args.restore_from, args.identity) {
+        let from = globular_cluster::restore::RestoreFrom { archive, identity };
+        let (_, manifest) = globular_cluster::restore::write_restore_seed(
+            &args.cluster,
+            &options,
+            &from,
+            format,
+            &args.out,
+        )?;
+        tracing::info!(
+            "the seed restores backup {} ({}, etcd revision {}, {} keys)",
+            manifest.name,
+            manifest.created,
+            manifest.etcd.revision,
+            manifest.etcd.total_keys
+        );
+    } else {
+        secrets::write_seed(&args.cluster, &options, format, &args.out)?;
+    }
     tracing::info!(
         "wrote the seed of {} to {}",
         options.node,

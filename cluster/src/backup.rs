@@ -35,8 +35,14 @@ use crate::pki::{self, Ca};
 pub const EXTENSION: &str = "gbackup";
 /// The format this code writes and reads.
 pub const FORMAT: u32 = 1;
-const MANIFEST: &str = "manifest.json";
-const SIGNATURE: &str = "manifest.sig";
+/// The manifest's entry in an archive, and its file in an unpacked one.
+pub const MANIFEST: &str = "manifest.json";
+/// The signature's entry in an archive, and its file in an unpacked one.
+pub const SIGNATURE: &str = "manifest.sig";
+/// The etcd snapshot's part.
+pub const SNAPSHOT: &str = "etcd/snapshot.db";
+/// The seed's part (cluster record, CAs, tokens).
+pub const SEED: &str = "seed.yaml";
 /// Most bytes a manifest or signature entry may have.
 const SMALL_ENTRY: u64 = 1 << 20;
 
@@ -330,8 +336,9 @@ pub fn check_sum(archive: &Path) -> Result<String, BackupError> {
 
 /// Decrypts `archive` with `identities`, checks its manifest's signature
 /// against `trusted_ca_pem` and unpacks its parts into `dest`, a directory
-/// made here (0700; it must not exist), checking each part's size and hash.
-/// On any error `dest` is removed again.
+/// made here (0700; it must not exist), checking each part's size and hash;
+/// the manifest and its signature are kept there too ([`MANIFEST`],
+/// [`SIGNATURE`]). On any error `dest` is removed again.
 pub fn open(
     archive: &Path,
     identities: &[age::x25519::Identity],
@@ -393,13 +400,10 @@ fn unpack(
             path: archive.to_owned(),
         }
     })?;
-    let manifest: Manifest =
-        serde_json::from_slice(&manifest_json).map_err(|e| corrupt(format!("{MANIFEST}: {e}")))?;
-    if manifest.format != FORMAT {
-        return Err(corrupt(format!(
-            "format {} (this program reads {FORMAT})",
-            manifest.format
-        )));
+    let manifest = parse_manifest(&manifest_json).map_err(corrupt)?;
+    for (name, bytes) in [(MANIFEST, &manifest_json), (SIGNATURE, &signature)] {
+        let path = dest.join(name);
+        fsutil::write_atomic(&path, bytes, SECRET).map_err(io(&path))?;
     }
     for part in &manifest.parts {
         check_part_path(&part.path).map_err(corrupt)?;
@@ -443,6 +447,54 @@ fn unpack(
             .and_then(|e| e.path().ok().map(|p| p.to_string_lossy().into_owned()))
             .unwrap_or_default();
         return Err(corrupt(format!("entry {name:?} is not in the manifest")));
+    }
+    Ok(manifest)
+}
+
+fn parse_manifest(json: &[u8]) -> Result<Manifest, String> {
+    let manifest: Manifest =
+        serde_json::from_slice(json).map_err(|e| format!("{MANIFEST}: {e}"))?;
+    if manifest.format != FORMAT {
+        return Err(format!(
+            "format {} (this program reads {FORMAT})",
+            manifest.format
+        ));
+    }
+    Ok(manifest)
+}
+
+/// Checks one part taken out of an archive on its own (the snapshot a
+/// restore seed carries): the manifest's signature against
+/// `trusted_ca_pem`, then the file's size and hash against the manifest's
+/// entry for `part`.
+pub fn check_part(
+    manifest_json: &[u8],
+    signature: &[u8],
+    trusted_ca_pem: &str,
+    part: &str,
+    file: &Path,
+) -> Result<Manifest, BackupError> {
+    pki::verify_signature(trusted_ca_pem, manifest_json, signature).map_err(|_| {
+        BackupError::BadSignature {
+            path: file.to_owned(),
+        }
+    })?;
+    let corrupt = |message: String| BackupError::Corrupt {
+        path: file.to_owned(),
+        message,
+    };
+    let manifest = parse_manifest(manifest_json).map_err(corrupt)?;
+    let entry = manifest
+        .parts
+        .iter()
+        .find(|p| p.path == part)
+        .ok_or_else(|| corrupt(format!("the manifest has no part {part:?}")))?;
+    let (sha256, size) = hash_file(file)?;
+    if size != entry.size || sha256 != entry.sha256 {
+        return Err(corrupt(format!(
+            "{size} bytes with SHA-256 {sha256}, the manifest's {part} has {} bytes with {}",
+            entry.size, entry.sha256
+        )));
     }
     Ok(manifest)
 }

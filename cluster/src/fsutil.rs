@@ -205,6 +205,12 @@ pub fn create_dir(path: &Path, mode: u32) -> std::io::Result<()> {
         .create(path)
 }
 
+/// A file name with no directory part: not empty, not `.` or `..`, no `/`
+/// and no NUL.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

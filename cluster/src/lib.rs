@@ -20,6 +20,7 @@ pub mod logging;
 pub mod pki;
 pub mod protocol;
 pub mod registry;
+pub mod restore;
 pub mod secrets;
 pub mod seed;
 pub mod ticket;

@@ -421,6 +421,7 @@ impl ClusterSecrets {
             } else {
                 Vec::new()
             },
+            restore: None,
         };
         seed.validate()
             .map_err(|e| anyhow::anyhow!("seed for {}: {e}", opts.node))?;

@@ -26,6 +26,10 @@
 //!   front_proxy_ca: {certificate: PEM, key: PEM} # its front-proxy CA (under `ca`)
 //!   service_account_key: PEM                    # the same on every control plane
 //! tokens: [TokenRecord...]         # bootstrap seed only: hashes to install
+//! restore:                         # bootstrap seed of a restored cluster only
+//!   manifest: '{...}'              # the backup's manifest.json, as signed
+//!   signature: base64              # the cluster CA's signature of it
+//!   snapshot: globular-restore.db  # the etcd snapshot beside the seed
 //! ```
 
 use std::net::IpAddr;
@@ -73,6 +77,24 @@ pub struct Seed {
     pub kubernetes: Option<KubernetesSecrets>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<TokenRecord>,
+    /// The first control plane of a cluster restored from a backup starts
+    /// etcd from its snapshot (`builder seed --restore-from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<Restore>,
+}
+
+/// A restore from a backup: the archive's signed manifest and where the
+/// etcd snapshot it describes is (a file beside the seed: on its config
+/// drive, or in the directory of a seed file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restore {
+    /// `manifest.json` of the archive, exactly as the cluster CA signed it.
+    pub manifest: String,
+    /// The CA's signature of `manifest` (base64).
+    pub signature: String,
+    /// The snapshot's file name beside the seed.
+    pub snapshot: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -346,6 +368,25 @@ impl Seed {
                 return Err("field `ticket`: not an enrollment ticket (gt1.…)".into());
             }
         }
+        if let Some(restore) = &self.restore {
+            if !self.bootstrap {
+                return Err("field `restore`: only the bootstrap seed restores a cluster".into());
+            }
+            if !crate::fsutil::is_plain_file_name(&restore.snapshot) {
+                return Err(format!(
+                    "field `restore.snapshot`: {:?} is not a plain file name",
+                    restore.snapshot
+                ));
+            }
+            let manifest: crate::backup::Manifest = serde_json::from_str(&restore.manifest)
+                .map_err(|e| format!("field `restore.manifest`: {e}"))?;
+            if manifest.cluster.id != self.cluster.id {
+                return Err(format!(
+                    "field `restore.manifest`: a backup of cluster {} ({}), not of {}",
+                    manifest.cluster.name, manifest.cluster.id, self.cluster.id
+                ));
+            }
+        }
         if self.bootstrap {
             if self.node.role != Role::ControlPlane {
                 return Err("field `bootstrap`: only a control-plane node can bootstrap".into());
@@ -552,6 +593,7 @@ mod robustness {
             }),
             kubernetes: None,
             tokens: vec![],
+            restore: None,
         };
         let text = seed.to_yaml();
         assert_eq!(Seed::parse(&text, "seed").unwrap(), seed);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{bail, Context as _};
-use globular_cluster::backup::{self, ClusterId, EtcdFacts, Manifest, FORMAT};
+use globular_cluster::backup::{self, ClusterId, EtcdFacts, Manifest, FORMAT, SEED, SNAPSHOT};
 use globular_cluster::etcd_auth::KUBERNETES_PREFIX;
 use globular_cluster::fsutil::{self, AtomicDir};
 use globular_cluster::pki::Ca;
@@ -25,10 +25,6 @@ use crate::runtime::{self, Threads};
 pub const DEFAULT_DIR: &str = "/var/lib/globular/backups";
 /// The prefixes whose keys a manifest counts.
 const COUNTED: [&str; 2] = [SUBSTRATE_PREFIX, KUBERNETES_PREFIX];
-/// The snapshot's path inside an archive.
-pub const SNAPSHOT: &str = "etcd/snapshot.db";
-/// The seed's path inside an archive (cluster record, CAs, tokens).
-pub const SEED: &str = "seed.yaml";
 
 /// `globular backup create`.
 #[derive(Debug, Clone)]
@@ -323,18 +319,13 @@ pub fn restore(opts: &RestoreOptions) -> anyhow::Result<Manifest> {
     let scratch = scratch_dir(&opts.data_dir)?;
     let unpacked = scratch.path().join("open");
     let manifest = open(&opts.archive, &opts.identity, &opts.trusted_ca, &unpacked)?;
-    Task::new("restoring the etcd snapshot", "etcdutl")
-        .args(["snapshot", "restore"])
-        .arg(unpacked.join(SNAPSHOT))
-        .arg("--data-dir")
-        .arg(&opts.data_dir)
-        .args([
-            format!("--name={}", opts.name),
-            format!("--initial-cluster={}={}", opts.name, opts.peer_url),
-            format!("--initial-advertise-peer-urls={}", opts.peer_url),
-            format!("--initial-cluster-token={}-restored", manifest.cluster.id),
-        ])
-        .run()?;
+    restore_snapshot(
+        &unpacked.join(SNAPSHOT),
+        &opts.data_dir,
+        &opts.name,
+        &opts.peer_url,
+        &format!("{}-restored", manifest.cluster.id),
+    )?;
     tracing::info!(
         "restored {} (revision {}, {} keys) into {}",
         manifest.name,
@@ -343,6 +334,32 @@ pub fn restore(opts: &RestoreOptions) -> anyhow::Result<Manifest> {
         opts.data_dir.display()
     );
     Ok(manifest)
+}
+
+/// `etcdutl snapshot restore`: a one-member etcd cluster in `data_dir`
+/// (new) with the snapshot's keys and revisions and a new member identity
+/// (`name` at `peer_url`), which others join. etcdutl checks the hash the
+/// snapshot ends with first.
+pub fn restore_snapshot(
+    snapshot: &Path,
+    data_dir: &Path,
+    name: &str,
+    peer_url: &str,
+    cluster_token: &str,
+) -> anyhow::Result<()> {
+    Task::new("restoring the etcd snapshot", "etcdutl")
+        .args(["snapshot", "restore"])
+        .arg(snapshot)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            format!("--name={name}"),
+            format!("--initial-cluster={name}={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster-token={cluster_token}"),
+        ])
+        .run()?;
+    Ok(())
 }
 
 #[cfg(test)]

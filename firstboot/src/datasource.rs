@@ -17,8 +17,8 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use globular_cluster::cidata;
 
-/// A drive larger than this is not a seed drive.
-const MAX_DRIVE: u64 = 64 * 1024 * 1024;
+/// Most bytes of a file that comes with a seed (a restore's snapshot).
+pub const MAX_FILE: u64 = 64 * 1024 * 1024 * 1024;
 
 /// A place a seed may be found.
 pub trait Datasource: std::fmt::Debug {
@@ -27,6 +27,12 @@ pub trait Datasource: std::fmt::Debug {
     /// The seed text, `None` if this source has none; an error if it has one
     /// that cannot be read.
     fn fetch(&self) -> anyhow::Result<Option<String>>;
+    /// Copies the file `name` that came with the seed (on its drive, beside
+    /// its file) into `out`; `false` if this source has none.
+    fn fetch_file(&self, name: &str, out: &mut dyn std::io::Write) -> anyhow::Result<bool> {
+        let _ = (name, out);
+        Ok(false)
+    }
 }
 
 /// The sources in the order they are tried.
@@ -48,12 +54,12 @@ pub fn all(sysroot: &Path) -> Vec<Box<dyn Datasource>> {
     sources
 }
 
-/// Tries `sources` in order; returns the first seed found and where.
-pub fn find(sources: &[Box<dyn Datasource>]) -> anyhow::Result<Option<(String, String)>> {
+/// Tries `sources` in order; returns the first that has a seed, and the seed.
+pub fn find(sources: &[Box<dyn Datasource>]) -> anyhow::Result<Option<(&dyn Datasource, String)>> {
     for source in sources {
         if let Some(text) = source.fetch()? {
             tracing::info!("seed found in {}", source.name());
-            return Ok(Some((source.name(), text)));
+            return Ok(Some((source.as_ref(), text)));
         }
         tracing::debug!("no seed in {}", source.name());
     }
@@ -73,6 +79,20 @@ impl Datasource for File {
             .map(Some)
             .with_context(|| format!("reading {}", self.0.display()))
     }
+    fn fetch_file(&self, name: &str, out: &mut dyn std::io::Write) -> anyhow::Result<bool> {
+        let path = self.0.parent().unwrap_or(Path::new(".")).join(name);
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let copied = std::io::copy(&mut file.take(MAX_FILE + 1), out)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if copied > MAX_FILE {
+            anyhow::bail!("{}: larger than {MAX_FILE} bytes", path.display());
+        }
+        Ok(true)
+    }
 }
 
 #[derive(Debug)]
@@ -88,12 +108,20 @@ impl Datasource for ConfigDrive {
         let Ok(file) = std::fs::File::open(&self.path) else {
             return Ok(None);
         };
-        let mut bytes = Vec::new();
-        file.take(MAX_DRIVE)
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("reading {}", self.path.display()))?;
-        cidata::read_seed(std::io::Cursor::new(bytes))
+        cidata::read_seed(cidata::ReadOnly(std::io::BufReader::new(file)))
             .with_context(|| format!("reading {} from {}", cidata::SEED_FILE, self.path.display()))
+    }
+    fn fetch_file(&self, name: &str, mut out: &mut dyn std::io::Write) -> anyhow::Result<bool> {
+        let file = std::fs::File::open(&self.path)
+            .with_context(|| format!("opening {}", self.path.display()))?;
+        let found = cidata::copy_file(
+            cidata::ReadOnly(std::io::BufReader::new(file)),
+            name,
+            &mut out,
+            MAX_FILE,
+        )
+        .with_context(|| format!("reading {name} from {}", self.path.display()))?;
+        Ok(found.is_some())
     }
 }
 
@@ -205,7 +233,8 @@ mod tests {
                 format!("globular.seed={b64}\n"),
             )
             .unwrap();
-            let found = find(&all(dir.path()));
+            let sources = all(dir.path());
+            let found = find(&sources);
             assert_eq!(found.is_ok(), allowed, "{role}: {found:?}");
             if let Err(e) = found {
                 assert!(format!("{e:#}").contains("may not carry the CA"), "{e:#}");
@@ -223,7 +252,9 @@ mod tests {
             format!("quiet globular.seed={b64} ro\n"),
         )
         .unwrap();
-        let (name, text) = find(&all(dir.path())).unwrap().unwrap();
+        let sources = all(dir.path());
+        let (source, text) = find(&sources).unwrap().unwrap();
+        let name = source.name();
         assert!(name.contains("kernel command line"), "{name}");
         assert_eq!(text, "version: 1\n");
         std::fs::write(dir.path().join("seed.yaml"), "version: 2\n").unwrap();
@@ -272,9 +303,12 @@ mod tests {
             etcd_ca: None,
             kubernetes: None,
             tokens: vec![],
+            restore: None,
         };
         std::fs::write(by_label.join("GLOBULAR"), cidata::image(&seed).unwrap()).unwrap();
-        let (name, text) = find(&all(dir.path())).unwrap().unwrap();
+        let sources = all(dir.path());
+        let (source, text) = find(&sources).unwrap().unwrap();
+        let name = source.name();
         assert!(name.ends_with("by-label/GLOBULAR"), "{name}");
         assert_eq!(text, seed.to_yaml());
     }
@@ -290,7 +324,9 @@ mod tests {
         std::fs::write(fw.join("raw"), "from fw_cfg").unwrap();
         std::fs::create_dir_all(dir.path().join("proc")).unwrap();
         std::fs::write(dir.path().join("proc/cmdline"), "globular.seed=eA==").unwrap();
-        let (name, text) = find(&all(dir.path())).unwrap().unwrap();
+        let sources = all(dir.path());
+        let (source, text) = find(&sources).unwrap().unwrap();
+        let name = source.name();
         assert!(name.contains("fw_cfg"), "{name}");
         assert_eq!(text, "from fw_cfg");
     }

@@ -92,6 +92,11 @@ impl Layout {
     pub fn etcd_data(&self) -> PathBuf {
         self.etcd_dir().join("data")
     }
+    /// The etcd snapshot a restore seed came with, kept until the cluster
+    /// is restored from it.
+    pub fn restore_snapshot(&self) -> PathBuf {
+        self.root.join("restore").join("snapshot.db")
+    }
     pub fn run_dir(&self) -> PathBuf {
         self.root.join("run")
     }

@@ -124,6 +124,32 @@ pub fn prepare(layout: &Layout, sysroot: &Path, service: Service) -> anyhow::Res
     for grant in grants(layout, service, ids) {
         apply(&grant)?;
     }
+    if service == Service::Etcd {
+        // What etcd finds in its data directory is its own, whoever wrote
+        // it (a restore writes the data as root).
+        own_tree(&layout.etcd_data(), ids)?;
+    }
+    Ok(())
+}
+
+/// Gives everything under `dir` to `ids` (the owner only: modes stay).
+fn own_tree(dir: &Path, ids: Ids) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        let meta = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if meta.uid() != ids.uid || meta.gid() != ids.gid {
+            std::os::unix::fs::lchown(&path, Some(ids.uid), Some(ids.gid))
+                .with_context(|| format!("changing the owner of {}", path.display()))?;
+        }
+        if meta.is_dir() {
+            own_tree(&path, ids)?;
+        }
+    }
     Ok(())
 }
 

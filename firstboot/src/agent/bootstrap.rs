@@ -29,21 +29,7 @@ impl Agent {
             etcd.create(&registry::token_key(&token.id), &serde_json::to_vec(token)?)
                 .await?;
         }
-        let cert = self.layout.read(&self.layout.node_cert())?;
-        let id = pki::identity_of_pem(&cert)?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let record = NodeRecord {
-            name: seed.node.name.clone(),
-            role: seed.node.role,
-            addresses: seed.node.addresses.clone(),
-            image_version: self.image_version(),
-            cert_serial: id.serial,
-            key_id: pki::spki_pin(&id.public_key_der),
-            certificate: cert,
-            enrolled_at: now,
-            renewed_at: now,
-            superseded: Vec::new(),
-        };
+        let record = self.own_record(seed)?;
         etcd.create(
             &registry::node_key(&seed.node.name),
             &serde_json::to_vec(&record)?,
@@ -54,7 +40,31 @@ impl Agent {
             etcd.create(&registry::address_key(&ip), seed.node.name.as_bytes())
                 .await?;
         }
+        self.write_bootstrap_config(seed)
+    }
+
+    /// The node configuration of the one control plane of a new cluster.
+    pub(super) fn write_bootstrap_config(&self, seed: &Seed) -> anyhow::Result<()> {
         let api = vec![seed::host_port(seed.primary_ip(), seed.node.ports.api)];
         self.write_node_config(seed, vec![Self::client_url(seed)], api)
+    }
+
+    /// This node's registry record, with its locally signed certificate.
+    pub(super) fn own_record(&self, seed: &Seed) -> anyhow::Result<NodeRecord> {
+        let cert = self.layout.read(&self.layout.node_cert())?;
+        let id = pki::identity_of_pem(&cert)?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        Ok(NodeRecord {
+            name: seed.node.name.clone(),
+            role: seed.node.role,
+            addresses: seed.node.addresses.clone(),
+            image_version: self.image_version(),
+            cert_serial: id.serial,
+            key_id: pki::spki_pin(&id.public_key_der),
+            certificate: cert,
+            enrolled_at: now,
+            renewed_at: now,
+            superseded: Vec::new(),
+        })
     }
 }

@@ -14,6 +14,7 @@
 //! | path | steps |
 //! |---|---|
 //! | bootstrap control-plane | seed, key, node-cert (signed locally), etcd-certs, etcd-started (new cluster), cluster-init, api-started, enrolled |
+//! | restoring control-plane (a bootstrap seed with `restore`) | seed (and the snapshot, checked), key, node-cert (signed locally), etcd-certs, etcd-restored (the snapshot as a one-member cluster), etcd-started, cluster-restored, api-started, enrolled |
 //! | joining control-plane | seed, key, node-cert (enrolled over the API), etcd-certs, etcd-member (learner added), etcd-started (existing cluster), etcd-promoted, api-started, enrolled |
 //! | worker | seed, key, node-cert (enrolled over the API), enrolled |
 //!
@@ -21,12 +22,14 @@
 //! [`boot_config`] (network, hostname), [`identity`] (key, CSR, node
 //! certificate), [`etcd_membership`] (etcd certificates, configuration,
 //! learner add and promotion), [`bootstrap`] (a new cluster's records),
+//! [`restore`] (a cluster restored from a backup),
 //! [`services`] (the API started, the node's services registered).
 
 mod boot_config;
 mod bootstrap;
 mod etcd_membership;
 mod identity;
+mod restore;
 mod services;
 mod steps;
 
@@ -170,10 +173,13 @@ impl Agent {
                     .join("; ")
             )
         })?;
-        let seed = Seed::parse(&text, &source)?;
+        let seed = Seed::parse(&text, &source.name())?;
+        if let Some(restore) = &seed.restore {
+            self.take_snapshot(&seed, restore, source)?;
+        }
         fsutil::write_atomic(&stored, text.as_bytes(), SECRET)
             .with_context(|| format!("writing {}", stored.display()))?;
-        self.state.seed_source = Some(source);
+        self.state.seed_source = Some(source.name());
         self.state.record(&self.layout, Step::Seed)?;
         Ok(seed)
     }
@@ -189,6 +195,8 @@ impl Agent {
             Step::EtcdStarted => self.etcd_started(seed).await,
             Step::EtcdPromoted => self.etcd_promoted(seed).await,
             Step::ClusterInit => self.cluster_init(seed).await,
+            Step::EtcdRestored => self.etcd_restored(seed),
+            Step::ClusterRestored => self.cluster_restored(seed).await,
             Step::ApiStarted => self.api_started(seed).await,
             Step::Enrolled => {
                 // The stored seed no longer needs the token and the ticket:

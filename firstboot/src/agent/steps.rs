@@ -25,6 +25,8 @@ pub enum Step {
     EtcdStarted,
     EtcdPromoted,
     ClusterInit,
+    EtcdRestored,
+    ClusterRestored,
     ApiStarted,
     Enrolled,
 }
@@ -40,6 +42,8 @@ impl Step {
             Step::EtcdStarted => "etcd-started",
             Step::EtcdPromoted => "etcd-promoted",
             Step::ClusterInit => "cluster-init",
+            Step::EtcdRestored => "etcd-restored",
+            Step::ClusterRestored => "cluster-restored",
             Step::ApiStarted => "api-started",
             Step::Enrolled => "enrolled",
         }
@@ -49,6 +53,17 @@ impl Step {
     pub fn plan(seed: &Seed) -> Vec<Step> {
         use Step::*;
         match (seed.node.role, seed.bootstrap) {
+            (Role::ControlPlane, true) if seed.restore.is_some() => vec![
+                Seed,
+                Key,
+                NodeCert,
+                EtcdCerts,
+                EtcdRestored,
+                EtcdStarted,
+                ClusterRestored,
+                ApiStarted,
+                Enrolled,
+            ],
             (Role::ControlPlane, true) => vec![
                 Seed,
                 Key,

@@ -12,7 +12,7 @@ use globular_cluster::Role;
 use globular_task::Task;
 use serde_json::Value;
 
-use crate::harness::{etcdctl, free_port, kill_spawned, Cluster, Node, AGENT};
+use crate::harness::{etcdctl, free_port, kill_all_spawned, kill_spawned, Cluster, Node, AGENT};
 
 /// Every key with its revisions, version and value, in key order.
 type Keys = Vec<(String, i64, i64, i64, String)>;
@@ -74,6 +74,34 @@ fn write_identity(dir: &Path, name: &str) -> (PathBuf, String) {
     (path, key.to_public().to_string())
 }
 
+/// Substrate records through the API (`test.S0`...), Kubernetes-like
+/// objects straight into etcd (`/registry/test/00`...).
+fn write_records(cp: &Node, services: usize, objects: usize) {
+    let root = cp.root.to_str().unwrap();
+    for i in 0..services {
+        globular(&[
+            "service",
+            "register",
+            "--root",
+            root,
+            "--name",
+            &format!("test.S{i}"),
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "8080",
+        ])
+        .unwrap();
+    }
+    for i in 0..objects {
+        etcdctl(
+            cp,
+            &cp.etcd_url(),
+            &["put", &format!("/registry/test/{i:02}"), "object"],
+        );
+    }
+}
+
 /// A plain-HTTP etcd on loopback, killed when dropped.
 struct Etcd(Child);
 
@@ -93,28 +121,7 @@ fn a_backup_restores_every_key_and_revision_and_bad_archives_are_refused() {
     let root = cp1.root.to_str().unwrap().to_owned();
 
     // Substrate records through the API, Kubernetes-like objects in etcd.
-    for i in 0..5 {
-        globular(&[
-            "service",
-            "register",
-            "--root",
-            &root,
-            "--name",
-            &format!("test.S{i}"),
-            "--address",
-            "127.0.0.1",
-            "--port",
-            "8080",
-        ])
-        .unwrap();
-    }
-    for i in 0..20 {
-        etcdctl(
-            &cp1,
-            &cp1.etcd_url(),
-            &["put", &format!("/registry/test/{i:02}"), "object"],
-        );
-    }
+    write_records(&cp1, 5, 20);
     // Some keys changed more than once: versions and revisions to keep.
     etcdctl(
         &cp1,
@@ -326,4 +333,144 @@ fn key_name(b64: &str) -> String {
             .unwrap(),
     )
     .unwrap()
+}
+
+/// The keys under `prefix`, with revisions and values.
+fn keys_under(node: &Node, prefix: &str) -> Keys {
+    keys_of(&etcdctl(
+        node,
+        &node.etcd_url(),
+        &["get", "--prefix", prefix, "-w", "json"],
+    ))
+    .0
+}
+
+/// The names of the keys under `prefix`.
+fn names_under(node: &Node, prefix: &str) -> Vec<String> {
+    keys_under(node, prefix)
+        .iter()
+        .map(|k| key_name(&k.0))
+        .collect()
+}
+
+/// Issue 17, restore by reimaging: every machine and every disk of a
+/// cluster is gone; a fresh first control plane seeded from a backup
+/// (`builder seed --restore-from`, on a config drive) brings back etcd's
+/// data with the cluster's identity, drops the nodes that are gone, and
+/// the other nodes join again with their usual seeds. A seed made with
+/// another cluster's bundle, and a snapshot changed beside its seed, are
+/// refused before anything is written.
+#[test]
+fn a_cluster_is_restored_from_a_backup_by_reimaging() {
+    let cluster = Cluster::new();
+    let dir = cluster.dir.path().to_owned();
+    let cp1 = cluster.node("cp1", Role::ControlPlane, true, &[]);
+    cluster.run_agent(&cp1).unwrap();
+    let cp2 = cluster.node("cp2", Role::ControlPlane, false, &[cp1.api()]);
+    cluster.run_agent(&cp2).unwrap();
+    let w1 = cluster.node("w1", Role::Worker, false, &[cp1.api()]);
+    cluster.run_agent(&w1).unwrap();
+    let root = cp1.root.to_str().unwrap().to_owned();
+    write_records(&cp1, 3, 10);
+    let registry_before = keys_under(&cp1, "/registry/");
+    let substrate_before = names_under(&cp1, "/globular/");
+    assert!(
+        substrate_before.contains(&"/globular/nodes/w1".to_owned()),
+        "{substrate_before:?}"
+    );
+
+    let (identity, recipient) = write_identity(&dir, "operator.key");
+    let backups = dir.join("backups");
+    globular(&[
+        "backup",
+        "create",
+        "--root",
+        &root,
+        "--dir",
+        backups.to_str().unwrap(),
+        "--name",
+        "daily",
+        "--recipient",
+        &recipient,
+    ])
+    .unwrap();
+    let archive = backups.join("daily.gbackup");
+    let old_cert = dir.join("cp2-before.crt");
+    std::fs::copy(cp2.layout().node_cert(), &old_cert).unwrap();
+
+    // Every process and every disk is gone.
+    kill_all_spawned(&dir);
+    for node in [&cp1, &cp2, &w1] {
+        std::fs::remove_dir_all(&node.root).unwrap();
+    }
+
+    // Refused: a seed made with another cluster's bundle (its CA did not
+    // sign this backup); nothing is written, no scratch directory stays.
+    let other = Cluster::new();
+    let err = other
+        .restore_node(&cp1, &archive, &identity, false)
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("signature does not verify"),
+        "{err:#}"
+    );
+    let left: Vec<String> = std::fs::read_dir(other.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("restore") && !n.ends_with(".sysroot"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+    let other_drive = other
+        .dir
+        .path()
+        .join("cp1.restored.sysroot/dev/disk/by-label");
+    assert_eq!(std::fs::read_dir(other_drive).unwrap().count(), 0);
+
+    // Refused: a snapshot changed beside its seed; etcd gets no data.
+    let tampered = cluster
+        .restore_node(&cp1, &archive, &identity, false)
+        .unwrap();
+    let mut snapshot_file = tampered.seed_path.as_os_str().to_owned();
+    snapshot_file.push(".snapshot.db");
+    let mut bytes = std::fs::read(&snapshot_file).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x01;
+    std::fs::write(&snapshot_file, bytes).unwrap();
+    let err = cluster.run_agent(&tampered).unwrap_err();
+    assert!(err.contains("SHA-256"), "{err}");
+    assert!(!tampered.layout().etcd_data().exists());
+    assert!(!tampered.layout().restore_snapshot().exists());
+
+    // The restore, from a config drive.
+    let cp1 = cluster
+        .restore_node(&cp1, &archive, &identity, true)
+        .unwrap();
+    cluster.run_agent(&cp1).unwrap();
+    assert!(!cp1.layout().restore_snapshot().exists());
+    // Kubernetes' objects as they were, revisions included; the nodes that
+    // are gone are no longer in the registry.
+    assert_eq!(keys_under(&cp1, "/registry/"), registry_before);
+    assert_eq!(
+        names_under(&cp1, "/globular/nodes/"),
+        ["/globular/nodes/cp1"]
+    );
+    let services = names_under(&cp1, "/globular/services/");
+    assert!(
+        services.iter().all(|s| !s.ends_with("/cp2")),
+        "{services:?}"
+    );
+    assert!(
+        services.contains(&"/globular/services/test.S2/cp1".to_owned()),
+        "{services:?}"
+    );
+
+    // The other nodes join again with the seeds they had, on fresh disks:
+    // the substrate's keys are those of before.
+    cluster.run_agent(&cp2).unwrap();
+    cluster.run_agent(&w1).unwrap();
+    assert_eq!(names_under(&cp1, "/globular/"), substrate_before);
+    let members = etcdctl(&cp1, &cp1.etcd_url(), &["member", "list"]);
+    assert_eq!(members.lines().count(), 2, "{members}");
+    // A certificate issued before the disaster still verifies.
+    crate::harness::openssl_verify(&cluster.bundle_dir().join("ca.crt"), &old_cert);
 }

@@ -178,6 +178,62 @@ impl Cluster {
         node
     }
 
+    /// The restored cluster's first control plane on a fresh disk: `like`'s
+    /// name, address and ports, its seed made by `builder seed
+    /// --restore-from` (on a `cidata` drive when `on_drive`, else a YAML
+    /// file with the snapshot beside it).
+    pub fn restore_node(
+        &self,
+        like: &Node,
+        archive: &Path,
+        identity: &Path,
+        on_drive: bool,
+    ) -> anyhow::Result<Node> {
+        let name = format!("{}.restored", like.name);
+        let sysroot = self.dir.path().join(format!("{name}.sysroot"));
+        std::fs::create_dir_all(sysroot.join("proc/sys/kernel")).unwrap();
+        let by_label = sysroot.join("dev/disk/by-label");
+        std::fs::create_dir_all(&by_label).unwrap();
+        let (seed_path, format) = if on_drive {
+            (by_label.join("cidata"), secrets::SeedFormat::Cidata)
+        } else {
+            (
+                self.dir.path().join(format!("{name}.seed.yaml")),
+                secrets::SeedFormat::Yaml,
+            )
+        };
+        let (seed, _) = globular_cluster::restore::write_restore_seed(
+            &self.bundle_dir(),
+            &SeedOptions {
+                node: like.name.clone(),
+                role: Role::ControlPlane,
+                addresses: like.seed.node.addresses.clone(),
+                gateway: None,
+                bootstrap: true,
+                endpoints: Vec::new(),
+                ports: like.seed.node.ports,
+                token: None,
+                ticket_ttl: secrets::TICKET_TTL,
+                packages: None,
+            },
+            &globular_cluster::restore::RestoreFrom {
+                archive: archive.to_owned(),
+                identity: identity.to_owned(),
+            },
+            format,
+            &seed_path,
+        )?;
+        Ok(Node {
+            name: like.name.clone(),
+            root: self.dir.path().join(format!("{name}.root")),
+            seed_path,
+            seed,
+            sysroot,
+            seed_on_drive: on_drive,
+            image_version: "test-2".into(),
+        })
+    }
+
     fn agent_task(node: &Node) -> Task {
         Task::new(format!("running the agent of {}", node.name), AGENT)
             .args(["firstboot", "--services", "spawn", "--timeout", "60"])
