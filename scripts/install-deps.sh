@@ -118,3 +118,10 @@ for program in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
     $sudo ln -sfn /usr/local/lib/kubernetes/kubernetes "/usr/local/bin/$program"
 done
 echo "install-deps: $(/usr/local/bin/kube-apiserver --version) in /usr/local/bin" >&2
+# The backup tests copy archives to a real S3-compatible object store: the
+# Versity S3 gateway from components/versitygw (test-only, in no image).
+s3_out=$(mktemp -d)
+trap 'rm -rf "$etcd_out" "$k8s_out" "$s3_out"' EXIT
+"$builder" component build components/versitygw --out "$s3_out" --quiet
+$sudo install -m 0755 "$s3_out"/versitygw /usr/local/bin/versitygw
+echo "install-deps: $(/usr/local/bin/versitygw --version 2>&1 | head -n1) in /usr/local/bin" >&2

@@ -178,6 +178,12 @@ struct ClusterNewArgs {
     /// (docs/backup.md).
     #[arg(long = "backup-recipient", value_name = "AGE_PUBLIC_KEY")]
     backup_recipients: Vec<String>,
+    /// When control planes take backups and where they copy them off the
+    /// cluster (a `backup.yaml`: interval, keep, max_age, targets); it is
+    /// checked and kept in the bundle, and control-plane seeds carry it
+    /// (docs/backup.md). Default: hourly, on the nodes only.
+    #[arg(long, value_name = "FILE")]
+    backup_policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -384,11 +390,23 @@ fn cluster_new(args: ClusterNewArgs) -> anyhow::Result<()> {
             max_addresses: args.max_addresses,
         },
     };
+    let backup_policy = match &args.backup_policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --backup-policy {}", path.display()))?;
+            Some(globular_cluster::backup::policy::Policy::parse(
+                &text,
+                &path.display().to_string(),
+            )?)
+        }
+        None => None,
+    };
     let secrets = globular_cluster::secrets::create_with(
         &new,
         &globular_cluster::secrets::ClusterExtras {
             domain: args.domain,
             backup_recipients: args.backup_recipients,
+            backup_policy,
         },
     )?;
     tracing::info!(

@@ -511,5 +511,7 @@ fn read_small(entry: &mut impl Read, what: &str) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+pub mod policy;
+
 #[cfg(test)]
 mod tests;

@@ -56,6 +56,11 @@ pub fn addresses_prefix() -> String {
     format!("{PREFIX}addresses/")
 }
 
+/// The last scheduled backup and its copies (`globular backup run`).
+pub fn backup_status_key() -> String {
+    format!("{PREFIX}backups/latest")
+}
+
 pub fn services_prefix() -> String {
     format!("{PREFIX}services/")
 }

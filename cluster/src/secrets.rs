@@ -22,6 +22,7 @@ use ring::rand::SecureRandom as _;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
+use crate::backup::policy::{self, Policy};
 use crate::fsutil::{self, PUBLIC, SECRET};
 use crate::pki::Ca;
 use crate::registry::{self, EnrollmentPolicy, MAX_ADDRESSES};
@@ -104,6 +105,9 @@ pub struct ClusterSecrets {
     /// before Kubernetes was a package.
     pub kubernetes: Option<Kubernetes>,
     pub tokens: Vec<TokenEntry>,
+    /// When control planes take backups and where they copy them
+    /// (`backup.yaml`, 0600: it holds the targets' credentials).
+    pub backup: Option<Policy>,
 }
 
 /// Kubernetes' part of the bundle.
@@ -146,6 +150,8 @@ pub struct ClusterExtras {
     pub domain: String,
     /// Operators' age public keys (`--backup-recipient`).
     pub backup_recipients: Vec<String>,
+    /// The backup policy (`--backup-policy`).
+    pub backup_policy: Option<Policy>,
 }
 
 impl Default for ClusterExtras {
@@ -153,6 +159,7 @@ impl Default for ClusterExtras {
         ClusterExtras {
             domain: registry::DEFAULT_DOMAIN.to_owned(),
             backup_recipients: Vec::new(),
+            backup_policy: None,
         }
     }
 }
@@ -233,6 +240,7 @@ pub fn create_with(opts: &NewCluster, extras: &ClusterExtras) -> anyhow::Result<
         ca,
         etcd_ca,
         kubernetes: Some(kubernetes),
+        backup: extras.backup_policy.clone(),
     };
     if let Some(parent) = opts.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
@@ -287,6 +295,13 @@ impl ClusterSecrets {
             serde_yaml_ng::to_string(&self.tokens)?.as_bytes(),
             SECRET,
         )?;
+        if let Some(policy) = &self.backup {
+            write(
+                policy::FILE,
+                serde_yaml_ng::to_string(policy)?.as_bytes(),
+                SECRET,
+            )?;
+        }
         Ok(())
     }
 
@@ -336,6 +351,7 @@ impl ClusterSecrets {
             etcd_ca,
             kubernetes,
             tokens,
+            backup: Policy::load(dir)?,
         })
     }
 
@@ -422,6 +438,7 @@ impl ClusterSecrets {
                 Vec::new()
             },
             restore: None,
+            backup: self.backup.clone().filter(|_| control_plane),
         };
         seed.validate()
             .map_err(|e| anyhow::anyhow!("seed for {}: {e}", opts.node))?;

@@ -26,6 +26,7 @@
 //!   front_proxy_ca: {certificate: PEM, key: PEM} # its front-proxy CA (under `ca`)
 //!   service_account_key: PEM                    # the same on every control plane
 //! tokens: [TokenRecord...]         # bootstrap seed only: hashes to install
+//! backup: {interval: 1h, ...}     # control-plane seeds only: the bundle's backup.yaml
 //! restore:                         # bootstrap seed of a restored cluster only
 //!   manifest: '{...}'              # the backup's manifest.json, as signed
 //!   signature: base64              # the cluster CA's signature of it
@@ -81,6 +82,10 @@ pub struct Seed {
     /// etcd from its snapshot (`builder seed --restore-from`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<Restore>,
+    /// When this control plane takes backups and where it copies them
+    /// (the bundle's `backup.yaml`; control-plane seeds only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::backup::policy::Policy>,
 }
 
 /// A restore from a backup: the archive's signed manifest and where the
@@ -368,6 +373,16 @@ impl Seed {
                 return Err("field `ticket`: not an enrollment ticket (gt1.…)".into());
             }
         }
+        if let Some(policy) = &self.backup {
+            if self.node.role != Role::ControlPlane {
+                return Err(
+                    "field `backup`: only control-plane seeds carry the backup policy".into(),
+                );
+            }
+            policy
+                .validate()
+                .map_err(|e| e.replacen("field `", "field `backup.", 1))?;
+        }
         if let Some(restore) = &self.restore {
             if !self.bootstrap {
                 return Err("field `restore`: only the bootstrap seed restores a cluster".into());
@@ -594,6 +609,7 @@ mod robustness {
             kubernetes: None,
             tokens: vec![],
             restore: None,
+            backup: None,
         };
         let text = seed.to_yaml();
         assert_eq!(Seed::parse(&text, "seed").unwrap(), seed);

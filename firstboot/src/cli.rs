@@ -293,6 +293,31 @@ enum BackupCommand {
     /// Restore an archive's etcd snapshot into a new data directory (keys
     /// and revisions kept) after checking the whole archive.
     Restore(BackupRestoreArgs),
+    /// The scheduled backup (globular-backup.timer): if this control plane
+    /// leads etcd and the last backup is older than the policy's interval,
+    /// take one, prune, copy it to the policy's targets and record it in
+    /// the registry.
+    Run(BackupRunArgs),
+    /// The last scheduled backup and its copies, from the registry (JSON).
+    Status(BackupStatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct BackupRunArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    #[command(flatten)]
+    dir: BackupDirArgs,
+    /// Take one now, whether this node leads and whether one is due (for
+    /// example before an upgrade).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct BackupStatusArgs {
+    #[command(flatten)]
+    root: RootArgs,
 }
 
 #[derive(Debug, Args)]
@@ -552,6 +577,28 @@ fn run_backup(command: BackupCommand) -> anyhow::Result<()> {
                 peer_url: args.peer_url,
             })?;
             print(&(serde_json::to_string_pretty(&manifest)? + "\n"))
+        }
+        BackupCommand::Run(args) => {
+            let outcome = backup::schedule::run(
+                &Layout::new(args.root.root),
+                &backup::schedule::RunOptions {
+                    dir: args.dir.dir,
+                    force: args.force,
+                },
+            )?;
+            match outcome {
+                backup::schedule::Outcome::Skipped(why) => {
+                    tracing::info!("no backup: {why}");
+                    Ok(())
+                }
+                backup::schedule::Outcome::Taken(status) => {
+                    print(&(serde_json::to_string_pretty(&status)? + "\n"))
+                }
+            }
+        }
+        BackupCommand::Status(args) => {
+            let status = backup::schedule::status(&Layout::new(args.root.root))?;
+            print(&(serde_json::to_string_pretty(&status)? + "\n"))
         }
     }
 }

@@ -304,6 +304,7 @@ mod tests {
             kubernetes: None,
             tokens: vec![],
             restore: None,
+            backup: None,
         };
         std::fs::write(by_label.join("GLOBULAR"), cidata::image(&seed).unwrap()).unwrap();
         let sources = all(dir.path());

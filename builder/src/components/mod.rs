@@ -180,11 +180,17 @@ pub fn build_one(
         );
     }
     // Every module of the upstream's repository moves with the pin (etcd's
-    // api, client, etcdctl, etcdutl with its server).
+    // api, client, etcdctl, etcdutl with its server). On a code host the
+    // repository is HOST/OWNER/NAME (github.com/versity/scoutfs-go is not
+    // versitygw's); elsewhere the import path's first two elements
+    // (go.etcd.io/etcd).
+    let hosted = ["github.com/", "gitlab.com/", "bitbucket.org/"]
+        .iter()
+        .any(|h| spec.upstream.starts_with(h));
     let repo: String = spec
         .upstream
         .split('/')
-        .take(2)
+        .take(if hosted { 3 } else { 2 })
         .collect::<Vec<_>>()
         .join("/")
         + "/";

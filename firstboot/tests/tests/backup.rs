@@ -474,3 +474,211 @@ fn a_cluster_is_restored_from_a_backup_by_reimaging() {
     // A certificate issued before the disaster still verifies.
     crate::harness::openssl_verify(&cluster.bundle_dir().join("ca.crt"), &old_cert);
 }
+
+/// A real S3-compatible object store on loopback (the Versity S3 gateway,
+/// components/versitygw) serving HTTPS with a certificate of its own CA,
+/// killed when dropped.
+struct ObjectStore {
+    child: Child,
+    endpoint: String,
+    ca_pem: String,
+    /// The posix backend's root: a bucket is a directory.
+    root: PathBuf,
+}
+
+impl Drop for ObjectStore {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ObjectStore {
+    fn start(dir: &Path, bucket: &str) -> ObjectStore {
+        let ca = globular_cluster::pki::Ca::generate("object-store").unwrap();
+        let (issued, key) = ca
+            .issue_with_new_key(&globular_cluster::pki::LeafSpec {
+                common_name: "s3".into(),
+                role: None,
+                group: None,
+                dns_names: vec!["localhost".into()],
+                ips: vec![[127, 0, 0, 1].into()],
+                server: true,
+                client: false,
+                validity: None,
+            })
+            .unwrap();
+        let (cert_file, key_file) = (dir.join("s3.crt"), dir.join("s3.key"));
+        std::fs::write(&cert_file, &issued.cert_pem).unwrap();
+        std::fs::write(&key_file, key).unwrap();
+        let root = dir.join("s3-data");
+        std::fs::create_dir_all(root.join(bucket)).unwrap();
+        let port = free_port();
+        let child = Task::new("starting the object store", "versitygw")
+            .arg("--port")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--cert")
+            .arg(&cert_file)
+            .arg("--key")
+            .arg(&key_file)
+            .args([
+                "--access",
+                "backup-writer",
+                "--secret",
+                "s3cret-key-for-tests",
+                "--quiet",
+            ])
+            .arg("posix")
+            .arg(&root)
+            .spawn_logged(&dir.join("s3.log"))
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the object store did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        ObjectStore {
+            child,
+            endpoint: format!("https://127.0.0.1:{port}"),
+            ca_pem: ca.cert_pem().to_owned(),
+            root,
+        }
+    }
+}
+
+/// The `.gbackup` files in a directory, sorted.
+fn archives_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".gbackup"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Issue 17, scheduled backups off the cluster: the backup policy of the
+/// bundle reaches the control plane's seed; `globular backup run` takes a
+/// backup when one is due (not twice in an interval), keeps `keep` of them
+/// here, in a directory and in a real S3 bucket over TLS to a pinned CA,
+/// each copy checked by its SHA-256, and records it in the registry; a
+/// store that is down is retried, reported, and the run fails.
+#[test]
+fn scheduled_backups_are_copied_to_a_directory_and_an_object_store() {
+    let work = tempfile::tempdir().unwrap();
+    let store = ObjectStore::start(work.path(), "globular-backups");
+    let copies = work.path().join("usb-disk");
+    std::fs::create_dir_all(&copies).unwrap();
+    let operator = age::x25519::Identity::generate();
+    let policy = globular_cluster::backup::policy::Policy::parse(
+        &format!(
+            "interval: 1h\nkeep: 2\nmax_age: 7d\ntargets:\n  - directory: {}\n  - s3:\n      endpoint: {}\n      bucket: globular-backups\n      prefix: prod/\n      access_key_id: backup-writer\n      secret_access_key: s3cret-key-for-tests\n      ca: {}\n",
+            copies.display(),
+            store.endpoint,
+            serde_json::to_string(&store.ca_pem).unwrap(),
+        ),
+        "test policy",
+    )
+    .unwrap();
+    let cluster = Cluster::new_with(&globular_cluster::secrets::ClusterExtras {
+        backup_recipients: vec![operator.to_public().to_string()],
+        backup_policy: Some(policy),
+        ..Default::default()
+    });
+    // The bundle keeps the policy (with its credentials) 0600.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(cluster.bundle_dir().join("backup.yaml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let cp1 = cluster.node("cp1", Role::ControlPlane, true, &[]);
+    assert!(cp1.seed.backup.is_some());
+    cluster.run_agent(&cp1).unwrap();
+    let w1 = cluster.node("w1", Role::Worker, false, &[cp1.api()]);
+    assert!(
+        w1.seed.backup.is_none(),
+        "a worker's seed has no backup policy"
+    );
+    let root = cp1.root.to_str().unwrap().to_owned();
+    let local = cluster.dir.path().join("backups");
+    let run = |force: bool| {
+        let mut args = vec![
+            "backup",
+            "run",
+            "--root",
+            &root,
+            "--dir",
+            local.to_str().unwrap(),
+        ];
+        if force {
+            args.push("--force");
+        }
+        globular(&args)
+    };
+
+    let status: Value = serde_json::from_str(&run(false).unwrap()).unwrap();
+    let name = status["name"].as_str().unwrap().to_owned();
+    let sha256 = status["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(status["copies"][0]["ok"], true, "{status}");
+    assert_eq!(status["copies"][1]["ok"], true, "{status}");
+    assert_eq!(status["copies"][1]["attempts"], 1, "{status}");
+    let file = format!("{name}.gbackup");
+    // Every copy is the archive, byte for byte.
+    let bucket_copy = store.root.join("globular-backups/prod").join(&file);
+    for copy in [copies.join(&file), bucket_copy.clone()] {
+        let (hash, _) = globular_cluster::backup::hash_file(&copy).unwrap();
+        assert_eq!(hash, sha256, "{}", copy.display());
+    }
+    assert!(store
+        .root
+        .join("globular-backups/prod")
+        .join(format!("{file}.sha256"))
+        .exists());
+    // The registry has it; the next run within the interval takes none.
+    let recorded: Value =
+        serde_json::from_str(&globular(&["backup", "status", "--root", &root]).unwrap()).unwrap();
+    assert_eq!(recorded, status);
+    assert_eq!(run(false).unwrap().trim(), "");
+    assert_eq!(archives_in(&local).len(), 1);
+
+    // Forced runs (before an upgrade): each place keeps the newest two.
+    for _ in 0..2 {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        run(true).unwrap();
+    }
+    assert_eq!(archives_in(&local).len(), 2);
+    assert_eq!(archives_in(&copies).len(), 2);
+    assert_eq!(
+        archives_in(&store.root.join("globular-backups/prod")).len(),
+        2
+    );
+    assert!(
+        !bucket_copy.exists(),
+        "the oldest copy was pruned from the bucket"
+    );
+
+    // The store is down: the copy is tried again, reported in the registry,
+    // and the run fails; the directory copy is made all the same.
+    drop(store);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let err = run(true).unwrap_err();
+    assert!(
+        err.contains("copies failed") && err.contains("s3 https://127.0.0.1"),
+        "{err}"
+    );
+    let recorded: Value =
+        serde_json::from_str(&globular(&["backup", "status", "--root", &root]).unwrap()).unwrap();
+    assert_eq!(recorded["copies"][0]["ok"], true, "{recorded}");
+    assert_eq!(recorded["copies"][1]["ok"], false, "{recorded}");
+    assert!(
+        recorded["copies"][1]["attempts"].as_u64().unwrap() >= 3,
+        "{recorded}"
+    );
+    assert_eq!(archives_in(&copies).len(), 2);
+}

@@ -79,20 +79,29 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new() -> Cluster {
+        Cluster::new_with(&secrets::ClusterExtras::default())
+    }
+
+    /// A test cluster whose bundle has `extras` (backup recipients, a
+    /// backup policy).
+    pub fn new_with(extras: &secrets::ClusterExtras) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let secrets = secrets::create(&NewCluster {
-            name: "test".into(),
-            out: dir.path().join("cluster"),
-            endpoints: vec![],
-            token_ttl: time::Duration::hours(1),
-            // Every node of a test cluster runs on this host: loopback
-            // addresses, and joiners connect from 127.0.0.1.
-            policy: EnrollmentPolicy {
-                allow_loopback: true,
-                require_source_address: false,
-                ..EnrollmentPolicy::default()
+        let secrets = secrets::create_with(
+            &NewCluster {
+                name: "test".into(),
+                out: dir.path().join("cluster"),
+                endpoints: vec![],
+                token_ttl: time::Duration::hours(1),
+                // Every node of a test cluster runs on this host: loopback
+                // addresses, and joiners connect from 127.0.0.1.
+                policy: EnrollmentPolicy {
+                    allow_loopback: true,
+                    require_source_address: false,
+                    ..EnrollmentPolicy::default()
+                },
             },
-        })
+            extras,
+        )
         .unwrap();
         Cluster {
             dir,

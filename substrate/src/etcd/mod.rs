@@ -377,6 +377,17 @@ impl Etcd {
         Ok(())
     }
 
+    /// Whether the member that answers (the first endpoint that does) is
+    /// the cluster's leader.
+    pub async fn is_leader(&self) -> anyhow::Result<bool> {
+        let resp = self.call("/v3/maintenance/status", json!({})).await?;
+        let me = resp
+            .get("header")
+            .map(|h| uint(h, "member_id"))
+            .unwrap_or(0);
+        Ok(me != 0 && me == uint(&resp, "leader"))
+    }
+
     /// Waits until [`Etcd::healthy`], trying as `retry` says; false if the
     /// deadline passed first.
     pub async fn wait_healthy(&self, retry: Retry) -> bool {

@@ -1,6 +1,12 @@
 //! Backups on a control-plane node: `globular backup create`, `list`,
-//! `verify`, `prune` and `restore` (docs/backup.md). The archive format,
-//! its encryption and its checks are `globular_cluster::backup`.
+//! `verify`, `prune` and `restore` here, `run` and `status` in
+//! [`schedule`] (scheduled backups), copies off the node in [`targets`]
+//! (through [`s3`] for object stores). docs/backup.md. The archive
+//! format, its encryption and its checks are `globular_cluster::backup`.
+
+mod s3;
+pub mod schedule;
+mod targets;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -38,15 +44,8 @@ pub struct CreateOptions {
 /// Takes a backup: an etcd snapshot from this node's member and the seed,
 /// signed with the cluster CA and encrypted to the operators' keys.
 pub fn create(layout: &Layout, opts: &CreateOptions) -> anyhow::Result<Manifest> {
-    let config = layout.load_node_config()?;
-    if config.role != Role::ControlPlane {
-        bail!(
-            "backups are taken on control-plane nodes (this node is a {})",
-            config.role
-        );
-    }
+    let (config, seed) = control_plane(layout)?;
     let seed_path = layout.seed();
-    let seed = Seed::parse(&layout.read(&seed_path)?, &seed_path.display().to_string())?;
     let mut recipients = Vec::new();
     for text in seed
         .cluster
@@ -113,6 +112,21 @@ pub fn create(layout: &Layout, opts: &CreateOptions) -> anyhow::Result<Manifest>
     let manifest = backup::write(&archive, manifest, &files, &ca, &recipients)?;
     tracing::info!("backup written to {}", archive.display());
     Ok(manifest)
+}
+
+/// This control plane's configuration and stored seed; an error on a
+/// worker.
+fn control_plane(layout: &Layout) -> anyhow::Result<(crate::layout::NodeConfig, Seed)> {
+    let config = layout.load_node_config()?;
+    if config.role != Role::ControlPlane {
+        bail!(
+            "backups are taken on control-plane nodes (this node is a {})",
+            config.role
+        );
+    }
+    let seed_path = layout.seed();
+    let seed = Seed::parse(&layout.read(&seed_path)?, &seed_path.display().to_string())?;
+    Ok((config, seed))
 }
 
 /// The revision and key count of a snapshot file (`etcdutl snapshot status`).
