@@ -59,6 +59,8 @@ struct Node {
     ip: String,
     seed: PathBuf,
     disk: PathBuf,
+    /// A second disk plugged in at boot (the backup scenario's USB disk).
+    usb: Option<PathBuf>,
     vm: Option<Vm>,
 }
 
@@ -77,19 +79,27 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Cluster {
+        Cluster::with(&secrets::ClusterExtras::default())
+    }
+
+    /// A cluster whose bundle has `extras` (backup recipients and policy).
+    fn with(extras: &secrets::ClusterExtras) -> Cluster {
         let dir = run_dir();
         let bundle = dir.path().join("cluster");
         let endpoints = (1..=3)
             .map(|i| format!("{SUBNET}.1{i}:{}", globular_cluster::API_PORT))
             .collect();
-        secrets::create(&NewCluster {
-            name: "qemu".into(),
-            out: bundle.clone(),
-            endpoints,
-            token_ttl: time::Duration::hours(24),
-            // The strict defaults: real addresses, joiners connect from them.
-            policy: Default::default(),
-        })
+        secrets::create_with(
+            &NewCluster {
+                name: "qemu".into(),
+                out: bundle.clone(),
+                endpoints,
+                token_ttl: time::Duration::hours(24),
+                // The strict defaults: real addresses, joiners connect from them.
+                policy: Default::default(),
+            },
+            extras,
+        )
         .expect("builder cluster new");
         Cluster {
             dir,
@@ -110,18 +120,7 @@ impl Cluster {
         let seed = self.dir.path().join(format!("{name}.seed.img"));
         secrets::write_seed(
             &self.bundle,
-            &SeedOptions {
-                node: name.into(),
-                role,
-                addresses: vec![format!("{ip}/24")],
-                gateway: None,
-                bootstrap: name == "cp-1",
-                endpoints: Vec::new(),
-                ports: Ports::default(),
-                token,
-                ticket_ttl: secrets::TICKET_TTL,
-                packages: self.packages.clone(),
-            },
+            &self.seed_options(name, role, &ip, token),
             SeedFormat::Cidata,
             &seed,
         )
@@ -132,9 +131,26 @@ impl Cluster {
             ip,
             seed,
             disk: PathBuf::new(),
+            usb: None,
             vm: None,
         });
         self.reimage(name, image);
+    }
+
+    /// What `builder seed` is told for a node of this cluster.
+    fn seed_options(&self, name: &str, role: Role, ip: &str, token: Option<String>) -> SeedOptions {
+        SeedOptions {
+            node: name.into(),
+            role,
+            addresses: vec![format!("{ip}/24")],
+            gateway: None,
+            bootstrap: name == "cp-1",
+            endpoints: Vec::new(),
+            ports: Ports::default(),
+            token,
+            ticket_ttl: secrets::TICKET_TTL,
+            packages: self.packages.clone(),
+        }
     }
 
     /// A new disk for `name` from `image` (the old one is dropped).
@@ -161,11 +177,15 @@ impl Cluster {
             Role::ControlPlane => cp_memory,
             Role::Worker => WORKER_MEMORY_MIB,
         };
-        let vm = VmBuilder::new(name)
+        let mut vm = VmBuilder::new(name)
             .memory_mib(memory)
             .cpus(1)
             .disk(&node.disk, "qcow2")
-            .disk_read_only(&node.seed, "raw")
+            .disk_read_only(&node.seed, "raw");
+        if let Some(usb) = &node.usb {
+            vm = vm.disk(usb, "raw");
+        }
+        let vm = vm
             .netdev(&netdev)
             .guest_agent()
             .work_dir(work)
@@ -423,6 +443,12 @@ impl Cluster {
     }
 
     fn etcd_key_count(&mut self, via: &str) -> usize {
+        self.etcd_keys(via).len()
+    }
+
+    /// The keys under `/globular/`, but the record of the last scheduled
+    /// backup (a backup writes it after its snapshot).
+    fn etcd_keys(&mut self, via: &str) -> Vec<String> {
         let endpoints = self.etcd_endpoints();
         let out = self
             .etcdctl(
@@ -430,8 +456,11 @@ impl Cluster {
                 &endpoints,
                 &["get", "/globular/", "--prefix", "--keys-only"],
             )
-            .unwrap_or_else(|e| panic!("counting keys via {via}: {e:#}"));
-        out.lines().filter(|l| !l.trim().is_empty()).count()
+            .unwrap_or_else(|e| panic!("listing keys via {via}: {e:#}"));
+        out.lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("/globular/backups/"))
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -463,7 +492,29 @@ fn cluster_forms_survives_loss_reimages_and_grows() {
     let worker = image("worker", "0.1.0");
     let cp_next = image("control-plane", "0.2.0");
     let _vm = vm_lock();
-    let mut c = Cluster::new();
+    // The operator's key (kept on the host) and a backup policy whose
+    // target is a USB disk plugged into cp-1 (the disaster-recovery
+    // scenario at the end).
+    let operator = age::x25519::Identity::generate();
+    let mut c = Cluster::with(&secrets::ClusterExtras {
+        backup_recipients: vec![operator.to_public().to_string()],
+        backup_policy: Some(
+            globular_cluster::backup::policy::Policy::parse(
+                "targets: [{directory: /mnt}]",
+                "the test's backup policy",
+            )
+            .unwrap(),
+        ),
+        ..Default::default()
+    });
+    let usb = c.dir.path().join("usb-disk.img");
+    globular_task::Task::new("formatting the USB disk", "mkfs.vfat")
+        .package("dosfstools")
+        .args(["-C", "-n", "BACKUPS"])
+        .arg(&usb)
+        .arg("65536")
+        .run()
+        .unwrap();
 
     // Form: two VMs boot at a time, one per host core. cp-1 and cp-2 start
     // together (cp-2's agent retries until cp-1 serves); cp-3 starts when
@@ -476,6 +527,7 @@ fn cluster_forms_survives_loss_reimages_and_grows() {
     c.add("cp-2", Role::ControlPlane, 12, &cp, None);
     c.add("cp-3", Role::ControlPlane, 13, &cp, None);
     c.add("worker-1", Role::Worker, 21, &worker, None);
+    c.node("cp-1").usb = Some(usb.clone());
     let started = Instant::now();
     let enrolled = c.boot_two_at_a_time(&["cp-1", "cp-2", "cp-3", "worker-1"]);
     let members = c.wait_etcd("cp-1", &["cp-1", "cp-2", "cp-3"]);
@@ -761,6 +813,115 @@ fn cluster_forms_survives_loss_reimages_and_grows() {
     record(&format!(
         "cluster add a node, power loss during its first boot: {} (the API had stored the node before the power went: {stored_before_reboot})",
         seconds(t.elapsed())
+    ));
+
+    disaster_recovery(&mut c, &usb, &operator, &cp, &worker);
+}
+
+/// Issue 17: a backup copied to a USB disk, every VM and every disk gone,
+/// the cluster booted again from fresh images: cp-1 with a seed made from
+/// the backup (`builder seed --restore-from`), every other node with the
+/// seed it had. The registry's keys, the node certificates issued before
+/// and every node's enrollment come back.
+fn disaster_recovery(
+    c: &mut Cluster,
+    usb: &std::path::Path,
+    operator: &age::x25519::Identity,
+    cp: &Image,
+    worker: &Image,
+) {
+    use age::secrecy::ExposeSecret as _;
+    c.scenario = "disaster recovery";
+    let t = Instant::now();
+    c.exec(
+        "cp-1",
+        "/usr/bin/mount",
+        &["-t", "vfat", "/dev/disk/by-label/BACKUPS", "/mnt"],
+    );
+    let names = c.registry_names("cp-1");
+    let keys = c.etcd_keys("cp-1");
+    let old_cert = c.exec("worker-1", "/usr/bin/cat", &[&format!("{PKI}/node.crt")]);
+    let status = c.exec_within(
+        "cp-1",
+        "/usr/bin/globular",
+        &["backup", "run", "--force"],
+        Duration::from_secs(300),
+    );
+    let status: Value = serde_json::from_str(&status).expect("backup status JSON");
+    assert_eq!(status["copies"][0]["ok"], true, "{status}");
+    let name = status["name"].as_str().expect("the backup's name").to_owned();
+    c.exec("cp-1", "/usr/bin/umount", &["/mnt"]);
+    let backed_up = t.elapsed();
+
+    // Every VM and every disk is gone; the USB disk goes to the operator.
+    let names_all: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    for name in &names_all {
+        c.power_off(name);
+        let disk = c.node(name).disk.clone();
+        std::fs::remove_file(&disk).unwrap();
+        c.node(name).usb = None;
+    }
+    let carried = c.dir.path().join("carried-off");
+    std::fs::create_dir_all(&carried).unwrap();
+    let archive = carried.join(format!("{name}.gbackup"));
+    for file in [format!("{name}.gbackup"), format!("{name}.gbackup.sha256")] {
+        globular_task::Task::new("reading the USB disk", "mcopy")
+            .package("mtools")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(usb)
+            .arg(format!("::{file}"))
+            .arg(carried.join(&file))
+            .run()
+            .unwrap();
+    }
+    let (sha256, _) = globular_cluster::backup::hash_file(&archive).unwrap();
+    assert_eq!(status["sha256"], sha256.as_str(), "the copy on the USB disk");
+    let identity = c.dir.path().join("operator.key");
+    std::fs::write(
+        &identity,
+        format!("{}\n", operator.to_string().expose_secret()),
+    )
+    .unwrap();
+    let restore_seed = c.dir.path().join("cp-1.restore.seed.img");
+    let ip = c.node("cp-1").ip.clone();
+    globular_cluster::restore::write_restore_seed(
+        &c.bundle,
+        &c.seed_options("cp-1", Role::ControlPlane, &ip, None),
+        &globular_cluster::restore::RestoreFrom {
+            archive: archive.clone(),
+            identity,
+        },
+        SeedFormat::Cidata,
+        &restore_seed,
+    )
+    .expect("builder seed --restore-from");
+    c.node("cp-1").seed = restore_seed;
+    for name in &names_all {
+        let image = match c.node(name).role {
+            Role::ControlPlane => cp,
+            Role::Worker => worker,
+        };
+        c.reimage(name, image);
+    }
+
+    let booted = Instant::now();
+    let order: Vec<&str> = names_all.iter().map(String::as_str).collect();
+    let enrolled = c.boot_two_at_a_time(&order);
+    c.wait_etcd("cp-1", &["cp-1", "cp-2", "cp-3"]);
+    let all_back = booted.elapsed();
+    assert_eq!(c.registry_names("cp-1"), names, "the registry's nodes");
+    assert_eq!(c.etcd_keys("cp-1"), keys, "the substrate's keys");
+    let ca = std::fs::read_to_string(c.bundle.join("ca.crt")).unwrap();
+    globular_cluster::pki::verify_issued(&old_cert, &ca)
+        .expect("a certificate issued before the disaster verifies");
+    record(&format!(
+        "cluster disaster recovery: backup to the USB disk {}; from the first QEMU start, cp-1 restored and enrolled {}, all {} nodes enrolled and 3 etcd members {} ({} keys as before)",
+        seconds(backed_up),
+        seconds(enrolled[0]),
+        names_all.len(),
+        seconds(all_back),
+        keys.len()
     ));
 }
 
