@@ -849,7 +849,10 @@ fn disaster_recovery(
     );
     let status: Value = serde_json::from_str(&status).expect("backup status JSON");
     assert_eq!(status["copies"][0]["ok"], true, "{status}");
-    let name = status["name"].as_str().expect("the backup's name").to_owned();
+    let name = status["name"]
+        .as_str()
+        .expect("the backup's name")
+        .to_owned();
     c.exec("cp-1", "/usr/bin/umount", &["/mnt"]);
     let backed_up = t.elapsed();
 
@@ -876,7 +879,11 @@ fn disaster_recovery(
             .unwrap();
     }
     let (sha256, _) = globular_cluster::backup::hash_file(&archive).unwrap();
-    assert_eq!(status["sha256"], sha256.as_str(), "the copy on the USB disk");
+    assert_eq!(
+        status["sha256"],
+        sha256.as_str(),
+        "the copy on the USB disk"
+    );
     let identity = c.dir.path().join("operator.key");
     std::fs::write(
         &identity,

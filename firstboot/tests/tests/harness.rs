@@ -283,6 +283,23 @@ impl Cluster {
         ))
     }
 
+    /// Starts the agent in the background; [`Cluster::wait_agent`] waits.
+    pub fn start_agent(&mut self, node: &Node) -> usize {
+        let log = self.dir.path().join(format!("{}.agent.log", node.name));
+        let child = Self::agent_task(node).spawn_logged(&log).unwrap();
+        self.agents.push(child);
+        self.agents.len() - 1
+    }
+
+    /// Waits for an agent started with [`Cluster::start_agent`]; it must
+    /// succeed.
+    pub fn wait_agent(&mut self, agent: usize, node: &Node) {
+        let status = self.agents[agent].wait().unwrap();
+        let log = std::fs::read_to_string(self.dir.path().join(format!("{}.agent.log", node.name)))
+            .unwrap_or_default();
+        assert!(status.success(), "agent of {} failed: {log}", node.name);
+    }
+
     /// Starts the agent with the crash hook set to pause before `step`.
     pub fn start_paused(&mut self, node: &Node, step: &str) -> usize {
         std::fs::create_dir_all(&node.root).unwrap();
