@@ -9,7 +9,7 @@ use globular_cluster::protocol::RegisterRequest;
 use globular_cluster::Role;
 
 use crate::layout::{Layout, DEFAULT_ROOT};
-use crate::{agent, backup, firewall, kubeconfig, node_cli, package, server, services};
+use crate::{agent, backup, certs, firewall, kubeconfig, node_cli, package, server, services};
 
 #[derive(Debug, Parser)]
 #[command(name = "globular", version, about = "The Globular node agent and CLI")]
@@ -116,6 +116,16 @@ struct KubeconfigArgs {
 enum CertCommand {
     /// Renew the node certificate (same key) when it is close to expiry.
     Renew(CertRenewArgs),
+    /// List every certificate on this node with its expiry, soonest first.
+    Status(CertStatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct CertStatusArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -471,6 +481,14 @@ pub fn run() -> anyhow::Result<()> {
                 before: args.before,
             },
         ),
+        Command::Cert(CertCommand::Status(args)) => {
+            let certs = certs::status(&args.root.root, time::OffsetDateTime::now_utc())?;
+            if args.json {
+                print(&(serde_json::to_string_pretty(&certs)? + "\n"))
+            } else {
+                print(&certs::table(&certs))
+            }
+        }
         Command::Apply(args) => {
             let layout = Layout::new(args.root.root);
             let opts = package::ApplyOptions {

@@ -6,7 +6,8 @@
 //!   ([`globular_substrate::api`]) with the node's state;
 //! - [`node_cli`]: `globular node list` and friends, through the one API
 //!   client ([`globular_substrate::Client`]);
-//! - [`renew`]: certificate renewal (`globular cert renew`);
+//! - [`renew`]: certificate renewal (`globular cert renew`); [`certs`]: the
+//!   node's certificates and their expiry (`globular cert status`);
 //! - [`services`]: starting etcd and the API (systemd or spawned);
 //!   [`ownership`]: on images, what their system users may read;
 //! - [`firewall`]: `globular firewall`, the nftables ruleset and the
@@ -19,6 +20,7 @@
 
 pub mod agent;
 pub mod backup;
+pub mod certs;
 pub mod cli;
 pub mod datasource;
 pub mod etcd_client;
