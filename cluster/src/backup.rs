@@ -310,11 +310,11 @@ pub fn checksum_path(archive: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Checks an archive against its checksum file (no key needed).
-pub fn check_sum(archive: &Path) -> Result<String, BackupError> {
+/// The SHA-256 an archive's checksum file records (lowercase hex).
+pub fn recorded_sum(archive: &Path) -> Result<String, BackupError> {
     let sums = checksum_path(archive);
     let text = std::fs::read_to_string(&sums).map_err(io(&sums))?;
-    let expected = text
+    Ok(text
         .split_whitespace()
         .next()
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -322,7 +322,12 @@ pub fn check_sum(archive: &Path) -> Result<String, BackupError> {
             path: sums.clone(),
             message: "not a sha256sum line".into(),
         })?
-        .to_ascii_lowercase();
+        .to_ascii_lowercase())
+}
+
+/// Checks an archive against its checksum file (no key needed).
+pub fn check_sum(archive: &Path) -> Result<String, BackupError> {
+    let expected = recorded_sum(archive)?;
     let (actual, _) = hash_file(archive)?;
     if actual != expected {
         return Err(BackupError::Checksum {

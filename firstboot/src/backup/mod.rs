@@ -229,7 +229,7 @@ pub fn prune(dir: &Path, keep: usize, max_age: time::Duration) -> anyhow::Result
     let now = OffsetDateTime::from(SystemTime::now());
     let mut removed = Vec::new();
     for (i, listed) in list(dir)?.into_iter().enumerate() {
-        if i == 0 || (i < keep && now - listed.modified <= max_age) {
+        if kept(i, now - listed.modified, keep, max_age) {
             continue;
         }
         for path in [backup::checksum_path(&listed.path), listed.path.clone()] {
@@ -243,6 +243,13 @@ pub fn prune(dir: &Path, keep: usize, max_age: time::Duration) -> anyhow::Result
         removed.push(listed.name);
     }
     Ok(removed)
+}
+
+/// The retention rule of every place backups are kept: the newest
+/// (`rank` 0) always stays, the others while they are among the newest
+/// `keep` and no older than `max_age`.
+fn kept(rank: usize, age: time::Duration, keep: usize, max_age: time::Duration) -> bool {
+    rank == 0 || (rank < keep && age <= max_age)
 }
 
 /// What `verify` found.

@@ -91,7 +91,11 @@ pub fn run(layout: &Layout, opts: &RunOptions) -> anyhow::Result<Outcome> {
     if !removed.is_empty() {
         tracing::info!("removed {} old backups here", removed.len());
     }
-    let (sha256, size) = backup::hash_file(&archive)?;
+    // Hashed while it was written: its checksum file has it.
+    let sha256 = backup::recorded_sum(&archive)?;
+    let size = std::fs::metadata(&archive)
+        .with_context(|| format!("reading {}", archive.display()))?
+        .len();
     let status = runtime::block_on(Threads::One, async {
         let mut copies = Vec::new();
         for target in &policy.targets {

@@ -125,7 +125,7 @@ async fn prune_bucket(bucket: &Bucket, prefix: &str, policy: &Policy) -> anyhow:
     });
     let now = OffsetDateTime::now_utc();
     for (i, object) in archives.iter().enumerate() {
-        if i == 0 || (i < policy.keep && now - object.last_modified <= policy.max_age()) {
+        if super::kept(i, now - object.last_modified, policy.keep, policy.max_age()) {
             continue;
         }
         bucket.delete(&format!("{}.sha256", object.key)).await?;
