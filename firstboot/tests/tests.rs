@@ -4,6 +4,8 @@
 
 #[path = "tests/harness.rs"]
 mod harness;
+#[path = "../../substrate/tests/tests/ports.rs"]
+mod ports;
 
 #[path = "tests/backup.rs"]
 mod backup;

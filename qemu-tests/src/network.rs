@@ -55,14 +55,19 @@ impl Network {
     /// The `-netdev` value attaching one NIC to this network (a new loopback
     /// port for it). `id` names the netdev.
     pub fn netdev(&self, id: &str) -> anyhow::Result<String> {
-        // A port the kernel just handed out; QEMU binds it right after.
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .context("choosing a loopback port for a VM NIC")?;
-        self.ports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(port);
+        // A port the kernel just handed out; QEMU binds it right after. The
+        // kernel may hand out a port again once its socket is closed, so one
+        // another NIC of this network has is skipped.
+        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let port = loop {
+            let port = UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .context("choosing a loopback port for a VM NIC")?;
+            if !ports.contains(&port) && port != self.hub {
+                break port;
+            }
+        };
+        ports.push(port);
         Ok(format!(
             "dgram,id={id},local.type=inet,local.host=127.0.0.1,local.port={},\
              remote.type=inet,remote.host=127.0.0.1,remote.port={}",

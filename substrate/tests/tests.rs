@@ -4,6 +4,8 @@
 
 #[path = "tests/harness.rs"]
 mod harness;
+#[path = "tests/ports.rs"]
+mod ports;
 
 #[path = "tests/api.rs"]
 mod api;

@@ -1,7 +1,6 @@
 //! A test cluster: a secrets bundle, per-node seeds and state directories,
 //! and a guard that kills every process the nodes spawned.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 
@@ -15,14 +14,7 @@ use globular_task::Task;
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_globular");
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::ports::free_port;
 
 #[derive(Debug, Clone)]
 pub struct Node {

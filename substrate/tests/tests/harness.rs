@@ -17,16 +17,9 @@ use globular_substrate::retry::Retry;
 use globular_substrate::tls;
 use globular_task::Task;
 
-const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+use crate::ports::free_port;
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind((LOOPBACK, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 /// The test cluster's policy: loopback addresses (its joiners are this
 /// process), enrolled from one of them.
