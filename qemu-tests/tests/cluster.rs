@@ -971,6 +971,28 @@ impl Cluster {
         let out = self.vm(via).exec("/usr/bin/kubectl", &argv, FIRST_RUN)?;
         Ok(out.success("kubectl")?.stdout)
     }
+
+    /// The last lines of the Kubernetes components' journals on `name`,
+    /// for a failure message (the serial console has only the agent's).
+    fn kubernetes_journal(&mut self, name: &str) -> String {
+        let args = [
+            "--no-pager",
+            "-n",
+            "150",
+            "-u",
+            "globular-component@kube-apiserver",
+            "-u",
+            "globular-component@kube-controller-manager",
+            "-u",
+            "globular-component@kube-scheduler",
+            "-u",
+            "globular-etcd",
+        ];
+        match self.vm(name).exec("/usr/bin/journalctl", &args, EXEC) {
+            Ok(out) => format!("journal of {name}:\n{}{}", out.stdout, out.stderr),
+            Err(err) => format!("no journal of {name}: {err:#}"),
+        }
+    }
 }
 
 /// Issue 13: three control planes seeded like any other (every package of
@@ -1002,7 +1024,8 @@ fn three_control_planes_run_kubernetes() {
     let enrolled = started.elapsed();
     for name in ["cp-1", "cp-2", "cp-3"] {
         if let Err(err) = c.vm(name).wait_for(KUBERNETES_HEALTHY, ENROLL_TIMEOUT) {
-            panic!("scenario {}: {name}: {err:#}", c.scenario);
+            let journal = c.kubernetes_journal(name);
+            panic!("scenario {}: {name}: {err:#}\n{journal}", c.scenario);
         }
     }
     let ready = started.elapsed();

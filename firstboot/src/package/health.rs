@@ -11,6 +11,9 @@ use super::render::Facts;
 use super::spec::Spec;
 use crate::layout::Layout;
 
+/// How often a check that does not pass yet says what it last got.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
 /// Waits until every check passes, at most `wait`, and while `alive` says
 /// the components run; their names.
 pub(super) async fn wait(
@@ -26,6 +29,7 @@ pub(super) async fn wait(
         let url = facts.render(&h.url, &format!("health[{i}].url"))?;
         let ca = layout.read(&layout.kubernetes_secret(h.ca.file(), "crt"))?;
         let http = tls::http_client(tls::client_config(&ca, None)?)?;
+        let mut reported = Instant::now();
         loop {
             let last = match http.get(&url).timeout(Duration::from_secs(10)).send().await {
                 Ok(resp) => {
@@ -39,6 +43,11 @@ pub(super) async fn wait(
                 Err(e) => format!("{e:#}"),
             };
             alive().with_context(|| format!("waiting for health check {}", h.name))?;
+            // What a slow start is waiting for, on the journal and console.
+            if reported.elapsed() >= REPORT_EVERY {
+                tracing::info!("health check {} not passing yet: {last}", h.name);
+                reported = Instant::now();
+            }
             if Instant::now() > deadline {
                 bail!(
                     "health check {} ({url}) did not pass within {} s; last: {last}",
