@@ -61,6 +61,12 @@ pub fn backup_status_key() -> String {
     format!("{PREFIX}backups/latest")
 }
 
+/// A cluster-wide lock (a key bound to its holder's lease), such as
+/// `packages/NAME`: control planes start a package one at a time.
+pub fn lock_key(name: &str) -> String {
+    format!("{PREFIX}locks/{name}")
+}
+
 pub fn services_prefix() -> String {
     format!("{PREFIX}services/")
 }

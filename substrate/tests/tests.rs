@@ -15,5 +15,7 @@ mod dns;
 
 #[path = "tests/abuse.rs"]
 mod abuse;
+#[path = "tests/locks.rs"]
+mod locks;
 #[path = "tests/trust.rs"]
 mod trust;

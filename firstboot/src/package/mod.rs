@@ -23,6 +23,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use globular_cluster::fsutil;
 use globular_cluster::protocol::RegisterRequest;
+use globular_cluster::registry;
 use globular_cluster::seed::Seed;
 use globular_cluster::Role;
 use globular_substrate::etcd::{Grant, Permission};
@@ -106,6 +107,10 @@ impl Report {
         out
     }
 }
+
+/// How long a package's start lock outlives its holder (a crash, a power
+/// loss): the holder renews it every third of that.
+const LOCK_TTL: Duration = Duration::from_secs(60);
 
 /// Where images ship their package specs.
 pub const INSTALLED_DIR: &str = "/usr/share/globular/packages";
@@ -263,22 +268,39 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
     // A component reads the package's files when it starts: any change to
     // them restarts every running component of the package.
     let files_changed = !report.changes.is_empty();
+    let mut starts = Vec::new();
     for component in &spec.components {
-        let name = component.name.clone();
-        if !units::running(layout, opts.manager, &name) {
-            if !opts.plan {
-                units::start(layout, opts.manager, &name)?;
-            }
-            report.push(opts.plan, Change::Start { component: name });
+        let component = component.name.clone();
+        if !units::running(layout, opts.manager, &component) {
+            starts.push(Change::Start { component });
         } else if files_changed {
-            if !opts.plan {
-                units::restart(layout, opts.manager, &name)?;
-            }
-            report.push(opts.plan, Change::Restart { component: name });
+            starts.push(Change::Restart { component });
         }
     }
     if opts.plan {
+        for change in starts {
+            report.push(true, change);
+        }
         return Ok(report);
+    }
+    // Control planes start a package one at a time, each until its checks
+    // pass: Kubernetes' first apiserver writes its RBAC defaults alone
+    // (three at once under a slow etcd each failed and restarted for
+    // minutes), and a changed package restarts behind healthy peers.
+    let lock = if starts.is_empty() || node.role != Role::ControlPlane {
+        None
+    } else {
+        let etcd = crate::etcd_client::substrate(layout, node.etcd_endpoints.clone())?;
+        let key = registry::lock_key(&format!("packages/{}", spec.name));
+        Some(rt.block_on(etcd.lock(&key, &node.name, LOCK_TTL, opts.wait))?)
+    };
+    for change in starts {
+        match &change {
+            Change::Start { component } => units::start(layout, opts.manager, component)?,
+            Change::Restart { component } => units::restart(layout, opts.manager, component)?,
+            _ => {}
+        }
+        report.push(false, change);
     }
     // A spawned component that exits while the checks wait fails the run
     // now (systemd restarts its units; the wait bounds that).
@@ -303,7 +325,14 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
         opts.wait.as_secs(),
         spec.health.len()
     );
-    report.healthy = rt.block_on(health::wait(layout, &spec, &facts, opts.wait, &alive))?;
+    let healthy = rt.block_on(health::wait(layout, &spec, &facts, opts.wait, &alive));
+    if let Some(lock) = lock {
+        // Failed checks release it too: the next control plane may do better.
+        if let Err(e) = rt.block_on(lock.release()) {
+            tracing::warn!("{e:#}");
+        }
+    }
+    report.healthy = healthy?;
     for change in rt.block_on(register(layout, &spec, &facts, &node))? {
         report.push(opts.plan, change);
     }

@@ -10,6 +10,7 @@
 //! integers as strings.
 
 mod auth;
+mod lock;
 mod snapshot;
 mod stream;
 mod watch;
@@ -27,6 +28,7 @@ use crate::retry::{Attempt, Retry};
 use crate::tls;
 
 pub use auth::{Grant, Permission};
+pub use lock::Lock;
 pub use watch::{Watch, WatchEvent};
 
 /// How long one etcd call may take.
@@ -292,10 +294,29 @@ impl Etcd {
         deletes: &[String],
         read_on_failure: &[String],
     ) -> anyhow::Result<Option<Vec<Option<(Vec<u8>, i64)>>>> {
+        self.txn_leased(conditions, puts, None, deletes, read_on_failure)
+            .await
+    }
+
+    /// [`Etcd::txn`] whose puts are bound to `lease` if there is one.
+    async fn txn_leased(
+        &self,
+        conditions: &[Condition],
+        puts: &[(String, Vec<u8>)],
+        lease: Option<i64>,
+        deletes: &[String],
+        read_on_failure: &[String],
+    ) -> anyhow::Result<Option<Vec<Option<(Vec<u8>, i64)>>>> {
         let compare: Vec<Value> = conditions.iter().map(Condition::json).collect();
         let success: Vec<Value> = puts
             .iter()
-            .map(|(k, v)| json!({"request_put": {"key": B64.encode(k), "value": B64.encode(v)}}))
+            .map(|(k, v)| {
+                let mut put = json!({"key": B64.encode(k), "value": B64.encode(v)});
+                if let Some(lease) = lease {
+                    put["lease"] = json!(lease.to_string());
+                }
+                json!({ "request_put": put })
+            })
             .chain(
                 deletes
                     .iter()
