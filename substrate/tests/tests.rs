@@ -17,5 +17,7 @@ mod dns;
 mod abuse;
 #[path = "tests/locks.rs"]
 mod locks;
+#[path = "tests/space.rs"]
+mod space;
 #[path = "tests/trust.rs"]
 mod trust;

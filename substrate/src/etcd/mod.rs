@@ -11,6 +11,7 @@
 
 mod auth;
 mod lock;
+mod maintenance;
 mod snapshot;
 mod stream;
 mod watch;
@@ -29,6 +30,7 @@ use crate::tls;
 
 pub use auth::{Grant, Permission};
 pub use lock::Lock;
+pub use maintenance::{Alarm, SpaceRecovery};
 pub use watch::{Watch, WatchEvent};
 
 /// How long one etcd call may take.

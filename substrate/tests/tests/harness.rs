@@ -69,7 +69,20 @@ impl Substrate {
         Substrate::start_config(lab_policy(), limits)
     }
 
+    /// [`Substrate::start`] with more etcd flags (`--quota-backend-bytes`).
+    pub fn start_with_etcd_args(args: &[&str]) -> (Substrate, String) {
+        Substrate::start_etcd(lab_policy(), Limits::default(), args)
+    }
+
     fn start_config(policy: EnrollmentPolicy, limits: Limits) -> (Substrate, String) {
+        Substrate::start_etcd(policy, limits, &[])
+    }
+
+    fn start_etcd(
+        policy: EnrollmentPolicy,
+        limits: Limits,
+        etcd_args: &[&str],
+    ) -> (Substrate, String) {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::generate("test").unwrap();
         let etcd_ca = Ca::generate_etcd("test").unwrap();
@@ -126,6 +139,7 @@ impl Substrate {
             .arg(format!("--peer-key-file={}", server_key_path.display()))
             .arg(format!("--peer-trusted-ca-file={}", etcd_ca_path.display()))
             .arg("--peer-client-cert-auth")
+            .args(etcd_args)
             .spawn_logged(&dir.path().join("etcd.log"))
             .unwrap();
 
