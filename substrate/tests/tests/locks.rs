@@ -14,7 +14,8 @@ fn one_holder_at_a_time_and_a_crashed_holder_expires() {
     let (s, _) = Substrate::start();
     let etcd = s.etcd_db.clone();
     s.runtime.block_on(async {
-        let ttl = Duration::from_secs(3);
+        // Renewed every 2 s: a loaded machine's stalls stay well inside it.
+        let ttl = Duration::from_secs(6);
         let long = Duration::from_secs(30);
         let cp1 = etcd.lock(KEY, "cp-1", ttl, long).await.unwrap();
         let (value, _) = etcd.get(KEY).await.unwrap().expect("the lock key");
@@ -30,17 +31,18 @@ fn one_holder_at_a_time_and_a_crashed_holder_expires() {
         assert!(t.elapsed() >= Duration::from_secs(5), "{:?}", t.elapsed());
         assert!(format!("{err:#}").contains("held by cp-1"), "{err:#}");
 
-        // Released: the waiter gets it at once.
+        // Released: the key goes with the lease at once (not a TTL later),
+        // and the waiter gets the lock.
         let waiter = {
             let etcd = etcd.clone();
             tokio::spawn(async move { etcd.lock(KEY, "cp-2", ttl, long).await })
         };
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!waiter.is_finished());
-        let t = Instant::now();
         cp1.release().await.unwrap();
+        let now = etcd.get(KEY).await.unwrap().map(|(v, _)| v);
+        assert!(now.is_none() || now.as_deref() == Some(b"cp-2"), "{now:?}");
         let cp2 = waiter.await.unwrap().unwrap();
-        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
         assert_eq!(etcd.get(KEY).await.unwrap().unwrap().0, b"cp-2");
 
         // cp-2 "crashes": it stops renewing. Its own next run takes the
@@ -52,7 +54,7 @@ fn one_holder_at_a_time_and_a_crashed_holder_expires() {
         let cp3 = etcd.lock(KEY, "cp-3", ttl, long).await.unwrap();
         let waited = t.elapsed();
         assert!(
-            waited >= Duration::from_secs(1) && waited < ttl + Duration::from_secs(4),
+            waited >= Duration::from_secs(1) && waited < ttl + Duration::from_secs(10),
             "{waited:?}"
         );
         cp3.release().await.unwrap();
