@@ -285,8 +285,8 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
     }
     // Control planes start a package one at a time, each until its checks
     // pass: Kubernetes' first apiserver writes its RBAC defaults alone
-    // (three at once under a slow etcd each failed and restarted for
-    // minutes), and a changed package restarts behind healthy peers.
+    // (three at once under a slow etcd kept failing the RBAC bootstrap hook
+    // for minutes), and a changed package restarts behind healthy peers.
     let lock = if starts.is_empty() || node.role != Role::ControlPlane {
         None
     } else {
