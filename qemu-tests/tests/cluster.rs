@@ -40,6 +40,9 @@ const WORKER_MEMORY_MIB: u32 = 1024;
 const ENROLL_TIMEOUT: Duration = Duration::from_secs(900);
 /// Waits inside a scenario (etcd membership, registry contents).
 const CONVERGE: Duration = Duration::from_secs(300);
+/// How long an apiserver's `/readyz` may keep failing after every control
+/// plane's health checks have passed once.
+const READYZ: Duration = Duration::from_secs(120);
 /// A command in a guest.
 const EXEC: Duration = Duration::from_secs(60);
 /// The first run of the 150 MB Kubernetes program in a guest: its pages come
@@ -972,6 +975,30 @@ impl Cluster {
         Ok(out.success("kubectl")?.stdout)
     }
 
+    /// `kubectl` until it succeeds or `timeout` passes, for what is a
+    /// moving status rather than a stored object: an apiserver's `/readyz`
+    /// includes a 2 s etcd probe, which a loaded TCG host can miss once.
+    /// The last error is returned if it never succeeds.
+    fn kubectl_eventually(
+        &mut self,
+        via: &str,
+        server: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.kubectl(via, server, args) {
+                Ok(out) => return Ok(out),
+                Err(err) if Instant::now() > deadline => return Err(err),
+                Err(err) => {
+                    tracing::warn!("kubectl {args:?} through {server}: {err:#}; trying again");
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
     /// The last lines of the Kubernetes components' journals on `name`,
     /// for a failure message (the serial console has only the agent's).
     fn kubernetes_journal(&mut self, name: &str) -> String {
@@ -1031,9 +1058,14 @@ fn three_control_planes_run_kubernetes() {
     let make = format!("umask 077; /usr/bin/globular kubeconfig --ttl 1h > {KUBECONFIG}");
     c.exec("cp-1", "/bin/sh", &["-c", &make]);
     for server in ["cp-1", "cp-2", "cp-3"] {
-        let readyz = c
-            .kubectl("cp-1", server, &["get", "--raw", "/readyz"])
-            .unwrap_or_else(|e| panic!("/readyz through {server}: {e:#}"));
+        let readyz =
+            match c.kubectl_eventually("cp-1", server, &["get", "--raw", "/readyz"], READYZ) {
+                Ok(readyz) => readyz,
+                Err(err) => {
+                    let journal = c.kubernetes_journal(server);
+                    panic!("/readyz through {server}: {err:#}\n{journal}")
+                }
+            };
         assert_eq!(readyz.trim(), "ok", "/readyz through {server}");
     }
     c.kubectl(
@@ -1094,7 +1126,7 @@ fn three_control_planes_run_kubernetes() {
         }
     }
     let readyz = c
-        .kubectl("cp-1", "cp-1", &["get", "--raw", "/readyz"])
+        .kubectl_eventually("cp-1", "cp-1", &["get", "--raw", "/readyz"], READYZ)
         .unwrap_or_else(|e| panic!("/readyz through cp-1 with cp-3 off: {e:#}"));
     assert_eq!(readyz.trim(), "ok");
     record(&format!(
