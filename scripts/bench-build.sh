@@ -4,7 +4,7 @@
 #  1. cold build (empty cache) vs mmdebstrap alone on the same package set;
 #  2. overlay-only rebuild (package stage cached) to erofs and squashfs;
 #  3. size and write time of every OS-tree format and compressor.
-# Needs root and the Debian mirror. Takes about 12 minutes on 2 cores.
+# Needs root and the Debian mirror. Takes about 20 minutes on 2 cores.
 #
 # BENCH_SHORT=1: one round of 1 and 2 on a small tree (Debian minbase and an
 # extra tree, no build scripts), about 3 minutes: scripts/test.sh runs it so
@@ -62,29 +62,40 @@ CONF
 fi
 build() {
     "$builder" build -C "$work/config" --pins "$repo/profiles/versions.toml" \
-        --cache-dir "$work/cache" --output-dir "$work/out" --quiet "$@"
+        --cache-dir "$work/cache" --output-dir "$work/out" "$@"
+}
+# The builder's per-stage times of the last build (its plain progress lines).
+timings() {
+    sed -n 's/.*timings: /  builder stages: /p' "$work/last.log"
 }
 
-# 1. Cold build vs mmdebstrap alone.
+# 1. Cold build vs mmdebstrap alone, side by side: BENCH_ROUNDS rounds
+# (default 2, 1 in short mode), each with an empty builder cache.
 packages=$("$builder" summary -C "$work/config" --pins "$repo/profiles/versions.toml" --json |
     python3 -c 'import json,sys; print(",".join(json.load(sys.stdin).get("Packages") or []))')
-t_mm=$(seconds mmdebstrap --mode=root --variant=minbase --format=directory \
-    '--aptopt=APT::Install-Recommends "false"' \
-    --dpkgopt=path-exclude=/usr/share/doc/* --dpkgopt=path-include=/usr/share/doc/*/copyright \
-    --dpkgopt=path-exclude=/usr/share/man/* --dpkgopt=path-exclude=/usr/share/info/* \
-    ${packages:+--include="$packages"} bookworm "$work/mm" \
-    "deb http://deb.debian.org/debian bookworm main" \
-    "deb http://deb.debian.org/debian bookworm-updates main" \
-    "deb http://deb.debian.org/debian-security bookworm-security main")
-rm -rf "$work/mm"
-t_cold=$(seconds build --format erofs)
-echo "cold: mmdebstrap alone ${t_mm}s, builder build --format erofs ${t_cold}s, ratio $(awk -v a="$t_cold" -v b="$t_mm" 'BEGIN { printf "%.2f", a / b }')"
+rounds=${BENCH_ROUNDS:-2}
+[ -n "${BENCH_SHORT:-}" ] && rounds=1
+for round in $(seq "$rounds"); do
+    t_mm=$(seconds mmdebstrap --mode=root --variant=minbase --format=directory \
+        '--aptopt=APT::Install-Recommends "false"' \
+        --dpkgopt=path-exclude=/usr/share/doc/* --dpkgopt=path-include=/usr/share/doc/*/copyright \
+        --dpkgopt=path-exclude=/usr/share/man/* --dpkgopt=path-exclude=/usr/share/info/* \
+        ${packages:+--include="$packages"} bookworm "$work/mm" \
+        "deb http://deb.debian.org/debian bookworm main" \
+        "deb http://deb.debian.org/debian bookworm-updates main" \
+        "deb http://deb.debian.org/debian-security bookworm-security main")
+    rm -rf "$work/mm" "$work/cache"
+    t_cold=$(seconds build --format erofs)
+    echo "cold, round $round: mmdebstrap alone ${t_mm}s, builder build --format erofs ${t_cold}s, ratio $(awk -v a="$t_cold" -v b="$t_mm" 'BEGIN { printf "%.2f", a / b }')"
+    timings
+done
 
 # 2. Overlay-only rebuilds.
 for format in erofs squashfs; do
     echo "benchmark $(date +%s%N)" > "$work/extra/etc/motd"
     t=$(seconds build --format "$format")
     echo "overlay-only rebuild to $format: ${t}s"
+    timings
     [ -n "${BENCH_SHORT:-}" ] && break
 done
 [ -n "${BENCH_SHORT:-}" ] && exit 0

@@ -97,6 +97,11 @@ struct BuildArgs {
     /// Rebuild the package stage even if it is cached.
     #[arg(long)]
     force: bool,
+    /// How the private tree over the cached package stage is made: `overlay`
+    /// (overlayfs, nothing copied; a copy where it cannot be mounted) or
+    /// `copy`. Both give the same image.
+    #[arg(long, value_name = "HOW", default_value = "overlay")]
+    work_tree: String,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -489,6 +494,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         cache_dir: args.cache.cache_dir,
         artifacts: args.artifacts,
         force: args.force,
+        work_tree: crate::rootfs::worktree::Mode::parse(&args.work_tree)?,
         progress: crate::progress::Progress::new(args.quiet),
         source_root,
     };

@@ -2,9 +2,10 @@
 //! otherwise, nothing with `--quiet`.
 
 use std::io::IsTerminal as _;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -13,10 +14,15 @@ enum Mode {
     Quiet,
 }
 
-/// How a build reports what it is doing.
+/// How a build reports what it is doing. Stages may run side by side (the
+/// package stage beside component and build-script compiles): on a terminal
+/// their bars share one [`MultiProgress`].
 #[derive(Debug, Clone)]
 pub struct Progress {
     mode: Mode,
+    bars: MultiProgress,
+    /// Every finished step and its seconds, for [`Progress::summary`].
+    finished: Arc<Mutex<Vec<(String, f64)>>>,
 }
 
 impl Progress {
@@ -29,18 +35,44 @@ impl Progress {
         } else {
             Mode::Lines
         };
-        Progress { mode }
+        Progress {
+            mode,
+            bars: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            finished: Arc::default(),
+        }
     }
 
     pub fn quiet() -> Progress {
-        Progress { mode: Mode::Quiet }
+        Progress {
+            mode: Mode::Quiet,
+            bars: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+            finished: Arc::default(),
+        }
+    }
+
+    /// One line with every finished step's time, in the order they
+    /// finished (steps that ran side by side overlap), unless quiet.
+    pub fn summary(&self, total: Duration) {
+        if self.mode == Mode::Quiet {
+            return;
+        }
+        let finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        let steps: Vec<String> = finished
+            .iter()
+            .map(|(what, seconds)| format!("{what} {seconds:.1} s"))
+            .collect();
+        tracing::info!(
+            "timings: {:.1} s in all; {}",
+            total.as_secs_f64(),
+            steps.join("; ")
+        );
     }
 
     /// Starts a stage of unknown length (a spinner); finish it with [`Step::done`].
     pub fn step(&self, what: &str) -> Step {
         let bar = match self.mode {
             Mode::Bars => {
-                let bar = ProgressBar::new_spinner();
+                let bar = self.bars.add(ProgressBar::new_spinner());
                 bar.set_style(
                     ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
                         .expect("valid template"),
@@ -61,6 +93,7 @@ impl Progress {
             started: Instant::now(),
             last_line: std::cell::Cell::new(Instant::now()),
             mode: self.mode,
+            finished: Arc::clone(&self.finished),
         }
     }
 
@@ -68,7 +101,10 @@ impl Progress {
     pub fn bytes(&self, what: &str, total: Option<u64>) -> Bytes {
         let bar = match self.mode {
             Mode::Bars => {
-                let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+                let bar = self.bars.add(ProgressBar::with_draw_target(
+                    total,
+                    ProgressDrawTarget::hidden(),
+                ));
                 let template = if total.is_some() {
                     "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}"
                 } else {
@@ -97,6 +133,7 @@ pub struct Step {
     /// When plain-lines mode last reported [`Step::detail`].
     last_line: std::cell::Cell<Instant>,
     mode: Mode,
+    finished: Arc<Mutex<Vec<(String, f64)>>>,
 }
 
 /// How often plain-lines mode repeats a long step's detail.
@@ -132,6 +169,10 @@ impl Step {
         if self.mode != Mode::Quiet {
             tracing::info!("{} done in {elapsed:.1} s", self.what);
         }
+        self.finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((self.what.clone(), elapsed));
     }
 }
 

@@ -125,6 +125,7 @@ fn build_image(role: &str, version: &str) -> anyhow::Result<Image> {
         cache_dir: None,
         artifacts: None,
         force: false,
+        work_tree: Default::default(),
         progress: builder::progress::Progress::new(true),
         source_root: repo,
     })?;

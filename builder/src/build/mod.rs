@@ -1,9 +1,11 @@
 //! `builder build`: from a profile to published outputs.
 //!
 //! Stages, in order: resolve the profile; fetch and verify pinned artifacts
-//! and build the components from source (nothing is written before they
-//! check out; both are cached); the package stage (mmdebstrap,
-//! cached by the digest of its inputs); a private copy of the cached tree;
+//! and check the components from source against their pins (nothing is
+//! written before they check out); the package stage (mmdebstrap, cached by
+//! the digest of its inputs) with, beside it, the components' compiles
+//! (cached) and `BuildScripts=`; a private copy of the cached tree and what
+//! the build scripts installed;
 //! `ExtraTrees=` (and `mkosi.extra/`, `overlays/`) with `.tera` rendering;
 //! artifacts and components; `PostInstallationScripts=`; finalize (settings, presets,
 //! `RemoveFiles=`, host traces, timestamps); the output image; manifest, SBOM and
@@ -12,7 +14,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use globular_task::Task;
 
 mod bootable;
 
@@ -22,6 +23,7 @@ use crate::digest;
 use crate::output::{self, manifest, sbom, Format, OutputFile, Staging};
 use crate::profile::{self, summary, Config, ResolveOptions};
 use crate::progress::Progress;
+use crate::rootfs::worktree::{self, WorkTree};
 use crate::rootfs::{self, cache::Cache, finalize, PackageStage};
 use crate::scripts;
 
@@ -46,6 +48,8 @@ pub struct BuildOptions {
     pub artifacts: Option<PathBuf>,
     /// `--force`: rebuild the package stage even if cached.
     pub force: bool,
+    /// `--work-tree`: how the private tree over the cached package stage is made.
+    pub work_tree: worktree::Mode,
     pub progress: Progress,
     /// Paths under this directory are recorded relative to it in the manifest.
     pub source_root: PathBuf,
@@ -62,6 +66,13 @@ pub struct BuildReport {
 }
 
 pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
+    let started = std::time::Instant::now();
+    let report = build_inner(options)?;
+    options.progress.summary(started.elapsed());
+    Ok(report)
+}
+
+fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     let config = profile::resolve(&options.resolve)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -93,13 +104,11 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     ));
     let verified = artifacts::fetch(&artifact_list, lock_dir, &cache, progress)?;
     step.done();
-    let components = components::prepare(
+    let checked = components::check(
         &lock.components,
         lock_dir,
         &options.resolve.pins,
         plan.epoch,
-        &cache,
-        progress,
     )?;
 
     let stage = plan.package_stage(&config)?;
@@ -109,19 +118,39 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         .iter()
         .map(PathBuf::from)
         .collect();
-    let step = progress.step(&format!(
-        "package stage {} ({} packages)",
-        rootfs::cache::short(&key),
-        stage.packages.len()
-    ));
-    let entry = cache.rootfs(&key, options.force, |tmp| {
-        rootfs::install(&stage, &skeletons, tmp)
+    let work = cache.work_dir()?;
+    let script_env = plan.script_env(&config, work.path());
+    // Components and build scripts never see the tree (build scripts get
+    // $SRCDIR, $BUILDDIR and $DESTDIR only), so they compile while the
+    // package stage installs: go and cargo overlap mmdebstrap's downloads
+    // and dpkg runs.
+    let (entry, components, build_outputs) = std::thread::scope(|scope| {
+        let components = scope.spawn(|| checked.build(&cache, progress));
+        let scripts =
+            scope.spawn(|| run_build_scripts(&config, work.path(), &script_env, progress));
+        let step = progress.step(&format!(
+            "package stage {} ({} packages)",
+            rootfs::cache::short(&key),
+            stage.packages.len()
+        ));
+        let entry = cache.rootfs(&key, options.force, |tmp| {
+            rootfs::install(&stage, &skeletons, tmp)
+        });
+        if entry.as_ref().is_ok_and(|e| e.built) {
+            step.done();
+        } else {
+            drop(step);
+        }
+        let components = components
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let outputs = scripts
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        anyhow::Ok((entry?, components?, outputs?))
     })?;
     let package_stage_reused = !entry.built;
-    if entry.built {
-        step.done();
-    } else {
-        drop(step);
+    if package_stage_reused {
         tracing::info!(
             "package stage {} reused from the cache",
             rootfs::cache::short(&key)
@@ -129,31 +158,24 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     }
     let packages = rootfs::recorded_packages(&entry.dir)?;
 
-    let work = cache.work_dir()?;
-    let tree = work.path().join("tree");
-    // The work tree shares unchanged files with the cache through hard links
-    // (every writer of the builder replaces files through a new inode, see
-    // overlay::replace_file). Post-installation scripts may write into files
-    // in place and a directory output is handed to the user, so those get a
-    // full copy.
-    let share =
-        config.list("PostInstallationScripts").is_empty() && plan.format != Format::Directory;
-    let step = progress.step("copying the cached package tree");
-    Task::new("copying the cached package tree", "cp")
-        .package("coreutils")
-        .args(if share {
-            &["-al"][..]
-        } else {
-            &["-a", "--reflink=auto"][..]
-        })
-        .arg(entry.tree())
-        .arg(&tree)
-        .run()?;
+    let step = progress.step("preparing the work tree");
+    let work_tree = WorkTree::new(
+        entry,
+        work.path(),
+        options.work_tree,
+        worktree::Needs {
+            real_tree: plan.format == Format::Directory,
+            writes_in_place: !config.list("PostInstallationScripts").is_empty(),
+        },
+    )?;
+    let tree = work_tree.path().to_path_buf();
+    tracing::info!("work tree: {}", work_tree.how());
     step.done();
-    drop(entry);
-
-    let script_env = plan.script_env(&config, work.path());
-    let build_outputs = run_build_scripts(&config, &tree, work.path(), &script_env, progress)?;
+    if let Some(outputs) = &build_outputs {
+        crate::overlay::copy_tree(&outputs.dest, &tree, Path::new("/"), None)
+            .context("installing what the build scripts put in $DESTDIR")?;
+    }
+    let build_digest = build_outputs.map(|o| o.digest);
 
     let step = progress.step("copying extra trees");
     let context = config.template_context(&options.resolve.pins);
@@ -254,7 +276,7 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         &config,
         &key,
         extra_key,
-        build_outputs.as_deref(),
+        build_digest.as_deref(),
         (&verified, &components),
         options,
     )?;
@@ -333,6 +355,7 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         }
     }
     step.done();
+    let step = progress.step("checksums, manifest and SBOM");
     let (size, sha256) = if plan.format == Format::Directory {
         (
             rootfs::cache::disk_usage(&image_path),
@@ -398,7 +421,11 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     }
     std::fs::write(staging.path(&sums_file), output::checksums(&sums))?;
     let outputs = staging.publish(&[image_file, manifest_file, sbom_file, sums_file])?;
+    step.done();
+    let step = progress.step("removing the work tree");
+    drop(work_tree);
     drop(work);
+    step.done();
     Ok(BuildReport {
         name: plan.name,
         outputs,
@@ -407,17 +434,23 @@ pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     })
 }
 
-/// Runs `BuildScripts=` with a fresh `$DESTDIR` and copies what they
-/// installed into the tree. Returns the digest of the installed files (an
-/// input of the image: partition UUIDs and salts follow it), or `None`
-/// without build scripts.
+/// What `BuildScripts=` installed.
+struct BuildOutputs {
+    /// `$DESTDIR`, copied into the tree after the package stage.
+    dest: PathBuf,
+    /// The digest of the installed files (an input of the image: partition
+    /// UUIDs and salts follow it).
+    digest: String,
+}
+
+/// Runs `BuildScripts=` with a fresh `$DESTDIR` in `work`; `None` without
+/// build scripts.
 fn run_build_scripts(
     config: &Config,
-    tree: &Path,
     work: &Path,
     env: &scripts::ScriptEnv,
     progress: &Progress,
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<Option<BuildOutputs>> {
     let build_scripts = config.list("BuildScripts");
     if build_scripts.is_empty() {
         return Ok(None);
@@ -443,9 +476,8 @@ fn run_build_scripts(
         scripts::run_build(Path::new(script), &dirs, env)?;
         step.done();
     }
-    crate::overlay::copy_tree(&dest, tree, Path::new("/"), None)
-        .context("installing what the build scripts put in $DESTDIR")?;
-    Ok(Some(digest::tree(&dest)?))
+    let digest = digest::tree(&dest)?;
+    Ok(Some(BuildOutputs { dest, digest }))
 }
 
 /// `$BUILDDIR`: `BuildDirectory=` (kept between builds, so a build script

@@ -95,18 +95,24 @@ pub fn for_role(entries: Vec<Entry>, role: Option<&str>) -> Vec<Entry> {
         .collect()
 }
 
-/// Checks each component against its pin and builds it (or finds it in the
-/// cache). Paths are relative to `lock_dir`.
-pub fn prepare(
+/// Components checked against their pins, ready to build: [`check`] runs
+/// first (a bad pin stops a build before anything is written), and
+/// [`Checked::build`] may run beside the package stage.
+#[derive(Debug, Default)]
+pub struct Checked {
+    toolchain: Option<Toolchain>,
+    components: Vec<CheckedOne>,
+}
+
+/// Checks each component against its pin. Paths are relative to `lock_dir`.
+pub fn check(
     entries: &[Entry],
     lock_dir: &Path,
     pins: &Pins,
     epoch: u64,
-    cache: &Cache,
-    progress: &Progress,
-) -> anyhow::Result<Vec<Built>> {
+) -> anyhow::Result<Checked> {
     if entries.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Checked::default());
     }
     let mut seen = std::collections::HashMap::new();
     for entry in entries {
@@ -123,14 +129,47 @@ pub fn prepare(
         }
     }
     let toolchain = Toolchain::find()?;
-    entries
+    let components = entries
         .iter()
         .map(|entry| {
             let dir = lock_dir.join(&entry.path);
-            build_one(&entry.name, &dir, pins, epoch, &toolchain, cache, progress)
+            check_one(&entry.name, &dir, pins, epoch)
                 .with_context(|| format!("component {:?} ({})", entry.name, dir.display()))
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Checked {
+        toolchain: Some(toolchain),
+        components,
+    })
+}
+
+impl Checked {
+    /// Builds each component (or finds it in the cache).
+    pub fn build(&self, cache: &Cache, progress: &Progress) -> anyhow::Result<Vec<Built>> {
+        let Some(toolchain) = &self.toolchain else {
+            return Ok(Vec::new());
+        };
+        self.components
+            .iter()
+            .map(|one| {
+                one.build(toolchain, cache, progress)
+                    .with_context(|| format!("component {:?} ({})", one.name, one.dir.display()))
+            })
+            .collect()
+    }
+}
+
+/// A component whose module, pins and go.sum agree.
+#[derive(Debug)]
+struct CheckedOne {
+    name: String,
+    dir: PathBuf,
+    spec: Spec,
+    version: String,
+    /// `v` and the version: the module version go.mod requires.
+    wanted: String,
+    module_sum: String,
+    ldflags: Vec<String>,
 }
 
 /// Builds the component in `dir` (or finds it in the cache).
@@ -143,6 +182,11 @@ pub fn build_one(
     cache: &Cache,
     progress: &Progress,
 ) -> anyhow::Result<Built> {
+    check_one(name, dir, pins, epoch)?.build(toolchain, cache, progress)
+}
+
+/// Checks the component in `dir` against its pin, its go.mod and go.sum.
+fn check_one(name: &str, dir: &Path, pins: &Pins, epoch: u64) -> anyhow::Result<CheckedOne> {
     let spec = Spec::load(dir)?;
     let pins_file = pins
         .path
@@ -235,74 +279,103 @@ pub fn build_one(
         );
     };
     let ldflags = spec.expand_ldflags(version, epoch)?;
-    let inputs = gobuild::Inputs::new(name, dir, &spec, toolchain, &ldflags)?;
-    let key = inputs.key();
-    let entry = cache.component(&key, |tmp| {
-        let bin = tmp.join("bin");
-        gobuild::build(name, dir, &inputs, &bin, progress)?;
-        let mut binaries = Vec::new();
-        let mut files = Vec::new();
-        for binary in &spec.binaries {
-            let file = bin.join(binary.output_name());
-            if !file.is_file() {
-                bail!(
-                    "`go build` of {} wrote no {}",
-                    binary.package,
-                    file.display()
-                );
+    Ok(CheckedOne {
+        name: name.to_owned(),
+        dir: dir.to_path_buf(),
+        version: version.to_owned(),
+        wanted,
+        module_sum: module_sum.to_owned(),
+        ldflags,
+        spec,
+    })
+}
+
+impl CheckedOne {
+    fn build(
+        &self,
+        toolchain: &Toolchain,
+        cache: &Cache,
+        progress: &Progress,
+    ) -> anyhow::Result<Built> {
+        let CheckedOne {
+            name,
+            dir,
+            spec,
+            version,
+            wanted,
+            module_sum,
+            ldflags,
+        } = self;
+        let (name, dir, version) = (name.as_str(), dir.as_path(), version.as_str());
+        let inputs = gobuild::Inputs::new(name, dir, spec, toolchain, ldflags)?;
+        let key = inputs.key();
+        let entry = cache.component(&key, |tmp| {
+            let bin = tmp.join("bin");
+            gobuild::build(name, dir, &inputs, &bin, progress)?;
+            let mut binaries = Vec::new();
+            let mut files = Vec::new();
+            for binary in &spec.binaries {
+                let file = bin.join(binary.output_name());
+                if !file.is_file() {
+                    bail!(
+                        "`go build` of {} wrote no {}",
+                        binary.package,
+                        file.display()
+                    );
+                }
+                binaries.push(BinaryInfo {
+                    output: binary.output_name().to_owned(),
+                    install: binary.install.display().to_string(),
+                    sha256: crate::digest::file(&file)?,
+                    size: std::fs::metadata(&file)?.len(),
+                    links: binary
+                        .links
+                        .iter()
+                        .map(|l| l.display().to_string())
+                        .collect(),
+                });
+                files.push(file);
             }
-            binaries.push(BinaryInfo {
-                output: binary.output_name().to_owned(),
-                install: binary.install.display().to_string(),
-                sha256: crate::digest::file(&file)?,
-                size: std::fs::metadata(&file)?.len(),
-                links: binary
-                    .links
-                    .iter()
-                    .map(|l| l.display().to_string())
-                    .collect(),
-            });
-            files.push(file);
+            let file_refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+            let info = Info {
+                name: name.to_owned(),
+                version: version.to_owned(),
+                module: spec.upstream.clone(),
+                module_version: wanted.clone(),
+                module_sum: module_sum.to_owned(),
+                go_version: toolchain.version.clone(),
+                key: key.clone(),
+                binaries,
+                modules: gobuild::linked_modules(&file_refs)?,
+            };
+            // Written last: its presence marks a complete entry.
+            std::fs::write(
+                tmp.join("description"),
+                format!("{name} {version} ({})", toolchain.version),
+            )?;
+            let json = serde_json::to_vec_pretty(&info)?;
+            std::fs::write(tmp.join("component.json"), json)
+                .with_context(|| format!("writing {}", tmp.join("component.json").display()))
+        })?;
+        if !entry.built {
+            tracing::info!(
+                "component {name} {version} reused from the cache ({})",
+                crate::rootfs::cache::short(&key)
+            );
         }
-        let file_refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-        let info = Info {
-            name: name.to_owned(),
-            version: version.to_owned(),
-            module: spec.upstream.clone(),
-            module_version: wanted.clone(),
-            module_sum: module_sum.to_owned(),
-            go_version: toolchain.version.clone(),
-            key: key.clone(),
-            binaries,
-            modules: gobuild::linked_modules(&file_refs)?,
-        };
-        // Written last: its presence marks a complete entry.
-        std::fs::write(
-            tmp.join("description"),
-            format!("{name} {version} ({})", toolchain.version),
-        )?;
-        let json = serde_json::to_vec_pretty(&info)?;
-        std::fs::write(tmp.join("component.json"), json)
-            .with_context(|| format!("writing {}", tmp.join("component.json").display()))
-    })?;
-    if !entry.built {
-        tracing::info!(
-            "component {name} {version} reused from the cache ({})",
-            crate::rootfs::cache::short(&key)
-        );
+        let path = entry.dir.join("component.json");
+        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let info: Info = serde_json::from_slice(&text)
+            .with_context(|| format!("parsing {} (prune the cache entry)", path.display()))?;
+        if info.name != name || info.key != key {
+            bail!(
+                "cache entry {} holds {:?}, not {name:?}",
+                entry.dir.display(),
+                info.name
+            );
+        }
+        Ok(Built { info, entry })
     }
-    let path = entry.dir.join("component.json");
-    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let info: Info = serde_json::from_slice(&text)
-        .with_context(|| format!("parsing {} (prune the cache entry)", path.display()))?;
-    if info.name != name || info.key != key {
-        bail!(
-            "cache entry {} holds {:?}, not {name:?}",
-            entry.dir.display(),
-            info.name
-        );
-    }
-    Ok(Built { info, entry })
 }
 
 /// `builder component build`: builds the component in `dir` (or takes it

@@ -6,6 +6,7 @@ pub mod clean;
 pub mod finalize;
 pub mod libraries;
 pub mod mirror;
+pub mod worktree;
 
 use std::path::{Path, PathBuf};
 

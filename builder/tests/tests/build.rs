@@ -279,6 +279,68 @@ fn overlay_change_reuses_the_package_stage_and_package_change_does_not() {
     assert!(rootfs_entries().contains(&key) && rootfs_entries().contains(&new_key));
 }
 
+/// The work tree over the cached package stage is an overlayfs mount by
+/// default and a copy with `--work-tree copy`: a post-installation script
+/// that writes package files in place (append, chmod) changes neither
+/// cache entry, and both ways give byte-identical outputs (issue 21: the
+/// faster code builds what the slower code built).
+#[test]
+fn overlay_and_copied_work_trees_build_identical_images_and_spare_the_cache() {
+    let profile = mini();
+    let postinst = profile.path().join("mkosi.postinst");
+    let mut text = std::fs::read_to_string(&postinst).unwrap();
+    text.push_str("echo appended >> \"$BUILDROOT/etc/debian_version\"\n");
+    text.push_str("chmod 0600 \"$BUILDROOT/etc/services\"\n");
+    std::fs::write(&postinst, text).unwrap();
+    let copied = tempfile::tempdir().unwrap();
+    let overlaid = tempfile::tempdir().unwrap();
+    for format in ["erofs", "tar"] {
+        let stderr = ok(&build(
+            profile.path(),
+            copied.path(),
+            &["--format", format, "--work-tree", "copy"],
+        ));
+        assert!(stderr.contains("work tree: copy"), "{stderr}");
+    }
+    let key = stage_key(copied.path());
+    let cached = cache_dir().join("rootfs").join(&key).join("tree");
+    let before = builder::digest::tree(&cached).unwrap();
+    for format in ["erofs", "tar"] {
+        let stderr = ok(&build(
+            profile.path(),
+            overlaid.path(),
+            &["--format", format],
+        ));
+        assert!(stderr.contains("work tree: overlay"), "{stderr}");
+    }
+    assert_eq!(stage_key(overlaid.path()), key);
+    assert_eq!(
+        builder::digest::tree(&cached).unwrap(),
+        before,
+        "the post-installation script wrote into the cache"
+    );
+    let names = listing(copied.path());
+    assert_eq!(names, listing(overlaid.path()));
+    assert!(names.contains(&"mini_1.0.erofs".to_owned()), "{names:?}");
+    for name in &names {
+        assert_eq!(
+            std::fs::read(copied.path().join(name)).unwrap(),
+            std::fs::read(overlaid.path().join(name)).unwrap(),
+            "{name} differs between a copied and an overlaid work tree"
+        );
+    }
+    let version = Task::new("reading the image", "tar")
+        .args(["--zstd", "-xOf"])
+        .arg(overlaid.path().join("mini_1.0.tar.zst"))
+        .arg("etc/debian_version")
+        .read_string()
+        .unwrap();
+    assert!(version.ends_with("appended\n"), "{version:?}");
+    assert!(!std::fs::read_to_string(cached.join("etc/debian_version"))
+        .unwrap()
+        .contains("appended"));
+}
+
 #[test]
 fn artifact_mismatch_stops_before_anything_is_written() {
     let profile = mini();
