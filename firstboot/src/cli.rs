@@ -9,7 +9,9 @@ use globular_cluster::protocol::RegisterRequest;
 use globular_cluster::Role;
 
 use crate::layout::{Layout, DEFAULT_ROOT};
-use crate::{agent, backup, certs, firewall, kubeconfig, node_cli, package, server, services};
+use crate::{
+    agent, backup, certs, firewall, health, kubeconfig, node_cli, package, server, services,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "globular", version, about = "The Globular node agent and CLI")]
@@ -55,6 +57,28 @@ enum Command {
     /// encrypted to the operators (docs/backup.md).
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// This node's health checks now, with the health loop's actions and
+    /// incidents (non-zero exit when a check fails); `--watch` is the loop
+    /// (docs/operations.md).
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Args)]
+struct HealthArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// Run the loop: check and correct every `--interval`, forever.
+    #[arg(long)]
+    watch: bool,
+    /// How often the loop runs (`5s`).
+    #[arg(long, default_value = "5s", value_parser = globular_cluster::token::parse_ttl)]
+    interval: time::Duration,
+    /// How the node's services are run.
+    #[arg(long, value_enum, default_value = "systemd")]
+    services: ManagerArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -523,6 +547,7 @@ pub fn run() -> anyhow::Result<()> {
             args.server,
         )?),
         Command::Backup(command) => run_backup(command),
+        Command::Health(args) => run_health(args),
         Command::Token(TokenCommand::Create(args)) => node_cli::run(
             &Layout::new(args.root.root),
             node_cli::Command::TokenCreate {
@@ -531,6 +556,25 @@ pub fn run() -> anyhow::Result<()> {
             },
         ),
     }
+}
+
+fn run_health(args: HealthArgs) -> anyhow::Result<()> {
+    let layout = Layout::new(args.root.root);
+    let manager = args.services.manager();
+    if args.watch {
+        let interval = Duration::from_secs(args.interval.whole_seconds().max(1).unsigned_abs());
+        return health::watch(&layout, manager, interval);
+    }
+    let state = health::check_now(&layout, manager)?;
+    if args.json {
+        print(&(serde_json::to_string_pretty(&state)? + "\n"))?;
+    } else {
+        print(&state.table())?;
+    }
+    if !state.healthy() {
+        anyhow::bail!("a health check is failing");
+    }
+    Ok(())
 }
 
 fn run_backup(command: BackupCommand) -> anyhow::Result<()> {

@@ -9,6 +9,8 @@
 //! - [`renew`]: certificate renewal (`globular cert renew`); [`certs`]: the
 //!   node's certificates and their expiry (`globular cert status`);
 //! - [`services`]: starting etcd and the API (systemd or spawned);
+//!   [`health`]: `globular health`, the loop that keeps them running and
+//!   clears etcd's `NOSPACE`;
 //!   [`ownership`]: on images, what their system users may read;
 //! - [`firewall`]: `globular firewall`, the nftables ruleset and the
 //!   control-plane address set that follows the registry;
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod datasource;
 pub mod etcd_client;
 pub mod firewall;
+pub mod health;
 pub mod kubeconfig;
 pub mod layout;
 pub mod node_cli;

@@ -28,6 +28,10 @@ impl Service {
             Service::Api => "globular-api.service",
         }
     }
+    /// `etcd` or `api`.
+    pub fn name(self) -> &'static str {
+        self.short()
+    }
     fn short(self) -> &'static str {
         match self {
             Service::Etcd => "etcd",
@@ -57,6 +61,53 @@ impl Manager {
                     .with_context(|| format!("starting {}", service.unit()))
             }
             Manager::Spawn => spawn(layout, service),
+        }
+    }
+}
+
+/// What the node's service manager says about a service: whether it runs,
+/// and a value that changes whenever it was started again (systemd's
+/// `NRestarts` and main pid; a spawned service's pid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub running: bool,
+    pub generation: String,
+}
+
+impl Manager {
+    /// How `service` is doing now.
+    pub fn observe(self, layout: &Layout, service: Service) -> anyhow::Result<Observed> {
+        match self {
+            Manager::Systemd => {
+                let out = Task::new(
+                    format!("asking systemd about {}", service.unit()),
+                    "systemctl",
+                )
+                .package("systemd")
+                .args([
+                    "show",
+                    "--property=ActiveState,NRestarts,MainPID",
+                    service.unit(),
+                ])
+                .read_string()?;
+                let field = |name: &str| {
+                    out.lines()
+                        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                Ok(Observed {
+                    running: field("ActiveState") == "active",
+                    generation: format!("{}/{}", field("NRestarts"), field("MainPID")),
+                })
+            }
+            Manager::Spawn => {
+                let pid = running_pid(layout, service);
+                Ok(Observed {
+                    running: pid.is_some(),
+                    generation: pid.map_or_else(String::new, |p| p.to_string()),
+                })
+            }
         }
     }
 }
@@ -138,7 +189,11 @@ mod tests {
     fn units_are_in_the_overlay() {
         let units =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays/base/usr/lib/systemd/system");
-        let package_units = [crate::package::units::TEMPLATE, crate::agent::PACKAGES_UNIT];
+        let package_units = [
+            crate::package::units::TEMPLATE,
+            crate::agent::PACKAGES_UNIT,
+            crate::agent::HEALTH_UNIT,
+        ];
         for unit in [Service::Etcd.unit(), Service::Api.unit()]
             .into_iter()
             .chain(package_units)

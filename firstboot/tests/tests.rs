@@ -17,6 +17,8 @@ mod boot;
 mod cluster;
 #[path = "tests/crash.rs"]
 mod crash;
+#[path = "tests/health.rs"]
+mod health;
 #[path = "tests/kubernetes.rs"]
 mod kubernetes;
 #[path = "tests/refusals.rs"]

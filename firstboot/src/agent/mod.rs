@@ -52,6 +52,8 @@ pub use steps::{State, Step, PAUSE_ENV};
 
 /// The unit that applies the image's packages (`globular apply --installed`).
 pub const PACKAGES_UNIT: &str = "globular-packages.service";
+/// The health loop (`globular health --watch`).
+pub const HEALTH_UNIT: &str = "globular-health.service";
 
 /// Options of `globular firstboot`.
 #[derive(Debug, Clone)]
@@ -139,11 +141,12 @@ impl Agent {
         }
         if self.opts.services == Manager::Systemd {
             // The image's packages for this role (Kubernetes on a control
-            // plane): from now on the unit starts on every boot by itself
-            // (ConditionPathExists= on the enrolled marker).
-            Task::new("starting the node's packages", "systemctl")
+            // plane) and the health loop: from now on the units start on
+            // every boot by themselves (ConditionPathExists= on the
+            // enrolled marker).
+            Task::new("starting the node's packages and health loop", "systemctl")
                 .package("systemd")
-                .args(["start", "--no-block", PACKAGES_UNIT])
+                .args(["start", "--no-block", PACKAGES_UNIT, HEALTH_UNIT])
                 .run()?;
         }
         Ok(Outcome::Enrolled {

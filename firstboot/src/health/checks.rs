@@ -1,0 +1,296 @@
+//! One round of the health loop: the checks, their corrections, and what
+//! the registry records of this node say about them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use globular_cluster::registry::{self, ServiceRecord, API_SERVICE, ETCD_SERVICE};
+
+use super::{Check, Incident, State, Status, KEPT_INCIDENTS};
+use crate::layout::Layout;
+use crate::services::{Manager, Service};
+
+/// How long etcd may take to answer a check.
+const ETCD_ANSWER: Duration = Duration::from_secs(5);
+/// The longest wait between two starts of a service that keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A registry record is rewritten when its health changes, and at least
+/// this often (its `checked_at`).
+const REPUBLISH: i64 = 60;
+
+/// A service the loop keeps running.
+#[derive(Debug, Default)]
+struct Tracked {
+    /// What the service manager last reported (a change: it was restarted).
+    generation: Option<String>,
+    /// Starts that failed in a row.
+    failures: u32,
+    /// No start before this (backoff).
+    next_try: Option<Instant>,
+}
+
+/// The health loop of one node.
+#[derive(Debug)]
+pub struct Loop {
+    layout: Layout,
+    manager: Manager,
+    pub(super) state: State,
+    services: BTreeMap<&'static str, Tracked>,
+    /// Per registry key: the health and incident count last written, and
+    /// when.
+    published: BTreeMap<String, (String, usize, i64)>,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl Loop {
+    pub fn new(layout: Layout, manager: Manager) -> Loop {
+        Loop {
+            layout,
+            manager,
+            state: State::default(),
+            services: BTreeMap::new(),
+            published: BTreeMap::new(),
+        }
+    }
+
+    fn incident(&mut self, check: &str, what: String) {
+        tracing::warn!("health: {check}: {what}");
+        self.state.incidents.push(Incident {
+            at: now(),
+            check: check.to_owned(),
+            what,
+        });
+        let excess = self.state.incidents.len().saturating_sub(KEPT_INCIDENTS);
+        self.state.incidents.drain(..excess);
+    }
+
+    fn count(&mut self, action: &str) {
+        *self.state.actions.entry(action.to_owned()).or_default() += 1;
+    }
+
+    /// Runs every check of this node once; with `correct`, puts right what
+    /// it can and updates the registry.
+    pub async fn round(&mut self, correct: bool) {
+        let mut checks = Vec::new();
+        // Control planes hold etcd's configuration; workers run neither.
+        if self.layout.etcd_config().exists() {
+            for service in [Service::Etcd, Service::Api] {
+                checks.push(self.service(service, correct));
+            }
+            checks.push(self.etcd(correct).await);
+        }
+        self.state.checks = checks;
+        self.state.checked_at = now();
+        self.state.rounds += 1;
+        if correct && self.layout.etcd_config().exists() {
+            if let Err(err) = self.publish().await {
+                tracing::warn!("health: updating the registry: {err:#}");
+            }
+        }
+    }
+
+    /// The service runs; if not, it is started (with backoff while starts
+    /// fail).
+    fn service(&mut self, service: Service, correct: bool) -> Check {
+        let name = service.name();
+        let check = |status, detail: String| Check {
+            name: name.to_owned(),
+            status,
+            detail,
+        };
+        let observed = match self.manager.observe(&self.layout, service) {
+            Ok(observed) => observed,
+            Err(err) => return check(Status::Failing, format!("{err:#}")),
+        };
+        let tracked = self.services.entry(name).or_default();
+        if observed.running {
+            let previous = tracked.generation.replace(observed.generation.clone());
+            tracked.failures = 0;
+            tracked.next_try = None;
+            if let Some(previous) = previous.filter(|p| *p != observed.generation) {
+                self.incident(
+                    name,
+                    format!(
+                        "restarted by its service manager ({previous} -> {})",
+                        observed.generation
+                    ),
+                );
+            }
+            return check(Status::Ok, "running".into());
+        }
+        if !correct {
+            return check(Status::Failing, "not running".into());
+        }
+        if let Some(wait) = tracked
+            .next_try
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+        {
+            return check(
+                Status::Failing,
+                format!("not running; next start in {} s", wait.as_secs()),
+            );
+        }
+        self.incident(name, "not running; starting it".into());
+        self.count(&format!("start {name}"));
+        let started = self
+            .manager
+            .start(&self.layout, service)
+            .and_then(|()| self.manager.observe(&self.layout, service));
+        let tracked = self.services.entry(name).or_default();
+        match started {
+            Ok(observed) if observed.running => {
+                tracked.generation = Some(observed.generation);
+                tracked.failures = 0;
+                tracked.next_try = None;
+                check(Status::Corrected, "was not running; started".into())
+            }
+            result => {
+                tracked.failures += 1;
+                let backoff = Duration::from_secs(1 << tracked.failures.min(8)).min(MAX_BACKOFF);
+                tracked.next_try = Some(Instant::now() + backoff);
+                let why = match result {
+                    Ok(_) => "it stopped again".to_owned(),
+                    Err(err) => format!("{err:#}"),
+                };
+                check(
+                    Status::Failing,
+                    format!(
+                        "not running; start {} failed ({why}); next in {} s",
+                        tracked.failures,
+                        backoff.as_secs()
+                    ),
+                )
+            }
+        }
+    }
+
+    /// This node's etcd member answers and the cluster has no alarm;
+    /// `NOSPACE` is cleared.
+    async fn etcd(&mut self, correct: bool) -> Check {
+        let check = |status, detail: String| Check {
+            name: "etcd-alarms".to_owned(),
+            status,
+            detail,
+        };
+        let etcd = match self.local_etcd() {
+            Ok(etcd) => etcd,
+            Err(err) => return check(Status::Failing, format!("{err:#}")),
+        };
+        let alarms = match tokio::time::timeout(ETCD_ANSWER, etcd.alarms()).await {
+            Err(_) => {
+                return check(
+                    Status::Failing,
+                    format!("etcd did not answer within {} s", ETCD_ANSWER.as_secs()),
+                )
+            }
+            Ok(Err(err)) => return check(Status::Failing, format!("etcd: {err:#}")),
+            Ok(Ok(alarms)) => alarms,
+        };
+        if alarms.is_empty() {
+            return check(Status::Ok, "answers; no alarms".into());
+        }
+        let names: Vec<String> = alarms
+            .iter()
+            .map(|a| format!("{} on member {:x}", a.kind, a.member))
+            .collect();
+        let names = names.join(", ");
+        let others = alarms.iter().any(|a| a.kind != "NOSPACE");
+        if !correct || others {
+            return check(Status::Failing, format!("alarms: {names}"));
+        }
+        self.incident("etcd-alarms", format!("{names}; recovering space"));
+        self.count("recover etcd space");
+        match etcd.recover_space().await {
+            Ok(r) => check(
+                Status::Corrected,
+                format!(
+                    "{names}: compacted to revision {}, defragmented {}, disarmed {}",
+                    r.compacted_to,
+                    r.defragmented.join(" "),
+                    r.disarmed.len()
+                ),
+            ),
+            Err(err) => check(Status::Failing, format!("{names}: recovering: {err:#}")),
+        }
+    }
+
+    /// The substrate's etcd client to this node's member only.
+    fn local_etcd(&self) -> anyhow::Result<globular_substrate::etcd::Etcd> {
+        let config = self.layout.load_node_config()?;
+        let local = config
+            .etcd_endpoints
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("node.json lists no etcd endpoint"))?;
+        crate::etcd_client::substrate(&self.layout, vec![local])
+    }
+
+    /// What the checks say about this node's etcd and API records.
+    fn health_of(&self, name: &str) -> &'static str {
+        let checks: &[&str] = if name == ETCD_SERVICE {
+            &["etcd", "etcd-alarms"]
+        } else {
+            &["api"]
+        };
+        let failing = |n: &str| {
+            self.state
+                .checks
+                .iter()
+                .any(|c| c.name == n && c.status == Status::Failing)
+        };
+        if failing(checks[0]) {
+            "failed"
+        } else if checks.iter().any(|n| failing(n)) {
+            "degraded"
+        } else {
+            "running"
+        }
+    }
+
+    /// Writes `health`, `checked_at`, `incidents` and `last_incident` into
+    /// this node's control-plane records when the health or the incidents
+    /// changed, or [`REPUBLISH`] passed.
+    async fn publish(&mut self) -> anyhow::Result<()> {
+        let node = self.layout.load_node_config()?.name;
+        let etcd = self.local_etcd()?;
+        for name in [ETCD_SERVICE, API_SERVICE] {
+            let key = registry::service_key(name, &node);
+            let health = self.health_of(name);
+            let at = self.state.checked_at;
+            let short = if name == ETCD_SERVICE { "etcd" } else { "api" };
+            let incidents: Vec<&Incident> = self
+                .state
+                .incidents
+                .iter()
+                .filter(|i| i.check.starts_with(short))
+                .collect();
+            if let Some((last, count, when)) = self.published.get(&key) {
+                if last == health && *count == incidents.len() && at - when < REPUBLISH {
+                    continue;
+                }
+            }
+            let Some((bytes, revision)) =
+                tokio::time::timeout(ETCD_ANSWER, etcd.get(&key)).await??
+            else {
+                continue;
+            };
+            let mut record: ServiceRecord = serde_json::from_slice(&bytes)?;
+            let meta = &mut record.metadata;
+            meta.insert("health".into(), health.into());
+            meta.insert("checked_at".into(), at.to_string());
+            meta.insert("incidents".into(), incidents.len().to_string());
+            if let Some(last) = incidents.last() {
+                meta.insert("last_incident".into(), format!("{} {}", last.at, last.what));
+            }
+            let value = serde_json::to_vec(&record)?;
+            let count = incidents.len();
+            if tokio::time::timeout(ETCD_ANSWER, etcd.replace(&key, &value, revision)).await?? {
+                self.published.insert(key, (health.to_owned(), count, at));
+            }
+        }
+        Ok(())
+    }
+}

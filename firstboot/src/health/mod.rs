@@ -1,0 +1,182 @@
+//! The node's health loop (`globular health --watch`, run by
+//! `globular-health.service`) and its one-shot view (`globular health`).
+//!
+//! Each round compares the node with what it should be and corrects what
+//! it can, counting every action:
+//! - on a control plane, etcd and the substrate API run: a service that is
+//!   not running is started again (with backoff while starts keep failing);
+//!   one that was restarted behind the loop's back (systemd's `Restart=`
+//!   after a crash) is recorded as an incident;
+//! - etcd answers and raises no alarm: `NOSPACE` is cleared by compacting,
+//!   defragmenting and disarming ([`Etcd::recover_space`]); another alarm
+//!   (`CORRUPT`) is reported as failing.
+//!
+//! What a round saw is written to `run/health.json` (the state `globular
+//! health` prints) and, on a control plane, into this node's
+//! `globular.Etcd` and `globular.SubstrateApi` records (`health`,
+//! `checked_at`, `incidents`, `last_incident`), so `globular service list`
+//! shows it.
+
+mod checks;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::layout::Layout;
+use crate::services::Manager;
+
+pub use checks::Loop;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// As expected.
+    Ok,
+    /// Was not, and the loop put it right this round.
+    Corrected,
+    /// Is not, and the loop could not (yet) put it right.
+    Failing,
+}
+
+impl Status {
+    fn word(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Corrected => "corrected",
+            Status::Failing => "failing",
+        }
+    }
+}
+
+/// One check of a round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// `etcd`, `api`, `etcd-alarms`.
+    pub name: String,
+    pub status: Status,
+    pub detail: String,
+}
+
+/// Something that went wrong and what was done about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    /// Unix seconds.
+    pub at: i64,
+    pub check: String,
+    pub what: String,
+}
+
+/// `run/health.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Unix seconds of the last round.
+    pub checked_at: i64,
+    pub rounds: u64,
+    pub checks: Vec<Check>,
+    /// Corrective actions taken, by kind (`restart etcd`, `recover space`).
+    pub actions: BTreeMap<String, u64>,
+    /// The latest incidents, oldest first (at most [`KEPT_INCIDENTS`]).
+    pub incidents: Vec<Incident>,
+}
+
+/// How many incidents `run/health.json` keeps.
+pub const KEPT_INCIDENTS: usize = 50;
+
+impl State {
+    pub fn path(layout: &Layout) -> std::path::PathBuf {
+        layout.run_dir().join("health.json")
+    }
+
+    /// The loop's last state, if it has run on this node.
+    pub fn load(layout: &Layout) -> anyhow::Result<Option<State>> {
+        let path = State::path(layout);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", path.display()))
+                .map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn save(&self, layout: &Layout) -> anyhow::Result<()> {
+        let path = State::path(layout);
+        std::fs::create_dir_all(layout.run_dir())
+            .with_context(|| format!("creating {}", layout.run_dir().display()))?;
+        globular_cluster::fsutil::write_atomic(
+            &path,
+            (serde_json::to_string_pretty(self)? + "\n").as_bytes(),
+            globular_cluster::fsutil::PUBLIC,
+        )
+        .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Whether every check is ok or was corrected.
+    pub fn healthy(&self) -> bool {
+        self.checks.iter().all(|c| c.status != Status::Failing)
+    }
+
+    /// What `globular health` prints.
+    pub fn table(&self) -> String {
+        if self.checks.is_empty() {
+            return "no checks for this node: the loop checks control planes' etcd and \
+                    substrate API (docs/operations.md)\n"
+                .to_owned();
+        }
+        let mut out = format!("{:<14} {:<10} {}\n", "CHECK", "STATUS", "DETAIL");
+        for c in &self.checks {
+            out += &format!("{:<14} {:<10} {}\n", c.name, c.status.word(), c.detail);
+        }
+        if !self.actions.is_empty() {
+            let actions: Vec<String> = self
+                .actions
+                .iter()
+                .map(|(what, n)| format!("{what}: {n}"))
+                .collect();
+            out += &format!("actions since the loop started: {}\n", actions.join(", "));
+        }
+        for i in self.incidents.iter().rev().take(5) {
+            out += &format!("incident at {}: {}: {}\n", i.at, i.check, i.what);
+        }
+        out
+    }
+}
+
+/// `globular health`: one round without corrections, printed with the
+/// loop's counters and incidents. Returns the state (unhealthy: the caller
+/// exits non-zero).
+pub fn check_now(layout: &Layout, manager: Manager) -> anyhow::Result<State> {
+    let mut health = Loop::new(layout.clone(), manager);
+    if let Some(previous) = State::load(layout)? {
+        health.state.actions = previous.actions;
+        health.state.incidents = previous.incidents;
+    }
+    crate::runtime::block_on(crate::runtime::Threads::One, async {
+        health.round(false).await;
+        Ok(health.state)
+    })
+}
+
+/// `globular health --watch`: a round every `interval`, forever.
+pub fn watch(layout: &Layout, manager: Manager, interval: Duration) -> anyhow::Result<()> {
+    let mut health = Loop::new(layout.clone(), manager);
+    if let Some(previous) = State::load(layout)? {
+        // A restarted loop keeps counting.
+        health.state.actions = previous.actions;
+        health.state.incidents = previous.incidents;
+        health.state.rounds = previous.rounds;
+    }
+    crate::runtime::block_on(crate::runtime::Threads::One, async {
+        loop {
+            health.round(true).await;
+            if let Err(err) = health.state.save(layout) {
+                tracing::warn!("{err:#}");
+            }
+            tokio::time::sleep(interval).await;
+        }
+    })
+}

@@ -1,0 +1,256 @@
+//! The health loop on a control plane whose etcd and API are spawned
+//! processes (real etcd, the real `globular`): `globular health` fails
+//! while etcd is down; with the loop running, etcd and the API killed with
+//! SIGKILL are healthy again within 10 s; every kill is an incident and a
+//! counted action in `run/health.json` and in the node's registry records.
+
+use std::time::{Duration, Instant};
+
+use globular_cluster::registry::ServiceRecord;
+use globular_cluster::Role;
+use globular_firstboot::health::State;
+use globular_firstboot::services::{self, Service};
+use globular_task::Task;
+
+use crate::harness::{runtime, Cluster, Node, AGENT};
+
+/// Back within this long of a SIGKILL (issue 16).
+const BACK_WITHIN: Duration = Duration::from_secs(10);
+
+fn health(node: &Node) -> std::process::Output {
+    std::process::Command::new(AGENT)
+        .args(["health", "--services", "spawn", "--root"])
+        .arg(&node.root)
+        .output()
+        .unwrap()
+}
+
+fn kill(node: &Node, service: Service) {
+    let pid = services::running_pid(&node.layout(), service)
+        .unwrap_or_else(|| panic!("{} is not running", service.name()));
+    Task::new("killing a service", "sh")
+        .args(["-c", "kill -9 \"$1\"", "sh", &pid.to_string()])
+        .run()
+        .unwrap();
+}
+
+/// `globular health --watch` every second, logged beside the agent's log.
+fn start_loop(cluster: &Cluster, node: &Node) -> std::process::Child {
+    let log = cluster.dir.path().join(format!("{}.health.log", node.name));
+    Task::new("the health loop", AGENT)
+        .args([
+            "health",
+            "--watch",
+            "--interval",
+            "1s",
+            "--services",
+            "spawn",
+            "--root",
+        ])
+        .arg(&node.root)
+        .env("RUST_LOG", "info")
+        .spawn_logged(&log)
+        .unwrap()
+}
+
+/// Waits until `ready` holds; how long it took.
+fn until(what: &str, mut ready: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what}: not within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+fn etcd_healthy(node: &Node) -> bool {
+    let etcd =
+        globular_firstboot::etcd_client::substrate(&node.layout(), vec![node.etcd_url()]).unwrap();
+    runtime().block_on(etcd.healthy())
+}
+
+fn api_healthy(node: &Node) -> bool {
+    let l = node.layout();
+    let ca = std::fs::read_to_string(l.ca_cert()).unwrap();
+    let client = globular_substrate::Client::with_ca(vec![node.api()], &ca, None).unwrap();
+    runtime().block_on(client.healthz()).is_ok()
+}
+
+fn state(node: &Node) -> State {
+    State::load(&node.layout()).unwrap().unwrap_or_default()
+}
+
+fn etcd_record(node: &Node) -> Option<ServiceRecord> {
+    let out = std::process::Command::new(AGENT)
+        .args([
+            "service",
+            "list",
+            "--name",
+            "globular.Etcd",
+            "--json",
+            "--root",
+        ])
+        .arg(&node.root)
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    serde_json::from_value::<Vec<ServiceRecord>>(list["services"].clone())
+        .ok()?
+        .into_iter()
+        .find(|r| r.node == node.name)
+}
+
+#[test]
+fn killed_etcd_and_api_come_back_and_are_recorded() {
+    let cluster = Cluster::new();
+    let cp1 = cluster.node("cp1", Role::ControlPlane, true, &[]);
+    cluster.run_agent(&cp1).unwrap();
+
+    let out = health(&cp1);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("etcd-alarms"), "{text}");
+
+    // Without the loop nothing comes back, and the check says so.
+    kill(&cp1, Service::Etcd);
+    until("etcd gone", || {
+        services::running_pid(&cp1.layout(), Service::Etcd).is_none()
+    });
+    let out = health(&cp1);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("etcd ") && l.contains("failing")),
+        "{text}"
+    );
+
+    let mut watch = start_loop(&cluster, &cp1);
+    let back = until("etcd back", || etcd_healthy(&cp1));
+    assert!(back < BACK_WITHIN, "etcd back after {back:?}");
+
+    // Killed while the loop runs.
+    for (service, healthy) in [
+        (Service::Etcd, etcd_healthy as fn(&Node) -> bool),
+        (Service::Api, api_healthy),
+    ] {
+        until("the loop saw it running", || {
+            state(&cp1)
+                .checks
+                .iter()
+                .any(|c| c.name == service.name() && c.detail == "running")
+        });
+        kill(&cp1, service);
+        let killed = Instant::now();
+        until("it died", || {
+            services::running_pid(&cp1.layout(), service).is_none()
+        });
+        until("back", || healthy(&cp1));
+        let back = killed.elapsed();
+        assert!(back < BACK_WITHIN, "{} back after {back:?}", service.name());
+    }
+
+    let incidents = |s: &State, check: &str| {
+        s.incidents
+            .iter()
+            .filter(|i| i.check == check && i.what.contains("not running"))
+            .count()
+    };
+    // The round that started a service saves its state after the service
+    // is back.
+    until("the loop recorded every kill", || {
+        let s = state(&cp1);
+        incidents(&s, "etcd") >= 2 && incidents(&s, "api") >= 1
+    });
+    let s = state(&cp1);
+    assert!(s.actions["start etcd"] >= 2, "{s:#?}");
+    assert!(s.actions["start api"] >= 1, "{s:#?}");
+
+    // The registry record shows the incidents and the health.
+    until("the etcd record shows the incidents", || {
+        etcd_record(&cp1).is_some_and(|r| {
+            r.metadata.get("health").map(String::as_str) == Some("running")
+                && r.metadata
+                    .get("incidents")
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| n >= 2)
+        })
+    });
+    let record = etcd_record(&cp1).unwrap();
+    assert!(
+        record.metadata["last_incident"].contains("not running"),
+        "{record:?}"
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
+/// etcd's `NOSPACE` (an 8 MiB quota, filled by rewriting one key) is
+/// cleared by the loop (compaction, defragmentation, disarm): writes
+/// resume and every key keeps its latest value.
+#[test]
+fn a_full_etcd_is_recovered_by_the_loop() {
+    let cluster = Cluster::new();
+    let cp1 = cluster.node("cp1", Role::ControlPlane, true, &[]);
+    cluster.run_agent(&cp1).unwrap();
+    let layout = cp1.layout();
+    let config = layout.etcd_config();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("quota-backend-bytes: 8388608\n");
+    std::fs::write(&config, text).unwrap();
+    kill(&cp1, Service::Etcd);
+    until("etcd gone", || {
+        services::running_pid(&layout, Service::Etcd).is_none()
+    });
+
+    let mut watch = start_loop(&cluster, &cp1);
+    until("etcd back with its quota", || etcd_healthy(&cp1));
+
+    let etcd = globular_firstboot::etcd_client::substrate(&layout, vec![cp1.etcd_url()]).unwrap();
+    let value = vec![b'x'; 256 * 1024];
+    let err = runtime().block_on(async {
+        etcd.put("/globular/test/kept", b"kept").await.unwrap();
+        for _ in 0..200 {
+            if let Err(e) = etcd.put("/globular/test/big", &value).await {
+                return format!("{e:#}");
+            }
+        }
+        panic!("the 8 MiB quota was never reached");
+    });
+    assert!(err.contains("space exceeded"), "{err}");
+
+    until("writes accepted again", || {
+        runtime()
+            .block_on(etcd.put("/globular/test/small", b"s"))
+            .is_ok()
+    });
+    until("the loop counted the recovery", || {
+        state(&cp1)
+            .actions
+            .get("recover etcd space")
+            .is_some_and(|n| *n >= 1)
+    });
+    runtime().block_on(async {
+        assert_eq!(
+            etcd.get("/globular/test/kept").await.unwrap().unwrap().0,
+            b"kept"
+        );
+        assert!(etcd.alarms().await.unwrap().is_empty());
+    });
+    let s = state(&cp1);
+    assert!(
+        s.incidents
+            .iter()
+            .any(|i| i.check == "etcd-alarms" && i.what.contains("NOSPACE")),
+        "{s:#?}"
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
