@@ -39,7 +39,14 @@ pub struct Loop {
     /// Per registry key: the health and incident count last written, and
     /// when.
     published: BTreeMap<String, (String, usize, i64)>,
+    /// The etcd client of the last rounds (it keeps its sign-in token) and
+    /// when it was made: remade after an error and every [`FRESH_CLIENT`],
+    /// so renewed certificates are read.
+    etcd: Option<(globular_substrate::etcd::Etcd, Instant)>,
 }
+
+/// How long the loop keeps one etcd client.
+const FRESH_CLIENT: Duration = Duration::from_secs(600);
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -53,6 +60,7 @@ impl Loop {
             state: State::default(),
             services: BTreeMap::new(),
             published: BTreeMap::new(),
+            etcd: None,
         }
     }
 
@@ -181,12 +189,16 @@ impl Loop {
         };
         let alarms = match tokio::time::timeout(ETCD_ANSWER, etcd.alarms()).await {
             Err(_) => {
+                self.etcd = None;
                 return check(
                     Status::Failing,
                     format!("etcd did not answer within {} s", ETCD_ANSWER.as_secs()),
-                )
+                );
             }
-            Ok(Err(err)) => return check(Status::Failing, format!("etcd: {err:#}")),
+            Ok(Err(err)) => {
+                self.etcd = None;
+                return check(Status::Failing, format!("etcd: {err:#}"));
+            }
             Ok(Ok(alarms)) => alarms,
         };
         if alarms.is_empty() {
@@ -218,14 +230,21 @@ impl Loop {
     }
 
     /// The substrate's etcd client to this node's member only.
-    fn local_etcd(&self) -> anyhow::Result<globular_substrate::etcd::Etcd> {
+    fn local_etcd(&mut self) -> anyhow::Result<globular_substrate::etcd::Etcd> {
+        if let Some((etcd, made)) = &self.etcd {
+            if made.elapsed() < FRESH_CLIENT {
+                return Ok(etcd.clone());
+            }
+        }
         let config = self.layout.load_node_config()?;
         let local = config
             .etcd_endpoints
             .first()
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("node.json lists no etcd endpoint"))?;
-        crate::etcd_client::substrate(&self.layout, vec![local])
+        let etcd = crate::etcd_client::substrate(&self.layout, vec![local])?;
+        self.etcd = Some((etcd.clone(), Instant::now()));
+        Ok(etcd)
     }
 
     /// What the checks say about this node's etcd and API records.
