@@ -29,14 +29,16 @@ seconds() {
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p')"
 
-# The configuration built: the worker profile as it is (its build script
-# compiles the agent from this checkout, into target/image-build as usual),
-# plus an extra tree in $work, the file the overlay-only rebuild changes. No
-# file of the checkout is touched.
-mkdir -p "$work/config" "$work/extra/etc"
+# The configuration built: `--role worker` as a user builds it (the worker
+# profile, its overlays, the pinned components of profiles/artifacts.toml;
+# its build script compiles the agent from this checkout, into
+# target/image-build as usual), from a profiles directory in $work whose
+# worker/ includes the real one and adds an extra tree: the file the
+# overlay-only rebuild changes. No file of the checkout is touched.
+mkdir -p "$work/profiles/worker" "$work/extra/etc"
 echo "benchmark" > "$work/extra/etc/motd"
 if [ -n "${BENCH_SHORT:-}" ]; then
-    cat > "$work/config/mkosi.conf" <<CONF
+    cat > "$work/profiles/worker/mkosi.conf" <<CONF
 [Distribution]
 Distribution=debian
 Release=bookworm
@@ -51,17 +53,21 @@ WithDocs=no
 WithRecommends=no
 ExtraTrees=$work/extra
 CONF
+    profile=(-C "$work/profiles/worker")
+    artifacts=()
 else
-    cat > "$work/config/mkosi.conf" <<CONF
+    cat > "$work/profiles/worker/mkosi.conf" <<CONF
 [Include]
 Include=$repo/profiles/worker
 
 [Content]
 ExtraTrees=$work/extra
 CONF
+    profile=(--profiles-dir "$work/profiles" --role worker)
+    artifacts=(--artifacts "$repo/profiles/artifacts.toml")
 fi
 build() {
-    "$builder" build -C "$work/config" --pins "$repo/profiles/versions.toml" \
+    "$builder" build "${profile[@]}" "${artifacts[@]}" --pins "$repo/profiles/versions.toml" \
         --cache-dir "$work/cache" --output-dir "$work/out" "$@"
 }
 # The builder's per-stage times of the last build (its plain progress lines).
@@ -71,7 +77,7 @@ timings() {
 
 # 1. Cold build vs mmdebstrap alone, side by side: BENCH_ROUNDS rounds
 # (default 2, 1 in short mode), each with an empty builder cache.
-packages=$("$builder" summary -C "$work/config" --pins "$repo/profiles/versions.toml" --json |
+packages=$("$builder" summary "${profile[@]}" --pins "$repo/profiles/versions.toml" --json |
     python3 -c 'import json,sys; print(",".join(json.load(sys.stdin).get("Packages") or []))')
 rounds=${BENCH_ROUNDS:-2}
 [ -n "${BENCH_SHORT:-}" ] && rounds=1
@@ -106,7 +112,7 @@ done
 for spec in erofs:none erofs:lz4 erofs:lz4hc squashfs:zstd squashfs:xz squashfs:gzip \
     squashfs:lz4 tar:zstd tar:gzip cpio:zstd; do
     format=${spec%%:*}; comp=${spec#*:}
-    RUST_LOG=info "$builder" build -C "$work/config" --pins "$repo/profiles/versions.toml" \
+    RUST_LOG=info "$builder" build "${profile[@]}" "${artifacts[@]}" --pins "$repo/profiles/versions.toml" \
         --format "$format" --compress-output "$comp" --cache-dir "$work/cache" \
         --output-dir "$work/out" > "$work/files" 2> "$work/log"
     file=$(head -n1 "$work/files")
