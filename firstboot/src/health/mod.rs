@@ -171,12 +171,27 @@ pub fn watch(layout: &Layout, manager: Manager, interval: Duration) -> anyhow::R
         health.state.rounds = previous.rounds;
     }
     crate::runtime::block_on(crate::runtime::Threads::One, async {
+        // The file is on the state partition: written when what the loop
+        // saw changed, else once a minute (its `checked_at`).
+        let mut saved: Option<(State, std::time::Instant)> = None;
         loop {
             health.round(true).await;
-            if let Err(err) = health.state.save(layout) {
-                tracing::warn!("{err:#}");
+            let s = &health.state;
+            let changed = saved.as_ref().is_none_or(|(last, at)| {
+                (&last.checks, &last.actions, &last.incidents)
+                    != (&s.checks, &s.actions, &s.incidents)
+                    || at.elapsed() >= SAVE_AT_LEAST
+            });
+            if changed {
+                match s.save(layout) {
+                    Ok(()) => saved = Some((s.clone(), std::time::Instant::now())),
+                    Err(err) => tracing::warn!("{err:#}"),
+                }
             }
             tokio::time::sleep(interval).await;
         }
     })
 }
+
+/// `run/health.json` is rewritten at least this often.
+const SAVE_AT_LEAST: Duration = Duration::from_secs(60);
