@@ -195,3 +195,57 @@ pub fn watch(layout: &Layout, manager: Manager, interval: Duration) -> anyhow::R
 
 /// `run/health.json` is rewritten at least this often.
 const SAVE_AT_LEAST: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, status: Status, detail: &str) -> Check {
+        Check {
+            name: name.into(),
+            status,
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn the_table_shows_checks_actions_and_the_latest_incidents() {
+        let mut state = State {
+            checks: vec![
+                check("etcd", Status::Corrected, "was not running; started"),
+                check("api", Status::Ok, "running"),
+            ],
+            ..State::default()
+        };
+        state.actions.insert("start etcd".into(), 2);
+        for at in 0..7 {
+            state.incidents.push(Incident {
+                at,
+                check: "etcd".into(),
+                what: format!("incident {at}"),
+            });
+        }
+        assert!(state.healthy());
+        let table = state.table();
+        assert!(
+            table.contains("etcd           corrected  was not running; started"),
+            "{table}"
+        );
+        assert!(
+            table.contains("actions since the loop started: start etcd: 2"),
+            "{table}"
+        );
+        // The five latest, newest first.
+        assert!(table.contains("incident at 6: etcd: incident 6"), "{table}");
+        assert!(table.contains("incident 2"), "{table}");
+        assert!(!table.contains("incident 1"), "{table}");
+
+        state
+            .checks
+            .push(check("etcd-alarms", Status::Failing, "alarms: CORRUPT"));
+        assert!(!state.healthy());
+        assert!(State::default()
+            .table()
+            .starts_with("no checks for this node"));
+    }
+}
