@@ -43,6 +43,8 @@ pub struct Loop {
     /// when it was made: remade after an error and every [`FRESH_CLIENT`],
     /// so renewed certificates are read.
     etcd: Option<(globular_substrate::etcd::Etcd, Instant)>,
+    /// This node's name (`node.json`), read once.
+    node: Option<String>,
 }
 
 /// How long the loop keeps one etcd client.
@@ -61,6 +63,7 @@ impl Loop {
             services: BTreeMap::new(),
             published: BTreeMap::new(),
             etcd: None,
+            node: None,
         }
     }
 
@@ -84,7 +87,8 @@ impl Loop {
     pub async fn round(&mut self, correct: bool) {
         let mut checks = Vec::new();
         // Control planes hold etcd's configuration; workers run neither.
-        if self.layout.etcd_config().exists() {
+        let control_plane = self.layout.etcd_config().exists();
+        if control_plane {
             for service in [Service::Etcd, Service::Api] {
                 checks.push(self.service(service, correct));
             }
@@ -93,7 +97,7 @@ impl Loop {
         self.state.checks = checks;
         self.state.checked_at = now();
         self.state.rounds += 1;
-        if correct && self.layout.etcd_config().exists() {
+        if correct && control_plane {
             if let Err(err) = self.publish().await {
                 tracing::warn!("health: updating the registry: {err:#}");
             }
@@ -273,7 +277,14 @@ impl Loop {
     /// this node's control-plane records when the health or the incidents
     /// changed, or [`REPUBLISH`] passed.
     async fn publish(&mut self) -> anyhow::Result<()> {
-        let node = self.layout.load_node_config()?.name;
+        let node = match &self.node {
+            Some(node) => node.clone(),
+            None => {
+                let node = self.layout.load_node_config()?.name;
+                self.node = Some(node.clone());
+                node
+            }
+        };
         let etcd = self.local_etcd()?;
         for name in [ETCD_SERVICE, API_SERVICE] {
             let key = registry::service_key(name, &node);
