@@ -189,6 +189,11 @@ struct ClusterNewArgs {
     /// (docs/backup.md). Default: hourly, on the nodes only.
     #[arg(long, value_name = "FILE")]
     backup_policy: Option<PathBuf>,
+    /// How long the certificates the cluster issues are valid (`90s`,
+    /// `3m`, `30d`; 1 minute to 397 days): every node renews each of its
+    /// certificates when a third of it is left (docs/operations.md).
+    #[arg(long, default_value = "30d", value_parser = globular_cluster::token::parse_ttl)]
+    certificate_lifetime: time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -412,6 +417,7 @@ fn cluster_new(args: ClusterNewArgs) -> anyhow::Result<()> {
             domain: args.domain,
             backup_recipients: args.backup_recipients,
             backup_policy,
+            certificate_lifetime: args.certificate_lifetime,
         },
     )?;
     tracing::info!(

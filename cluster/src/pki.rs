@@ -22,8 +22,76 @@ use crate::Role;
 
 /// How long the CA is valid.
 pub const CA_VALIDITY: Duration = Duration::days(3650);
-/// How long a node or service certificate is valid.
-pub const LEAF_VALIDITY: Duration = Duration::days(365);
+/// How long a node or service certificate is valid unless the cluster
+/// says otherwise (`builder cluster new --certificate-lifetime`): short, as
+/// the health loop renews every certificate when a third of its validity
+/// is left.
+pub const LEAF_VALIDITY: Duration = Duration::days(30);
+/// The shortest certificate lifetime a cluster may configure (tests).
+pub const MIN_LEAF_VALIDITY: Duration = Duration::minutes(1);
+/// The longest certificate lifetime a cluster may configure.
+pub const MAX_LEAF_VALIDITY: Duration = Duration::days(397);
+
+/// [`LEAF_VALIDITY`] in seconds (the default of the cluster record's and the
+/// seed's `certificate_lifetime`).
+pub fn default_lifetime_seconds() -> u64 {
+    LEAF_VALIDITY.whole_seconds().unsigned_abs()
+}
+
+pub fn is_default_lifetime(seconds: &u64) -> bool {
+    *seconds == default_lifetime_seconds()
+}
+
+/// How far before its issue a certificate's validity starts (clocks of the
+/// nodes differ a little): five minutes, or a tenth of a short lifetime.
+pub fn backdate(validity: Duration) -> Duration {
+    std::cmp::min(validity / 10_i32, Duration::minutes(5))
+}
+
+/// Checks a configured certificate lifetime against
+/// [`MIN_LEAF_VALIDITY`]..=[`MAX_LEAF_VALIDITY`].
+pub fn check_lifetime(lifetime: Duration) -> Result<Duration, String> {
+    if lifetime < MIN_LEAF_VALIDITY || lifetime > MAX_LEAF_VALIDITY {
+        return Err(format!(
+            "a certificate lifetime must be between {} s and {} days, not {} s",
+            MIN_LEAF_VALIDITY.whole_seconds(),
+            MAX_LEAF_VALIDITY.whole_days(),
+            lifetime.whole_seconds()
+        ));
+    }
+    Ok(lifetime)
+}
+
+/// Why a certificate valid from `not_before` to `not_after` should be
+/// renewed at `now` when the cluster's lifetime is `lifetime` (`None`: not
+/// yet): a third of its validity or less is left (the health loop renews
+/// at two thirds), or it is valid much longer than the cluster's lifetime
+/// (the lifetime was shortened, or it was issued before the cluster's
+/// setting was known).
+pub fn renewal_due(
+    not_before: i64,
+    not_after: i64,
+    lifetime: Duration,
+    now: i64,
+) -> Option<String> {
+    let span = not_after - not_before;
+    let left = not_after - now;
+    if left <= span / 3 {
+        return Some(if left <= 0 {
+            "expired".to_owned()
+        } else {
+            format!("{left} s of its {span} s left")
+        });
+    }
+    let longest = lifetime + backdate(lifetime) + Duration::minutes(1);
+    if span > longest.whole_seconds() {
+        return Some(format!(
+            "valid for {span} s, longer than the cluster's {} s",
+            lifetime.whole_seconds()
+        ));
+    }
+    None
+}
 
 /// Organization prefix that carries the role in a certificate subject.
 const ROLE_PREFIX: &str = "globular:";
@@ -224,8 +292,9 @@ impl Ca {
         }
         params.use_authority_key_identifier_extension = true;
         let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::minutes(5);
-        let not_after = now + spec.validity.unwrap_or(LEAF_VALIDITY);
+        let validity = spec.validity.unwrap_or(LEAF_VALIDITY);
+        params.not_before = now - backdate(validity);
+        let not_after = now + validity;
         params.not_after = not_after;
         let serial = random_serial();
         let serial_hex = hex::encode(serial.as_ref());
@@ -372,7 +441,17 @@ pub struct CertIdentity {
     pub ips: Vec<IpAddr>,
     pub serial: String,
     pub public_key_der: Vec<u8>,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
     pub not_after: i64,
+}
+
+impl CertIdentity {
+    /// [`renewal_due`] for this certificate.
+    pub fn renewal_due(&self, lifetime: Duration, now: i64) -> Option<String> {
+        renewal_due(self.not_before, self.not_after, lifetime, now)
+    }
 }
 
 /// Reads the identity out of a DER certificate (already verified by TLS).
@@ -402,13 +481,15 @@ pub fn identity_of_der(der: &[u8]) -> Result<CertIdentity, PkiError> {
         ips,
         serial: hex::encode(cert.raw_serial()),
         public_key_der: cert.public_key().raw.to_vec(),
+        not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
     })
 }
 
 /// Why the certificate and key on disk are not what `spec` asks of the CA
 /// `ca_pem` (`Ok` when they are): signed by that CA, valid now, for this
-/// key, with the spec's subject and subject alternative names. Agents and
+/// key, with the spec's subject and subject alternative names, and not
+/// yet due for renewal ([`renewal_due`] with the spec's validity). Agents and
 /// the package installer reissue a certificate that fails this.
 pub fn check_issued(
     cert_pem: &str,
@@ -425,6 +506,15 @@ pub fn check_issued(
     }
     if !cert.validity().is_valid() {
         return Err("not valid now".into());
+    }
+    let validity = cert.validity();
+    if let Some(why) = renewal_due(
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+        spec.validity.unwrap_or(LEAF_VALIDITY),
+        OffsetDateTime::now_utc().unix_timestamp(),
+    ) {
+        return Err(format!("due for renewal: {why}"));
     }
     let public = public_key_of_key_pem(key_pem).map_err(|e| e.to_string())?;
     if cert.public_key().raw != public.as_slice() {
@@ -718,5 +808,47 @@ mod robustness {
             der[i] ^= 0xa5;
             let _ = identity_of_der(&der);
         }
+    }
+}
+
+#[cfg(test)]
+mod renewal_tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_is_due_with_a_third_left_or_when_longer_than_the_cluster_lifetime() {
+        let lifetime = Duration::minutes(3);
+        let ca = Ca::generate("c").unwrap();
+        let spec = LeafSpec {
+            validity: Some(lifetime),
+            ..LeafSpec::node("n1", Role::Worker, &[])
+        };
+        let (issued, _) = ca.issue_with_new_key(&spec).unwrap();
+        let id = identity_of_pem(&issued.cert_pem).unwrap();
+        // Backdated by a tenth of a short lifetime (18 s), five minutes at most.
+        assert_eq!(id.not_after - id.not_before, 180 + 18);
+        assert_eq!(backdate(Duration::days(30)), Duration::minutes(5));
+        let issued_at = id.not_before + 18;
+        assert_eq!(id.renewal_due(lifetime, issued_at), None);
+        assert_eq!(id.renewal_due(lifetime, issued_at + 110), None);
+        // A third of 198 s is 66 s: due from 114 s after issue.
+        let why = id.renewal_due(lifetime, issued_at + 114).unwrap();
+        assert!(why.contains("66 s of its 198 s left"), "{why}");
+        assert_eq!(id.renewal_due(lifetime, id.not_after).unwrap(), "expired");
+        // The cluster shortened its lifetime: a fresh 30-day certificate is due.
+        let why = id.renewal_due(Duration::minutes(1), issued_at).unwrap();
+        assert!(why.contains("longer than the cluster's 60 s"), "{why}");
+        // check_issued says the same to agents and the package installer.
+        let (issued, key) = ca.issue_with_new_key(&spec).unwrap();
+        check_issued(&issued.cert_pem, &key, ca.cert_pem(), &spec).unwrap();
+        let shorter = LeafSpec {
+            validity: Some(Duration::minutes(1)),
+            ..spec.clone()
+        };
+        let err = check_issued(&issued.cert_pem, &key, ca.cert_pem(), &shorter).unwrap_err();
+        assert!(err.starts_with("due for renewal"), "{err}");
+        assert!(check_lifetime(Duration::seconds(59)).is_err());
+        assert!(check_lifetime(Duration::days(398)).is_err());
+        check_lifetime(Duration::minutes(3)).unwrap();
     }
 }

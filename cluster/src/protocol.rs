@@ -45,6 +45,8 @@ pub mod routes {
     pub const RENEW: Route = post("/v1/renew");
     /// mTLS: the node registry.
     pub const NODES: Route = get("/v1/nodes");
+    /// mTLS: the caller's own node record (a rotation asked of it).
+    pub const SELF: Route = get("/v1/self");
     /// mTLS, control-plane nodes: a new bootstrap token.
     pub const TOKENS: Route = post("/v1/tokens");
     /// mTLS: register a service instance.

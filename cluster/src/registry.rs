@@ -83,6 +83,15 @@ pub struct ClusterRecord {
     /// The DNS domain the cluster's zone is under ([`zone_name`]).
     #[serde(default = "default_domain")]
     pub domain: String,
+    /// How long the certificates the cluster issues are valid, in seconds.
+    #[serde(default = "crate::pki::default_lifetime_seconds")]
+    pub certificate_lifetime: u64,
+}
+
+impl ClusterRecord {
+    pub fn certificate_lifetime(&self) -> time::Duration {
+        crate::seed::lifetime_of(self.certificate_lifetime)
+    }
 }
 
 /// The domain a cluster's DNS zone is under unless `builder cluster new
@@ -191,6 +200,16 @@ pub struct NodeRecord {
     /// only the current key (`key_id`), so these are refused either way.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub superseded: Vec<Superseded>,
+    /// Unix time of the last rotation asked of this node (`globular cert
+    /// rotate --all`): the node renews every certificate once it sees a
+    /// request later than its `renewed_at`, which the renewal then moves
+    /// past it. 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rotate_requested: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// A key of a node that was replaced.

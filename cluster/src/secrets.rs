@@ -52,6 +52,13 @@ pub struct ClusterInfo {
     /// them (docs/backup.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backup_recipients: Vec<String>,
+    /// How long the certificates the cluster issues are valid, in seconds
+    /// (`builder cluster new --certificate-lifetime`; docs/operations.md).
+    #[serde(
+        default = "crate::pki::default_lifetime_seconds",
+        skip_serializing_if = "crate::pki::is_default_lifetime"
+    )]
+    pub certificate_lifetime: u64,
 }
 
 /// One entry of `tokens.yaml`.
@@ -152,6 +159,8 @@ pub struct ClusterExtras {
     pub backup_recipients: Vec<String>,
     /// The backup policy (`--backup-policy`).
     pub backup_policy: Option<Policy>,
+    /// How long certificates are valid (`--certificate-lifetime`).
+    pub certificate_lifetime: Duration,
 }
 
 impl Default for ClusterExtras {
@@ -160,6 +169,7 @@ impl Default for ClusterExtras {
             domain: registry::DEFAULT_DOMAIN.to_owned(),
             backup_recipients: Vec::new(),
             backup_policy: None,
+            certificate_lifetime: crate::pki::LEAF_VALIDITY,
         }
     }
 }
@@ -196,6 +206,8 @@ pub fn create_with(opts: &NewCluster, extras: &ClusterExtras) -> anyhow::Result<
             "domain {domain:?} is not lowercase DNS labels joined by dots (at most 120 characters)"
         );
     }
+    crate::pki::check_lifetime(extras.certificate_lifetime)
+        .map_err(|e| anyhow::anyhow!("--certificate-lifetime: {e}"))?;
     for ep in &opts.endpoints {
         ep.parse::<std::net::SocketAddr>()
             .map_err(|_| anyhow::anyhow!("endpoint {ep:?} is not IP:PORT"))?;
@@ -228,6 +240,7 @@ pub fn create_with(opts: &NewCluster, extras: &ClusterExtras) -> anyhow::Result<
             policy: opts.policy,
             domain: domain.to_owned(),
             backup_recipients: extras.backup_recipients.clone(),
+            certificate_lifetime: extras.certificate_lifetime.whole_seconds().unsigned_abs(),
         },
         tokens: [Role::ControlPlane, Role::Worker]
             .into_iter()
@@ -407,6 +420,7 @@ impl ClusterSecrets {
                 policy: self.info.policy,
                 domain: self.info.domain.clone(),
                 backup_recipients: self.info.backup_recipients.clone(),
+                certificate_lifetime: self.info.certificate_lifetime,
             },
             node: NodeSpec {
                 name: opts.node.clone(),

@@ -125,6 +125,25 @@ pub struct ClusterRef {
     /// to them (docs/backup.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backup_recipients: Vec<String>,
+    /// How long the certificates the cluster issues are valid, in seconds
+    /// (`builder cluster new --certificate-lifetime`; docs/operations.md).
+    #[serde(
+        default = "crate::pki::default_lifetime_seconds",
+        skip_serializing_if = "crate::pki::is_default_lifetime"
+    )]
+    pub certificate_lifetime: u64,
+}
+
+impl ClusterRef {
+    /// [`ClusterRef::certificate_lifetime`] as a duration.
+    pub fn certificate_lifetime(&self) -> time::Duration {
+        lifetime_of(self.certificate_lifetime)
+    }
+}
+
+/// A lifetime in seconds as a duration (saturating: checked elsewhere).
+pub fn lifetime_of(seconds: u64) -> time::Duration {
+    time::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,6 +283,8 @@ impl Seed {
                 self.cluster.domain
             ));
         }
+        pki::check_lifetime(self.cluster.certificate_lifetime())
+            .map_err(|e| format!("field `cluster.certificate_lifetime`: {e}"))?;
         for (i, recipient) in self.cluster.backup_recipients.iter().enumerate() {
             crate::backup::parse_recipient(recipient)
                 .map_err(|e| format!("field `cluster.backup_recipients[{i}]`: {e}"))?;
@@ -585,6 +606,7 @@ mod robustness {
                 policy: EnrollmentPolicy::default(),
                 domain: registry::default_domain(),
                 backup_recipients: Vec::new(),
+                certificate_lifetime: pki::default_lifetime_seconds(),
             },
             node: NodeSpec {
                 name: "cp1".into(),

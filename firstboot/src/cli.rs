@@ -9,8 +9,10 @@ use globular_cluster::protocol::RegisterRequest;
 use globular_cluster::Role;
 
 use crate::layout::{Layout, DEFAULT_ROOT};
+use crate::runtime::{self, Threads};
 use crate::{
-    agent, backup, certs, firewall, health, kubeconfig, node_cli, package, server, services,
+    agent, backup, certs, firewall, health, kubeconfig, node_cli, package, renew, rotation, server,
+    services,
 };
 
 #[derive(Debug, Parser)]
@@ -138,8 +140,12 @@ struct KubeconfigArgs {
 
 #[derive(Debug, Subcommand)]
 enum CertCommand {
-    /// Renew the node certificate (same key) when it is close to expiry.
+    /// Renew this node's certificates (same keys) that are due: a third of
+    /// their validity left (the health loop does this by itself).
     Renew(CertRenewArgs),
+    /// Renew every certificate of this node now, or with `--all` of every
+    /// node of the cluster, node by node (on a control plane).
+    Rotate(CertRotateArgs),
     /// List every certificate on this node with its expiry, soonest first.
     Status(CertStatusArgs),
 }
@@ -156,9 +162,21 @@ struct CertStatusArgs {
 struct CertRenewArgs {
     #[command(flatten)]
     root: RootArgs,
-    /// Renew when the certificate expires within this long (`30d`).
-    #[arg(long, default_value = "30d", value_parser = globular_cluster::token::parse_ttl)]
-    before: time::Duration,
+    /// Renew the certificates that expire within this long (`7d`) instead.
+    #[arg(long, value_parser = globular_cluster::token::parse_ttl)]
+    before: Option<time::Duration>,
+}
+
+#[derive(Debug, Args)]
+struct CertRotateArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// Every node of the cluster, one at a time (control planes first).
+    #[arg(long)]
+    all: bool,
+    /// With --all: how long one node may take before the run stops.
+    #[arg(long, default_value = "180s", value_parser = globular_cluster::token::parse_ttl)]
+    per_node: time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -499,12 +517,34 @@ pub fn run() -> anyhow::Result<()> {
                 metadata: Default::default(),
             }),
         ),
-        Command::Cert(CertCommand::Renew(args)) => node_cli::run(
-            &Layout::new(args.root.root),
-            node_cli::Command::CertRenew {
-                before: args.before,
-            },
-        ),
+        Command::Cert(CertCommand::Renew(args)) => {
+            let when = match args.before {
+                Some(before) => renew::When::Before(before),
+                None => renew::When::Due,
+            };
+            let layout = Layout::new(args.root.root);
+            let outcome =
+                runtime::block_on(Threads::One, async { renew::renew(&layout, when).await })?;
+            print(&outcome.lines)
+        }
+        Command::Cert(CertCommand::Rotate(args)) => {
+            let layout = Layout::new(args.root.root);
+            if args.all {
+                let per_node = Duration::from_secs(args.per_node.whole_seconds().unsigned_abs());
+                runtime::block_on(Threads::One, async {
+                    rotation::rotate_all(&layout, per_node, |line| {
+                        // Progress: a line per node as it happens.
+                        let _ = print(&format!("{line}\n"));
+                    })
+                    .await
+                })
+            } else {
+                let outcome = runtime::block_on(Threads::One, async {
+                    renew::renew(&layout, renew::When::Now).await
+                })?;
+                print(&outcome.lines)
+            }
+        }
         Command::Cert(CertCommand::Status(args)) => {
             let certs = certs::status(&args.root.root, time::OffsetDateTime::now_utc())?;
             if args.json {

@@ -286,6 +286,7 @@ mod tests {
                 policy: Default::default(),
                 domain: globular_cluster::registry::default_domain(),
                 backup_recipients: Vec::new(),
+                certificate_lifetime: globular_cluster::pki::default_lifetime_seconds(),
             },
             node: globular_cluster::seed::NodeSpec {
                 name: "w1".into(),

@@ -8,14 +8,15 @@ use globular_substrate::etcd::Etcd;
 use crate::layout::Layout;
 
 /// etcd at `endpoints` as the substrate's services reach it: the etcd CA,
-/// the substrate's client certificate, signed in as `globular-substrate`.
+/// the substrate's client certificate (read again when it is renewed),
+/// signed in as `globular-substrate`.
 pub fn substrate(layout: &Layout, endpoints: Vec<String>) -> anyhow::Result<Etcd> {
     let password = layout.read(&layout.etcd_password())?;
-    Ok(Etcd::new(
+    Ok(Etcd::from_files(
         endpoints,
         &layout.read(&layout.etcd_ca_cert())?,
-        &layout.read(&layout.etcd_cert("client"))?,
-        &layout.read(&layout.etcd_key("client"))?,
+        &layout.etcd_cert("client"),
+        &layout.etcd_key("client"),
     )?
     .with_user(SUBSTRATE_USER, password.trim()))
 }

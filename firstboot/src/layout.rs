@@ -129,4 +129,14 @@ pub struct NodeConfig {
     /// Substrate API endpoints (`ip:port`) of the control plane.
     pub api_endpoints: Vec<String>,
     pub image_version: String,
+    /// How long the cluster's certificates are valid, in seconds (the
+    /// seed's `cluster.certificate_lifetime`).
+    #[serde(default = "globular_cluster::pki::default_lifetime_seconds")]
+    pub certificate_lifetime: u64,
+}
+
+impl NodeConfig {
+    pub fn certificate_lifetime(&self) -> time::Duration {
+        globular_cluster::seed::lifetime_of(self.certificate_lifetime)
+    }
 }

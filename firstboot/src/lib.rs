@@ -34,6 +34,7 @@ pub mod node_cli;
 pub mod ownership;
 pub mod package;
 pub mod renew;
+pub mod rotation;
 pub mod runtime;
 pub mod server;
 pub mod services;

@@ -1,5 +1,5 @@
 //! The node CLI (`globular node list`, `globular service list`,
-//! `globular dns`, `globular token create`, `globular cert renew`): talks to the substrate API with the node's own
+//! `globular dns`, `globular token create`): talks to the substrate API with the node's own
 //! certificate.
 
 use std::io::Write as _;
@@ -10,7 +10,6 @@ use globular_cluster::Role;
 use globular_substrate::Client;
 
 use crate::layout::Layout;
-use crate::renew;
 use crate::runtime::{self, Threads};
 
 /// The substrate API client of this node: its certificate (mTLS) and the
@@ -48,10 +47,6 @@ pub enum Command {
     TokenCreate {
         roles: Vec<Role>,
         ttl: time::Duration,
-    },
-    /// Renew the node certificate (same key) if it expires within `before`.
-    CertRenew {
-        before: time::Duration,
     },
 }
 
@@ -118,7 +113,6 @@ pub fn run(layout: &Layout, command: Command) -> anyhow::Result<()> {
                 let t = client.create_token(roles, ttl).await?;
                 format!("{}\n", t.token)
             }
-            Command::CertRenew { before } => renew::renew(layout, &client, before).await?,
         })
     })?;
     std::io::stdout()

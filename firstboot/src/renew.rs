@@ -1,55 +1,93 @@
-//! Certificate renewal (`globular cert renew`): the node certificate over
-//! the API, and on control-plane nodes the etcd certificates with the local
-//! CA. Returns what it did, one line each.
+//! Certificate renewal: the node certificate over the API (on a control
+//! plane, with the local CA when the API cannot: an expired certificate),
+//! and on control planes etcd's server, peer and client certificates with
+//! the local etcd CA. Keys stay: a renewal certifies the same key again, so
+//! no private key is written or moved. Every file changes atomically (a
+//! crash leaves the old or the new certificate), and the services using
+//! them (etcd, the substrate API, the substrate's etcd clients) read a
+//! changed file on their next TLS handshake.
+//!
+//! What is renewed when ([`When`]): `globular cert renew` and the health
+//! loop renew what is due (a third of its validity left, or valid longer
+//! than the cluster's lifetime: [`pki::renewal_due`]); `globular cert
+//! rotate` and a rotation the cluster asked for (`cert rotate --all`)
+//! renew everything now.
 
 use anyhow::{bail, Context as _};
 use globular_cluster::fsutil;
-use globular_cluster::pki::{self, Ca};
+use globular_cluster::pki::{self, Ca, CertIdentity, LeafSpec};
 use globular_cluster::seed::Seed;
-use globular_substrate::Client;
 
 use crate::agent;
 use crate::layout::Layout;
 
-/// Renews the node certificate with the node's own key; only the certificate
-/// file changes (atomically), so a crash leaves the old or the new one. On a
-/// control-plane node the etcd server, peer and client certificates are
-/// renewed too (same keys, signed with the local etcd CA); etcd and the substrate API pick up
-/// the new files on their next TLS handshake.
-pub async fn renew(
-    layout: &Layout,
-    client: &Client,
-    before: time::Duration,
-) -> anyhow::Result<String> {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let due = |id: &pki::CertIdentity| id.not_after - now <= before.whole_seconds();
-    let mut out = String::new();
+/// Which certificates to renew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Those [`pki::renewal_due`] names (the health loop).
+    Due,
+    /// Those that expire within this long (`cert renew --before`).
+    Before(time::Duration),
+    /// All of them (`cert rotate`).
+    Now,
+}
 
-    let cert_path = layout.node_cert();
-    let current = pki::identity_of_pem(&layout.read(&cert_path)?)
-        .with_context(|| format!("reading {}", cert_path.display()))?;
-    if due(&current) {
-        let key = layout.read(&layout.node_key())?;
-        let csr = pki::create_csr(&key, &current.common_name)?;
-        let response = client.renew(&csr).await?;
-        let renewed =
-            pki::identity_of_pem(&response.certificate).context("the renewed certificate")?;
-        if renewed.public_key_der != current.public_key_der
-            || renewed.common_name != current.common_name
-        {
-            bail!("the server renewed a certificate for another key or name");
-        }
-        fsutil::write_atomic(&cert_path, response.certificate.as_bytes(), fsutil::PUBLIC)
-            .with_context(|| format!("writing {}", cert_path.display()))?;
-        out += &format!("renewed: node certificate {}\n", renewed.serial);
-    } else {
-        out += &format!(
-            "node certificate {} is valid for {} more days; not renewed\n",
-            current.serial,
-            (current.not_after - now) / 86_400
-        );
+/// What a renewal did, a line per certificate.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// `node`, `etcd server`, ...: the certificates renewed.
+    pub renewed: Vec<String>,
+    pub lines: String,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Why `id` is to be renewed now under `when`, if it is.
+fn reason(when: When, id: &CertIdentity, lifetime: time::Duration) -> Option<String> {
+    let now = now();
+    match when {
+        When::Due => id.renewal_due(lifetime, now),
+        When::Before(before) => (id.not_after - now <= before.whole_seconds())
+            .then(|| format!("expires within {} s", before.whole_seconds())),
+        When::Now => Some("rotation".into()),
     }
+}
 
+/// The certificates of this node that `when` would renew, named as in
+/// [`Outcome::renewed`], with why.
+pub fn due(layout: &Layout, when: When) -> anyhow::Result<Vec<(String, String)>> {
+    let lifetime = layout.load_node_config()?.certificate_lifetime();
+    let mut out = Vec::new();
+    for (name, path) in certificates(layout) {
+        let id = pki::identity_of_pem(&layout.read(&path)?)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if let Some(why) = reason(when, &id, lifetime) {
+            out.push((name, why));
+        }
+    }
+    Ok(out)
+}
+
+/// The node certificate and, on a control plane, etcd's.
+fn certificates(layout: &Layout) -> Vec<(String, std::path::PathBuf)> {
+    let mut out = vec![("node".to_owned(), layout.node_cert())];
+    if layout.etcd_ca_key().exists() && layout.etcd_cert("server").exists() {
+        for kind in agent::ETCD_CERT_KINDS {
+            out.push((format!("etcd {kind}"), layout.etcd_cert(kind)));
+        }
+    }
+    out
+}
+
+/// Renews this node's certificates that `when` names.
+pub async fn renew(layout: &Layout, when: When) -> anyhow::Result<Outcome> {
+    let lifetime = layout.load_node_config()?.certificate_lifetime();
+    let mut out = Outcome::default();
+
+    // etcd's first: a rotation is done when the node certificate is (the
+    // registry's `renewed_at`).
     if layout.etcd_ca_key().exists() && layout.etcd_cert("server").exists() {
         let ca = Ca::from_pem(
             &layout.read(&layout.etcd_ca_cert())?,
@@ -62,14 +100,93 @@ pub async fn renew(
             let path = layout.etcd_cert(kind);
             let id = pki::identity_of_pem(&layout.read(&path)?)
                 .with_context(|| format!("reading {}", path.display()))?;
-            if !due(&id) {
+            let Some(why) = reason(when, &id, lifetime) else {
                 continue;
-            }
-            let issued = ca.issue(&id.public_key_der, &agent::etcd_leaf_spec(&seed, kind))?;
+            };
+            let mut spec = agent::etcd_leaf_spec(&seed, kind);
+            spec.validity = Some(lifetime);
+            let issued = ca.issue(&id.public_key_der, &spec)?;
             fsutil::write_atomic(&path, issued.cert_pem.as_bytes(), fsutil::PUBLIC)
                 .with_context(|| format!("writing {}", path.display()))?;
-            out += &format!("renewed: etcd {kind} certificate {}\n", issued.serial);
+            out.renewed.push(format!("etcd {kind}"));
+            out.lines += &format!(
+                "renewed: etcd {kind} certificate {} ({why})\n",
+                issued.serial
+            );
+        }
+    }
+
+    let cert_path = layout.node_cert();
+    let current = pki::identity_of_pem(&layout.read(&cert_path)?)
+        .with_context(|| format!("reading {}", cert_path.display()))?;
+    match reason(when, &current, lifetime) {
+        Some(why) => {
+            let (pem, how) = renew_node(layout, &current, lifetime).await?;
+            let renewed = pki::identity_of_pem(&pem).context("the renewed certificate")?;
+            if renewed.public_key_der != current.public_key_der
+                || renewed.common_name != current.common_name
+            {
+                bail!("the server renewed a certificate for another key or name");
+            }
+            fsutil::write_atomic(&cert_path, pem.as_bytes(), fsutil::PUBLIC)
+                .with_context(|| format!("writing {}", cert_path.display()))?;
+            out.renewed.push("node".into());
+            out.lines += &format!(
+                "renewed: node certificate {} ({why}; {how})\n",
+                renewed.serial
+            );
+        }
+        None => {
+            out.lines += &format!(
+                "node certificate {} is valid for {} more s; not renewed\n",
+                current.serial,
+                current.not_after - now()
+            );
         }
     }
     Ok(out)
+}
+
+/// A new certificate for the node's key: from the API, or on a control
+/// plane whose certificate the API no longer accepts (it expired while the
+/// node was off), from the CA this node holds.
+async fn renew_node(
+    layout: &Layout,
+    current: &CertIdentity,
+    lifetime: time::Duration,
+) -> anyhow::Result<(String, &'static str)> {
+    let key = layout.read(&layout.node_key())?;
+    let over_api = async {
+        let client = crate::node_cli::client(layout)?;
+        let csr = pki::create_csr(&key, &current.common_name)?;
+        anyhow::Ok(client.renew(&csr).await?.certificate)
+    };
+    let err = match over_api.await {
+        Ok(pem) => return Ok((pem, "by the API")),
+        Err(err) => err,
+    };
+    let expired = current.not_after <= now();
+    if !(expired && layout.ca_key().exists()) {
+        return Err(err.context("renewing the node certificate over the API"));
+    }
+    tracing::warn!("the API refused the expired node certificate ({err:#}); using the local CA");
+    let ca = Ca::from_pem(
+        &layout.read(&layout.ca_cert())?,
+        &layout.read(&layout.ca_key())?,
+    )
+    .context("loading the cluster CA")?;
+    let spec = LeafSpec {
+        common_name: current.common_name.clone(),
+        role: current.role,
+        group: None,
+        dns_names: current.dns_names.clone(),
+        ips: current.ips.clone(),
+        server: true,
+        client: true,
+        validity: Some(lifetime),
+    };
+    Ok((
+        ca.issue(&current.public_key_der, &spec)?.cert_pem,
+        "by the local CA",
+    ))
 }

@@ -25,3 +25,5 @@ mod kubernetes;
 mod refusals;
 #[path = "tests/reimage.rs"]
 mod reimage;
+#[path = "tests/rotation.rs"]
+mod rotation;

@@ -92,6 +92,7 @@ fn registry(nodes: usize, services: usize, instances: usize) -> Registry {
             ca_cert_hash: String::new(),
             policy: EnrollmentPolicy::default(),
             domain: "globular.internal".into(),
+            certificate_lifetime: globular_cluster::pki::default_lifetime_seconds(),
         },
         nodes: (0..nodes).map(node).collect(),
         services: (0..services)

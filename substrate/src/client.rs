@@ -18,7 +18,7 @@ use globular_cluster::protocol::{
     DnsZone, EnrollRequest, EnrollResponse, ErrorBody, NodeList, RegisterRequest, RenewRequest,
     ServiceList, TokenRequest, TokenResponse,
 };
-use globular_cluster::registry::ServiceRecord;
+use globular_cluster::registry::{NodeRecord, ServiceRecord};
 use globular_cluster::Role;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -254,6 +254,11 @@ impl Client {
 
     pub async fn nodes(&self) -> anyhow::Result<NodeList> {
         Ok(self.call(routes::NODES, "", None).await?)
+    }
+
+    /// This node's record (the identity the client presents).
+    pub async fn own_record(&self) -> anyhow::Result<NodeRecord> {
+        Ok(self.call(routes::SELF, "", None).await?)
     }
 
     pub async fn services(&self, name: Option<&str>) -> anyhow::Result<ServiceList> {

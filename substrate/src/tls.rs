@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use anyhow::{anyhow, Context as _};
 use globular_cluster::pki;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -73,27 +73,45 @@ pub fn server_config(
     Ok(config)
 }
 
-/// A served certificate that follows its file: each handshake checks the
-/// file's modification time and reloads the certificate and key when it
-/// changed (keeping the old pair if the new one does not load).
+/// A certificate that follows its file, served (the substrate API) or
+/// presented as a client's (etcd clients): each handshake checks the file's
+/// modification time and reloads the certificate and key when it changed
+/// (keeping the old pair if the new one does not load), so a renewed
+/// certificate is used from the next connection on.
 #[derive(Debug)]
 struct ReloadingCert {
     cert_path: PathBuf,
     key_path: PathBuf,
-    ca_pem: String,
+    /// Appended to the chain (a server sends its CA for joiners' pins).
+    chain_tail: String,
     current: Mutex<(Option<SystemTime>, Arc<CertifiedKey>)>,
 }
 
 impl ReloadingCert {
-    fn new(cert_path: &Path, key_path: &Path, ca_pem: &str) -> anyhow::Result<ReloadingCert> {
+    fn new(cert_path: &Path, key_path: &Path, chain_tail: &str) -> anyhow::Result<ReloadingCert> {
         let mtime = modified(cert_path);
-        let certified = load_certified(cert_path, key_path, ca_pem)?;
+        let certified = load_certified(cert_path, key_path, chain_tail)?;
         Ok(ReloadingCert {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
-            ca_pem: ca_pem.to_owned(),
+            chain_tail: chain_tail.to_owned(),
             current: Mutex::new((mtime, certified)),
         })
+    }
+
+    fn current(&self) -> Arc<CertifiedKey> {
+        let mtime = modified(&self.cert_path);
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if mtime != current.0 {
+            match load_certified(&self.cert_path, &self.key_path, &self.chain_tail) {
+                Ok(certified) => {
+                    tracing::info!("using the renewed certificate {}", self.cert_path.display());
+                    *current = (mtime, certified);
+                }
+                Err(e) => tracing::warn!("keeping the certificate in use: {e:#}"),
+            }
+        }
+        current.1.clone()
     }
 }
 
@@ -104,40 +122,46 @@ fn modified(path: &Path) -> Option<SystemTime> {
 fn load_certified(
     cert_path: &Path,
     key_path: &Path,
-    ca_pem: &str,
+    chain_tail: &str,
 ) -> anyhow::Result<Arc<CertifiedKey>> {
     let read =
         |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let mut chain = certs_of_pem(&read(cert_path)?)?;
-    chain.extend(certs_of_pem(ca_pem)?);
+    if !chain_tail.is_empty() {
+        chain.extend(certs_of_pem(chain_tail)?);
+    }
     let key = provider()
         .key_provider
         .load_private_key(key_of_pem(&read(key_path)?)?)
-        .context("loading the server key")?;
+        .with_context(|| format!("loading {}", key_path.display()))?;
     let certified = CertifiedKey::new(chain, key);
-    certified
-        .keys_match()
-        .context("the server certificate does not match its key")?;
+    certified.keys_match().with_context(|| {
+        format!(
+            "{} does not match its key {}",
+            cert_path.display(),
+            key_path.display()
+        )
+    })?;
     Ok(Arc::new(certified))
 }
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let mtime = modified(&self.cert_path);
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if mtime != current.0 {
-            match load_certified(&self.cert_path, &self.key_path, &self.ca_pem) {
-                Ok(certified) => {
-                    tracing::info!(
-                        "serving the renewed certificate {}",
-                        self.cert_path.display()
-                    );
-                    *current = (mtime, certified);
-                }
-                Err(e) => tracing::warn!("keeping the served certificate: {e:#}"),
-            }
-        }
-        Some(current.1.clone())
+        Some(self.current())
+    }
+}
+
+impl ResolvesClientCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -161,6 +185,23 @@ pub fn api_client_config(
             .context("loading the client certificate")?,
         None => builder.with_no_client_auth(),
     };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client that trusts the CA and presents the certificate in `cert_path`
+/// (with its key in `key_path`), re-read when the file changes: the
+/// long-lived etcd clients of the substrate's services.
+pub fn client_config_from_files(
+    ca_pem: &str,
+    cert_path: &Path,
+    key_path: &Path,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let resolver = ReloadingCert::new(cert_path, key_path, "")?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_client_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -22,6 +22,7 @@ impl Agent {
             ca_cert_hash: seed.cluster.ca_cert_hash.clone(),
             policy: seed.cluster.policy,
             domain: seed.cluster.domain.clone(),
+            certificate_lifetime: seed.cluster.certificate_lifetime,
         };
         etcd.create(&registry::cluster_key(), &serde_json::to_vec(&cluster)?)
             .await?;
@@ -65,6 +66,7 @@ impl Agent {
             enrolled_at: now,
             renewed_at: now,
             superseded: Vec::new(),
+            rotate_requested: 0,
         })
     }
 }

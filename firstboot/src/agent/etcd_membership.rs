@@ -34,7 +34,7 @@ pub fn etcd_leaf_spec(seed: &Seed, kind: &str) -> LeafSpec {
             ips: Vec::new(),
             server: false,
             client: true,
-            validity: None,
+            validity: Some(seed.cluster.certificate_lifetime()),
         };
     }
     let mut ips: Vec<IpAddr> = seed.ips();
@@ -50,7 +50,7 @@ pub fn etcd_leaf_spec(seed: &Seed, kind: &str) -> LeafSpec {
         ips,
         server: true,
         client: true,
-        validity: None,
+        validity: Some(seed.cluster.certificate_lifetime()),
     }
 }
 

@@ -53,7 +53,10 @@ impl Agent {
         let public = pki::public_key_of_key_pem(&self.node_key()?)?;
         let issued = ca.issue(
             &public,
-            &LeafSpec::node(&seed.node.name, Role::ControlPlane, &seed.ips()),
+            &LeafSpec {
+                validity: Some(seed.cluster.certificate_lifetime()),
+                ..LeafSpec::node(&seed.node.name, Role::ControlPlane, &seed.ips())
+            },
         )?;
         self.write_public(&self.layout.node_cert(), &issued.cert_pem)
     }
@@ -133,6 +136,7 @@ impl Agent {
             etcd_endpoints: etcd,
             api_endpoints: api,
             image_version: self.image_version(),
+            certificate_lifetime: seed.cluster.certificate_lifetime,
         };
         self.write_public(
             &self.layout.node_config(),

@@ -55,6 +55,27 @@ pub const PACKAGES_UNIT: &str = "globular-packages.service";
 /// The health loop (`globular health --watch`).
 pub const HEALTH_UNIT: &str = "globular-health.service";
 
+/// Runs the packages' unit (`globular apply --installed`) again unless it
+/// is running now, without waiting: the health loop's way to renew
+/// packages' certificates. The unit stays active after its run
+/// (`RemainAfterExit=`), so an active one is restarted.
+pub fn start_packages_unit() -> anyhow::Result<()> {
+    let state = Task::new(format!("asking systemd about {PACKAGES_UNIT}"), "systemctl")
+        .package("systemd")
+        .args(["show", "--property=ActiveState", "--value", PACKAGES_UNIT])
+        .read_string()?;
+    let verb = match state.trim() {
+        "activating" | "reloading" | "deactivating" => return Ok(()),
+        "active" => "restart",
+        _ => "start",
+    };
+    Task::new(format!("{verb}ing {PACKAGES_UNIT}"), "systemctl")
+        .package("systemd")
+        .args([verb, "--no-block", PACKAGES_UNIT])
+        .run()?;
+    Ok(())
+}
+
 /// Options of `globular firstboot`.
 #[derive(Debug, Clone)]
 pub struct Options {

@@ -8,6 +8,7 @@ use globular_cluster::registry::{self, ServiceRecord, API_SERVICE, ETCD_SERVICE}
 
 use super::{Check, Incident, State, Status, KEPT_INCIDENTS};
 use crate::layout::Layout;
+use crate::renew;
 use crate::services::{Manager, Service};
 
 /// How long etcd may take to answer a check.
@@ -45,7 +46,13 @@ pub struct Loop {
     etcd: Option<(globular_substrate::etcd::Etcd, Instant)>,
     /// This node's name (`node.json`), read once.
     node: Option<String>,
+    /// When the loop next asks the API whether a rotation was asked of
+    /// this node.
+    next_rotation_poll: Option<Instant>,
 }
+
+/// How often the loop asks the API for a rotation request.
+const ROTATION_POLL: Duration = Duration::from_secs(10);
 
 /// How long the loop keeps one etcd client.
 const FRESH_CLIENT: Duration = Duration::from_secs(600);
@@ -64,6 +71,7 @@ impl Loop {
             published: BTreeMap::new(),
             etcd: None,
             node: None,
+            next_rotation_poll: None,
         }
     }
 
@@ -86,6 +94,9 @@ impl Loop {
     /// it can and updates the registry.
     pub async fn round(&mut self, correct: bool) {
         let mut checks = Vec::new();
+        if self.layout.node_config().exists() {
+            checks.push(self.certificates(correct).await);
+        }
         // Control planes hold etcd's configuration; workers run neither.
         let control_plane = self.layout.etcd_config().exists();
         if control_plane {
@@ -231,6 +242,119 @@ impl Loop {
             ),
             Err(err) => check(Status::Failing, format!("{names}: recovering: {err:#}")),
         }
+    }
+
+    /// The node's certificates (and, on a control plane, etcd's): renewed
+    /// when due, all of them when the cluster asked this node for a
+    /// rotation; packages' certificates that are due make the loop run
+    /// `globular-packages.service`, which issues them again and restarts
+    /// their components behind healthy peers.
+    async fn certificates(&mut self, correct: bool) -> Check {
+        let check = |status, detail: String| Check {
+            name: "certificates".to_owned(),
+            status,
+            detail,
+        };
+        let mut when = renew::When::Due;
+        if correct && self.next_rotation_poll.is_none_or(|t| Instant::now() >= t) {
+            self.next_rotation_poll = Some(Instant::now() + ROTATION_POLL);
+            match self.rotation_requested().await {
+                Ok(true) => when = renew::When::Now,
+                Ok(false) => {}
+                Err(err) => tracing::debug!("health: asking for a rotation: {err:#}"),
+            }
+        }
+        let due = match renew::due(&self.layout, when) {
+            Ok(due) => due,
+            Err(err) => return check(Status::Failing, format!("{err:#}")),
+        };
+        let packages = self.package_certificates_due();
+        if due.is_empty() && packages.is_empty() {
+            return check(Status::Ok, "none due".into());
+        }
+        let listed: Vec<String> = due
+            .iter()
+            .map(|(name, why)| format!("{name} ({why})"))
+            .chain(packages.iter().map(|p| format!("{p} (due)")))
+            .collect();
+        let listed = listed.join(", ");
+        if !correct {
+            let expired = due.iter().any(|(_, why)| why == "expired");
+            let status = if expired { Status::Failing } else { Status::Ok };
+            return check(status, format!("due for renewal: {listed}"));
+        }
+        let mut detail = Vec::new();
+        let mut failed = None;
+        if !due.is_empty() {
+            match renew::renew(&self.layout, when).await {
+                Ok(outcome) => {
+                    for name in &outcome.renewed {
+                        self.count("renew certificate");
+                        tracing::info!("health: renewed the {name} certificate");
+                    }
+                    detail.push(format!("renewed {}", outcome.renewed.join(", ")));
+                }
+                Err(err) => failed = Some(format!("renewing: {err:#}")),
+            }
+        }
+        if !packages.is_empty() && self.manager == Manager::Systemd {
+            self.count("renew package certificates");
+            match crate::agent::start_packages_unit() {
+                Ok(()) => detail.push(format!("started {}", crate::agent::PACKAGES_UNIT)),
+                Err(err) => failed = Some(format!("{err:#}")),
+            }
+        }
+        match failed {
+            Some(why) => {
+                self.incident("certificates", format!("{listed}: {why}"));
+                check(Status::Failing, format!("{listed}: {why}"))
+            }
+            None => check(
+                Status::Corrected,
+                format!("{listed}: {}", detail.join("; ")),
+            ),
+        }
+    }
+
+    /// Whether the registry asks this node to renew every certificate
+    /// (`globular cert rotate --all`) and it has not since.
+    async fn rotation_requested(&self) -> anyhow::Result<bool> {
+        let client = crate::node_cli::client(&self.layout)?;
+        let record = tokio::time::timeout(ETCD_ANSWER, client.own_record()).await??;
+        Ok(record.rotate_requested > record.renewed_at)
+    }
+
+    /// The packages' certificate files that are due for renewal.
+    fn package_certificates_due(&self) -> Vec<String> {
+        let lifetime = match self.layout.load_node_config() {
+            Ok(config) => config.certificate_lifetime(),
+            Err(_) => return Vec::new(),
+        };
+        let packages = self.layout.package_dir("");
+        let certs = match crate::certs::status(&packages, time::OffsetDateTime::now_utc()) {
+            Ok(certs) => certs,
+            Err(err) => {
+                tracing::warn!("health: reading the packages' certificates: {err:#}");
+                return Vec::new();
+            }
+        };
+        let now = now();
+        certs
+            .into_iter()
+            .filter(|c| {
+                std::fs::read_to_string(&c.path)
+                    .ok()
+                    .and_then(|pem| globular_cluster::pki::identity_of_pem(&pem).ok())
+                    .is_some_and(|id| id.renewal_due(lifetime, now).is_some())
+            })
+            .map(|c| {
+                c.path
+                    .strip_prefix(&packages)
+                    .unwrap_or(&c.path)
+                    .display()
+                    .to_string()
+            })
+            .collect()
     }
 
     /// The substrate's etcd client to this node's member only.

@@ -3,6 +3,9 @@
 //!
 //! Each round compares the node with what it should be and corrects what
 //! it can, counting every action:
+//! - on every enrolled node, no certificate is due for renewal: one that is
+//!   (a third of its validity left) is renewed ([`crate::renew`]), all of
+//!   them when the cluster asked this node for a rotation;
 //! - on a control plane, etcd and the substrate API run: a service that is
 //!   not running is started again (with backoff while starts keep failing);
 //!   one that was restarted behind the loop's back (systemd's `Restart=`
@@ -123,8 +126,8 @@ impl State {
     /// What `globular health` prints.
     pub fn table(&self) -> String {
         if self.checks.is_empty() {
-            return "no checks for this node: the loop checks control planes' etcd and \
-                    substrate API (docs/operations.md)\n"
+            return "no checks for this node: the loop checks an enrolled node's certificates \
+                    and a control plane's etcd and substrate API (docs/operations.md)\n"
                 .to_owned();
         }
         let mut out = format!("{:<14} {:<10} {}\n", "CHECK", "STATUS", "DETAIL");

@@ -2,7 +2,8 @@
 //! names (the node holds it: these packages are for control planes), its
 //! key made here, and issued again whenever the files on disk are not
 //! what the spec asks for (missing, another subject or names, another
-//! CA, expired, a key that does not match).
+//! CA, expired or due for renewal, a key that does not match). They are
+//! valid for the cluster's certificate lifetime.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -23,6 +24,7 @@ pub(super) fn converge(
     spec: &Spec,
     facts: &Facts,
     dir: &Path,
+    lifetime: time::Duration,
     plan: bool,
 ) -> anyhow::Result<Vec<Change>> {
     let mut changes = Vec::new();
@@ -43,7 +45,7 @@ pub(super) fn converge(
                 .collect::<anyhow::Result<_>>()?,
             server: c.usage.contains(&Usage::Server),
             client: c.usage.contains(&Usage::Client),
-            validity: None,
+            validity: Some(lifetime),
         };
         let ca_cert = layout.kubernetes_secret(c.ca.file(), "crt");
         let ca_key = layout.kubernetes_secret(c.ca.file(), "key");

@@ -211,7 +211,14 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
     if !opts.plan {
         fsutil::create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    for change in certs::converge(layout, &spec, &facts, &dir, opts.plan)? {
+    for change in certs::converge(
+        layout,
+        &spec,
+        &facts,
+        &dir,
+        node.certificate_lifetime(),
+        opts.plan,
+    )? {
         report.push(opts.plan, change);
     }
     let mut ports_changed = false;

@@ -141,6 +141,7 @@ mod tests {
             ],
             api_endpoints: vec![],
             image_version: "0".into(),
+            certificate_lifetime: globular_cluster::pki::default_lifetime_seconds(),
         };
         let settings = BTreeMap::from([("service_cidr".to_owned(), "10.96.0.0/12".to_owned())]);
         Facts::new(

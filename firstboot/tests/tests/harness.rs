@@ -275,6 +275,26 @@ impl Cluster {
         ))
     }
 
+    /// Starts the node's health loop (`globular health --watch`, a round
+    /// every second, services spawned), logged beside the agent's log.
+    pub fn start_health_loop(&self, node: &Node) -> Child {
+        let log = self.dir.path().join(format!("{}.health.log", node.name));
+        Task::new("the health loop", AGENT)
+            .args([
+                "health",
+                "--watch",
+                "--interval",
+                "1s",
+                "--services",
+                "spawn",
+                "--root",
+            ])
+            .arg(&node.root)
+            .env("RUST_LOG", "info")
+            .spawn_logged(&log)
+            .unwrap()
+    }
+
     /// Starts the agent in the background; [`Cluster::wait_agent`] waits.
     pub fn start_agent(&mut self, node: &Node) -> usize {
         let log = self.dir.path().join(format!("{}.agent.log", node.name));

@@ -34,25 +34,6 @@ fn kill(node: &Node, service: Service) {
         .unwrap();
 }
 
-/// `globular health --watch` every second, logged beside the agent's log.
-fn start_loop(cluster: &Cluster, node: &Node) -> std::process::Child {
-    let log = cluster.dir.path().join(format!("{}.health.log", node.name));
-    Task::new("the health loop", AGENT)
-        .args([
-            "health",
-            "--watch",
-            "--interval",
-            "1s",
-            "--services",
-            "spawn",
-            "--root",
-        ])
-        .arg(&node.root)
-        .env("RUST_LOG", "info")
-        .spawn_logged(&log)
-        .unwrap()
-}
-
 /// Waits until `ready` holds; how long it took.
 fn until(what: &str, mut ready: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
@@ -132,7 +113,7 @@ fn killed_etcd_and_api_come_back_and_are_recorded() {
         "{text}"
     );
 
-    let mut watch = start_loop(&cluster, &cp1);
+    let mut watch = cluster.start_health_loop(&cp1);
     let back = until("etcd back", || etcd_healthy(&cp1));
     assert!(back < BACK_WITHIN, "etcd back after {back:?}");
 
@@ -210,7 +191,7 @@ fn a_full_etcd_is_recovered_by_the_loop() {
         services::running_pid(&layout, Service::Etcd).is_none()
     });
 
-    let mut watch = start_loop(&cluster, &cp1);
+    let mut watch = cluster.start_health_loop(&cp1);
     until("etcd back with its quota", || etcd_healthy(&cp1));
 
     let etcd = globular_firstboot::etcd_client::substrate(&layout, vec![cp1.etcd_url()]).unwrap();

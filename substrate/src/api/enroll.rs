@@ -74,8 +74,12 @@ async fn enroll_node(
     // Issue first, then compare-and-create: one etcd round trip. If the node
     // exists with this key, the fresh certificate is dropped unsent and never
     // recorded, and the answer is the stored certificate.
+    let spec = LeafSpec {
+        validity: Some(api.cluster().await?.certificate_lifetime()),
+        ..LeafSpec::node(node, role, ips)
+    };
     let issued = ca
-        .issue(public_key_der, &LeafSpec::node(node, role, ips))
+        .issue(public_key_der, &spec)
         .map_err(|e| ApiError::bad(e.to_string()))?;
     let now = now_unix();
     let record = NodeRecord {
@@ -89,6 +93,7 @@ async fn enroll_node(
         enrolled_at: now,
         renewed_at: now,
         superseded: Vec::new(),
+        rotate_requested: 0,
     };
     let value = serde_json::to_vec(&record).context("encoding a node record")?;
     let mut group = vec![(key.clone(), value)];

@@ -121,6 +121,7 @@ impl Api {
             .route(routes::ENROLL.path, post(enroll::enroll))
             .route(routes::RENEW.path, post(renew::renew))
             .route(routes::NODES.path, get(nodes::nodes))
+            .route(routes::SELF.path, get(nodes::own))
             .route(routes::TOKENS.path, post(tokens::tokens))
             .route(routes::REGISTER.path, post(services::register))
             .route(routes::SERVICES.path, get(services::services))

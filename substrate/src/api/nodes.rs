@@ -1,4 +1,5 @@
-//! The node registry route, `GET /v1/nodes`.
+//! The node registry routes: `GET /v1/nodes`, and `GET /v1/self` (the
+//! caller's own record).
 
 use std::sync::Arc;
 
@@ -18,4 +19,8 @@ pub(super) async fn nodes(State(api): State<Arc<Api>>, _caller: Caller) -> ApiRe
         nodes.push(serde_json::from_slice(&v).context("parsing a node record")?);
     }
     Ok(Json(NodeList { nodes }))
+}
+
+pub(super) async fn own(caller: Caller) -> ApiResult<registry::NodeRecord> {
+    Ok(Json(caller.record))
 }

@@ -46,7 +46,7 @@ pub(super) async fn renew(
         ips: id.ips.clone(),
         server: true,
         client: true,
-        validity: None,
+        validity: Some(api.cluster().await?.certificate_lifetime()),
     };
     let issued = api
         .ca

@@ -451,6 +451,7 @@ pub(crate) mod tests_support {
                 ca_cert_hash: String::new(),
                 policy: EnrollmentPolicy::default(),
                 domain: "globular.internal".into(),
+                certificate_lifetime: globular_cluster::pki::default_lifetime_seconds(),
             },
             nodes: vec![
                 node("cp1", &["10.0.0.1/24", "fd00::1/64"]),

@@ -101,10 +101,34 @@ impl Etcd {
         cert_pem: &str,
         key_pem: &str,
     ) -> anyhow::Result<Etcd> {
+        Etcd::with_config(
+            endpoints,
+            tls::client_config(ca_pem, Some((cert_pem, key_pem)))?,
+        )
+    }
+
+    /// Like [`Etcd::new`], the client certificate and key read from files
+    /// and read again when the certificate file changes (renewal): for
+    /// clients that live longer than a certificate.
+    pub fn from_files(
+        endpoints: Vec<String>,
+        ca_pem: &str,
+        cert_path: &std::path::Path,
+        key_path: &std::path::Path,
+    ) -> anyhow::Result<Etcd> {
+        Etcd::with_config(
+            endpoints,
+            tls::client_config_from_files(ca_pem, cert_path, key_path)?,
+        )
+    }
+
+    fn with_config(
+        endpoints: Vec<String>,
+        mut config: rustls::ClientConfig,
+    ) -> anyhow::Result<Etcd> {
         if endpoints.is_empty() {
             bail!("no etcd endpoints");
         }
-        let mut config = tls::client_config(ca_pem, Some((cert_pem, key_pem)))?;
         // HTTP/2 lets every request share one connection; etcd sends
         // non-gRPC HTTP/2 requests to its gateway.
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -143,6 +143,7 @@ fn node(name: &str, role: Role, addresses: &[&str]) -> NodeRecord {
         enrolled_at: 0,
         renewed_at: 0,
         superseded: Vec::new(),
+        rotate_requested: 0,
     }
 }
 

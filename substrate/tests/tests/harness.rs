@@ -161,6 +161,7 @@ impl Substrate {
             ca_cert_hash: ca.pin(),
             policy,
             domain: "example.internal".into(),
+            certificate_lifetime: globular_cluster::pki::default_lifetime_seconds(),
         };
         let token = BootstrapToken::generate();
         let record =
