@@ -676,6 +676,67 @@ fn cluster_forms_survives_loss_reimages_and_grows() {
         seconds(with_worker)
     ));
 
+    // Issue 16: the operator rotates every certificate of the running
+    // cluster, node by node; every node stays enrolled, etcd keeps its
+    // three healthy members, every service runs, and names still resolve.
+    c.scenario = "rotate every certificate";
+    let t = Instant::now();
+    let serials = |c: &mut Cluster| -> std::collections::BTreeMap<String, String> {
+        c.registry("cp-1")
+            .iter()
+            .map(|n| (n["name"].to_string(), n["cert_serial"].to_string()))
+            .collect()
+    };
+    let before = serials(&mut c);
+    let etcd_server = |c: &mut Cluster| {
+        c.exec(
+            "cp-2",
+            "/usr/bin/openssl",
+            &[
+                "x509",
+                "-noout",
+                "-serial",
+                "-in",
+                &format!("{PKI}/etcd-server.crt"),
+            ],
+        )
+    };
+    let etcd_before = etcd_server(&mut c);
+    let rotated = c.exec_within(
+        "cp-1",
+        "/usr/bin/globular",
+        &["cert", "rotate", "--all"],
+        Duration::from_secs(900),
+    );
+    assert!(rotated.contains("every node rotated (4)"), "{rotated}");
+    let after = serials(&mut c);
+    assert_eq!(before.len(), 4, "{before:?}");
+    for (name, serial) in &before {
+        assert_ne!(after.get(name), Some(serial), "{name} kept its certificate");
+        assert!(after.contains_key(name), "{name} left the registry");
+    }
+    assert_ne!(
+        etcd_server(&mut c),
+        etcd_before,
+        "cp-2's etcd server certificate"
+    );
+    c.wait_etcd("cp-1", &["cp-1", "cp-2", "cp-3"]);
+    for name in ["cp-1", "cp-2", "cp-3", "worker-1"] {
+        let health = c.exec(name, "/usr/bin/globular", &["health"]);
+        assert!(health.contains("certificates"), "{name}: {health}");
+    }
+    let services = c.exec("worker-1", "/usr/bin/globular", &["service", "list"]);
+    for service in ["globular.Etcd", "globular.SubstrateApi"] {
+        assert_eq!(services.matches(service).count(), 3, "{services}");
+    }
+    c.exec("worker-1", "/usr/bin/resolvectl", &["flush-caches"]);
+    let resolved = c.wait_resolves("worker-1", &format!("cp-2.{zone}"), &cp2_ip);
+    assert!(resolved.contains(&cp2_ip), "{resolved}");
+    record(&format!(
+        "cluster rotate every certificate (globular cert rotate --all, 4 nodes): {}",
+        seconds(t.elapsed())
+    ));
+
     // Lose a control-plane: the registry stays writable through cp-1 and
     // cp-3, and cp-2 has the record written meanwhile when it is back.
     c.scenario = "lose a control-plane";
