@@ -162,6 +162,12 @@ impl Agent {
             // strength; at etcd's default (10) one sign-in took over 10 s
             // on a TCG VM and timed out. 4 is bcrypt's minimum.
             "bcrypt-cost": 4,
+            // etcd compacts its own history: only root may compact, and
+            // no client of it is root (Kubernetes' apiserver has a user
+            // limited to /registry/ and its compactor is off). Ten
+            // minutes of history is what watchers need to resume.
+            "auto-compaction-mode": "periodic",
+            "auto-compaction-retention": "10m",
             "logger": "zap",
             "log-outputs": ["stderr"],
         });
