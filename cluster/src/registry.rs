@@ -278,3 +278,12 @@ pub struct ServiceRecord {
     /// Unix time of the registration.
     pub registered_at: i64,
 }
+
+impl ServiceRecord {
+    /// Whether the record says its instance is down (`health: failed`,
+    /// written by the node's health loop or a package's checks): discovery
+    /// (the API's service lookups, DNS) leaves it out.
+    pub fn failed(&self) -> bool {
+        self.metadata.get("health").is_some_and(|h| h == "failed")
+    }
+}

@@ -78,14 +78,14 @@ pub fn run(layout: &Layout, command: Command) -> anyhow::Result<()> {
                 out
             }
             Command::ServiceList { name, json: true } => {
-                to_json(&client.services(name.as_deref()).await?)?
+                to_json(&client.all_services(name.as_deref()).await?)?
             }
             Command::ServiceList { name, json: false } => {
                 let mut out = format!(
                     "{:<32} {:<16} {:<16} {:<22} {}\n",
                     "SERVICE", "ID", "NODE", "ENDPOINT", "HEALTH"
                 );
-                for s in client.services(name.as_deref()).await?.services {
+                for s in client.all_services(name.as_deref()).await?.services {
                     // Health as the registering service last reported it.
                     let health = s.metadata.get("health").map_or("-", String::as_str);
                     out += &format!(

@@ -261,8 +261,20 @@ impl Client {
         Ok(self.call(routes::SELF, "", None).await?)
     }
 
+    /// Discovery: the instances (of `name`) that may work, leaving out
+    /// those whose record says `health: failed`.
     pub async fn services(&self, name: Option<&str>) -> anyhow::Result<ServiceList> {
         let query = name.map(|n| format!("?name={n}")).unwrap_or_default();
+        Ok(self.call(routes::SERVICES, &query, None).await?)
+    }
+
+    /// Every instance (of `name`), the failed ones too (`globular service
+    /// list`).
+    pub async fn all_services(&self, name: Option<&str>) -> anyhow::Result<ServiceList> {
+        let query = match name {
+            Some(n) => format!("?name={n}&all=true"),
+            None => "?all=true".to_owned(),
+        };
         Ok(self.call(routes::SERVICES, &query, None).await?)
     }
 

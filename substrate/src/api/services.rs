@@ -204,6 +204,10 @@ pub fn service_record(node: &str, req: RegisterRequest) -> Result<ServiceRecord,
 #[derive(Debug, Deserialize)]
 pub(super) struct ServiceQuery {
     name: Option<String>,
+    /// Also the instances whose record says `health: failed` (left out
+    /// otherwise: discovery answers only with instances that may work).
+    #[serde(default)]
+    all: bool,
 }
 
 pub(super) async fn services(
@@ -217,7 +221,11 @@ pub(super) async fn services(
     };
     let mut services = Vec::new();
     for (_, v) in api.etcd.list(&prefix).await? {
-        services.push(serde_json::from_slice(&v).context("parsing a service record")?);
+        let record: ServiceRecord =
+            serde_json::from_slice(&v).context("parsing a service record")?;
+        if q.all || !record.failed() {
+            services.push(record);
+        }
     }
     Ok(Json(ServiceList { services }))
 }

@@ -147,7 +147,10 @@ impl Zone {
             origin: origin.clone(),
             names: HashMap::new(),
         };
-        let mut services: Vec<&ServiceRecord> = services.into_iter().collect();
+        // An instance whose record says it is down is no answer (nor, for
+        // the API, a name server: the authority runs in the same process).
+        let mut services: Vec<&ServiceRecord> =
+            services.into_iter().filter(|s| !s.failed()).collect();
         services.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
         let mut control_planes: Vec<&str> = services
             .iter()
@@ -499,6 +502,31 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
         assert!(text.lines().nth(1).unwrap().contains(" SOA "), "{text}");
+    }
+
+    #[test]
+    fn an_instance_whose_record_says_failed_is_no_answer() {
+        let mut registry = registry();
+        registry.services[1]
+            .metadata
+            .insert("health".into(), "failed".into());
+        registry.services[2]
+            .metadata
+            .insert("health".into(), "degraded".into());
+        let text = Zone::build(&registry).unwrap().to_master_file();
+        assert!(
+            !text.contains("cp2.globular-substrateapi")
+                && !text.contains("globular-substrateapi.prod.globular.internal. 5 IN A 10.0.0.2"),
+            "cp2's failed API answers:\n{text}"
+        );
+        assert!(!text.contains("NS cp2."), "{text}");
+        // The node keeps its name and address; degraded still answers.
+        assert!(
+            text.contains("cp2.prod.globular.internal. 5 IN A 10.0.0.2"),
+            "{text}"
+        );
+        assert!(text.contains("kubernetes-kubernetesservice"), "{text}");
+        assert!(text.contains("cp1.globular-substrateapi"), "{text}");
     }
 
     #[test]

@@ -79,6 +79,26 @@ fn enrollment_route_then_mtls_routes_in_process() {
         .unwrap()
         .services;
     assert_eq!(services.len(), 1);
+    // An instance whose record says it failed is left out of discovery,
+    // and listed when every instance is asked for.
+    let mut metadata = std::collections::BTreeMap::new();
+    metadata.insert("health".to_owned(), "failed".to_owned());
+    s.runtime
+        .block_on(client.register(&RegisterRequest {
+            name: "example.Web".into(),
+            metadata: metadata.into_iter().collect(),
+            ..registered_request()
+        }))
+        .unwrap();
+    let discovered = s
+        .runtime
+        .block_on(client.services(Some("example.Web")))
+        .unwrap();
+    let listed = s
+        .runtime
+        .block_on(client.all_services(Some("example.Web")))
+        .unwrap();
+    assert_eq!((discovered.services.len(), listed.services.len()), (0, 1));
 
     // Refusals: a reserved name from a worker, a token from a worker, an
     // unknown bootstrap token, a caller without a certificate.
