@@ -48,6 +48,7 @@ use crate::runtime::{self, Threads};
 use crate::services::Manager;
 pub use boot_config::{network_config, NETWORK_FILE};
 pub use etcd_membership::{etcd_leaf_spec, ETCD_CERT_KINDS};
+pub use services::control_plane_records;
 pub use steps::{State, Step, PAUSE_ENV};
 
 /// The unit that applies the image's packages (`globular apply --installed`).

@@ -33,27 +33,8 @@ impl Agent {
         )?;
 
         let etcd = self.local_etcd(seed, &config.etcd_endpoints)?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        for (name, port) in [
-            (API_SERVICE, seed.node.ports.api),
-            (ETCD_SERVICE, seed.node.ports.etcd_client),
-        ] {
-            let record = ServiceRecord {
-                name: name.into(),
-                id: seed.node.name.clone(),
-                node: seed.node.name.clone(),
-                address: seed.primary_ip().to_string(),
-                port,
-                protocol: "https".into(),
-                tags: vec!["control-plane".into()],
-                metadata: Default::default(),
-                registered_at: now,
-            };
-            etcd.put(
-                &registry::service_key(name, &seed.node.name),
-                &serde_json::to_vec(&record)?,
-            )
-            .await?;
+        for (key, record) in control_plane_records(seed) {
+            etcd.put(&key, &serde_json::to_vec(&record)?).await?;
         }
 
         self.opts.services.start(&self.layout, Service::Api)?;
@@ -72,4 +53,31 @@ impl Agent {
             .await
             .map_err(|_| anyhow!("the substrate API at https://{listen}/healthz did not come up"))
     }
+}
+
+/// This control plane's `globular.SubstrateApi` and `globular.Etcd`
+/// records, with their registry keys: written at enrollment, and again by
+/// the health loop when one is missing.
+pub fn control_plane_records(seed: &Seed) -> Vec<(String, ServiceRecord)> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    [
+        (API_SERVICE, seed.node.ports.api),
+        (ETCD_SERVICE, seed.node.ports.etcd_client),
+    ]
+    .into_iter()
+    .map(|(name, port)| {
+        let record = ServiceRecord {
+            name: name.into(),
+            id: seed.node.name.clone(),
+            node: seed.node.name.clone(),
+            address: seed.primary_ip().to_string(),
+            port,
+            protocol: "https".into(),
+            tags: vec!["control-plane".into()],
+            metadata: Default::default(),
+            registered_at: now,
+        };
+        (registry::service_key(name, &seed.node.name), record)
+    })
+    .collect()
 }

@@ -375,6 +375,20 @@ impl Loop {
         Ok(etcd)
     }
 
+    /// This node's record under `key` as the agent registers it (from the
+    /// stored seed).
+    fn own_record(&self, key: &str) -> anyhow::Result<Option<ServiceRecord>> {
+        let path = self.layout.seed();
+        let seed = globular_cluster::seed::Seed::parse(
+            &self.layout.read(&path)?,
+            &path.display().to_string(),
+        )?;
+        Ok(crate::agent::control_plane_records(&seed)
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, record)| record))
+    }
+
     /// What the checks say about this node's etcd and API records.
     fn health_of(&self, name: &str) -> &'static str {
         let checks: &[&str] = if name == ETCD_SERVICE {
@@ -421,17 +435,23 @@ impl Loop {
                 .iter()
                 .filter(|i| i.check.starts_with(short))
                 .collect();
-            if let Some((last, count, when)) = self.published.get(&key) {
-                if last == health && *count == incidents.len() && at - when < REPUBLISH {
-                    continue;
-                }
-            }
-            let Some((bytes, revision)) =
-                tokio::time::timeout(ETCD_ANSWER, etcd.get(&key)).await??
-            else {
-                continue;
+            let existing = tokio::time::timeout(ETCD_ANSWER, etcd.get(&key)).await??;
+            let unchanged = self.published.get(&key).is_some_and(|(last, count, when)| {
+                last == health && *count == incidents.len() && at - when < REPUBLISH
+            });
+            let (mut record, revision) = match existing {
+                Some(_) if unchanged => continue,
+                Some((bytes, revision)) => (
+                    serde_json::from_slice::<ServiceRecord>(&bytes)?,
+                    Some(revision),
+                ),
+                // Deleted (by hand, or lost): registered again as the
+                // agent registered it at enrollment.
+                None => match self.own_record(&key)? {
+                    Some(record) => (record, None),
+                    None => continue,
+                },
             };
-            let mut record: ServiceRecord = serde_json::from_slice(&bytes)?;
             let meta = &mut record.metadata;
             meta.insert("health".into(), health.into());
             meta.insert("checked_at".into(), at.to_string());
@@ -441,7 +461,22 @@ impl Loop {
             }
             let value = serde_json::to_vec(&record)?;
             let count = incidents.len();
-            if tokio::time::timeout(ETCD_ANSWER, etcd.replace(&key, &value, revision)).await?? {
+            let written = match revision {
+                Some(revision) => {
+                    tokio::time::timeout(ETCD_ANSWER, etcd.replace(&key, &value, revision))
+                        .await??
+                }
+                None => {
+                    let created =
+                        tokio::time::timeout(ETCD_ANSWER, etcd.create(&key, &value)).await??;
+                    if created {
+                        self.count(&format!("re-register {name}"));
+                        self.incident(short, format!("record {key} was missing; registered again"));
+                    }
+                    created
+                }
+            };
+            if written {
                 self.published.insert(key, (health.to_owned(), count, at));
             }
         }

@@ -2,7 +2,8 @@
 //! processes (real etcd, the real `globular`): `globular health` fails
 //! while etcd is down; with the loop running, etcd and the API killed with
 //! SIGKILL are healthy again within 10 s; every kill is an incident and a
-//! counted action in `run/health.json` and in the node's registry records.
+//! counted action in `run/health.json` and in the node's registry records;
+//! a record deleted from the registry is registered again.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use globular_firstboot::health::State;
 use globular_firstboot::services::{self, Service};
 use globular_task::Task;
 
-use crate::harness::{runtime, Cluster, Node, AGENT};
+use crate::harness::{etcdctl, runtime, Cluster, Node, AGENT};
 
 /// Back within this long of a SIGKILL (issue 16).
 const BACK_WITHIN: Duration = Duration::from_secs(10);
@@ -169,6 +170,35 @@ fn killed_etcd_and_api_come_back_and_are_recorded() {
         record.metadata["last_incident"].contains("not running"),
         "{record:?}"
     );
+
+    // A record deleted from the registry is registered again, counted.
+    let key = globular_cluster::registry::service_key("globular.Etcd", "cp1");
+    let deleted = etcdctl(&cp1, &cp1.etcd_url(), &["del", &key]);
+    assert_eq!(deleted.trim(), "1", "{deleted}");
+    let back = until("the record registered again", || {
+        etcd_record(&cp1).is_some_and(|r| {
+            r.metadata
+                .get("last_incident")
+                .is_some_and(|i| i.contains("was missing; registered again"))
+        })
+    });
+    assert!(back < BACK_WITHIN, "the record back after {back:?}");
+    let record = etcd_record(&cp1).unwrap();
+    assert_eq!(
+        (record.address.as_str(), record.port),
+        (
+            cp1.address().split('/').next().unwrap(),
+            cp1.seed.node.ports.etcd_client
+        ),
+        "{record:?}"
+    );
+    assert_eq!(record.metadata["health"], "running", "{record:?}");
+    until("the re-registration counted", || {
+        state(&cp1)
+            .actions
+            .get("re-register globular.Etcd")
+            .is_some_and(|n| *n >= 1)
+    });
     let _ = watch.kill();
     let _ = watch.wait();
 }
