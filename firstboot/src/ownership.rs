@@ -132,6 +132,15 @@ pub fn prepare(layout: &Layout, sysroot: &Path, service: Service) -> anyhow::Res
     Ok(())
 }
 
+/// Gives `dir` and everything under it back to root, so that root without
+/// `CAP_DAC_OVERRIDE` (the health loop) can delete a service's old data.
+pub fn reclaim(dir: &Path) -> anyhow::Result<()> {
+    let root = Ids { uid: 0, gid: 0 };
+    std::os::unix::fs::lchown(dir, Some(0), Some(0))
+        .with_context(|| format!("changing the owner of {}", dir.display()))?;
+    own_tree(dir, root)
+}
+
 /// Gives everything under `dir` to `ids` (the owner only: modes stay).
 fn own_tree(dir: &Path, ids: Ids) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt as _;

@@ -63,6 +63,33 @@ impl Manager {
             Manager::Spawn => spawn(layout, service),
         }
     }
+
+    /// Stops `service` (a spawned one: SIGTERM, then SIGKILL after 10 s)
+    /// and returns once it is gone.
+    pub fn stop(self, layout: &Layout, service: Service) -> anyhow::Result<()> {
+        match self {
+            Manager::Systemd => Task::new(format!("stopping {}", service.unit()), "systemctl")
+                .package("systemd")
+                .args(["stop", service.unit()])
+                .run()
+                .with_context(|| format!("stopping {}", service.unit())),
+            Manager::Spawn => {
+                let started = std::time::Instant::now();
+                while let Some(pid) = running_pid(layout, service) {
+                    let signal = if started.elapsed().as_secs() < 10 {
+                        "TERM"
+                    } else {
+                        "KILL"
+                    };
+                    let _ = Task::new(format!("stopping {}", service.short()), "kill")
+                        .args([format!("-{signal}"), pid.to_string()])
+                        .run();
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// What the node's service manager says about a service: whether it runs,

@@ -192,6 +192,11 @@ impl Agent {
     pub(super) fn other_members(&self, seed: &Seed) -> anyhow::Result<Etcd> {
         let own = Self::client_url(seed);
         let mut endpoints = self.layout.load_node_config()?.etcd_endpoints;
+        for peer in &self.peers {
+            if !endpoints.contains(peer) {
+                endpoints.push(peer.clone());
+            }
+        }
         endpoints.retain(|e| *e != own);
         if endpoints.is_empty() {
             bail!("no etcd endpoint of another control-plane node is known");

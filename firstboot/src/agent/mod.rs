@@ -29,6 +29,7 @@ mod boot_config;
 mod bootstrap;
 mod etcd_membership;
 mod identity;
+mod replace;
 mod restore;
 mod services;
 mod steps;
@@ -48,6 +49,7 @@ use crate::runtime::{self, Threads};
 use crate::services::Manager;
 pub use boot_config::{network_config, NETWORK_FILE};
 pub use etcd_membership::{etcd_leaf_spec, ETCD_CERT_KINDS};
+pub use replace::{etcd_data_sound, replace_etcd_member};
 pub use services::control_plane_records;
 pub use steps::{State, Step, PAUSE_ENV};
 
@@ -115,6 +117,9 @@ struct Agent {
     opts: Options,
     layout: Layout,
     state: State,
+    /// etcd client URLs of other members known from elsewhere than
+    /// `node.json` (the health loop's record of the cluster's members).
+    peers: Vec<String>,
 }
 
 impl Agent {
@@ -132,6 +137,7 @@ impl Agent {
             opts: opts.clone(),
             layout,
             state,
+            peers: Vec::new(),
         })
     }
 

@@ -28,7 +28,18 @@ struct Tracked {
     failures: u32,
     /// No start before this (backoff).
     next_try: Option<Instant>,
+    /// Rounds in a row that found it stopped or restarted: a service that
+    /// keeps dying.
+    unstable: u32,
 }
+
+/// After this many rounds in a row with etcd stopped or restarted, the
+/// loop stops it and checks whether its data opens.
+const UNSTABLE_ROUNDS: u32 = 3;
+/// How often the loop reads etcd's member list (the peers it records).
+const PEERS_EVERY: Duration = Duration::from_secs(60);
+/// How long replacing a member may take.
+const REPLACE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The health loop of one node.
 #[derive(Debug)]
@@ -49,6 +60,8 @@ pub struct Loop {
     /// When the loop next asks the API whether a rotation was asked of
     /// this node.
     next_rotation_poll: Option<Instant>,
+    /// When the loop last read etcd's member list.
+    peers_read: Option<Instant>,
 }
 
 /// How often the loop asks the API for a rotation request.
@@ -72,6 +85,7 @@ impl Loop {
             etcd: None,
             node: None,
             next_rotation_poll: None,
+            peers_read: None,
         }
     }
 
@@ -103,6 +117,11 @@ impl Loop {
             for service in [Service::Etcd, Service::Api] {
                 checks.push(self.service(service, correct));
             }
+            if correct {
+                if let Some(check) = self.etcd_data().await {
+                    checks.push(check);
+                }
+            }
             checks.push(self.etcd(correct).await);
         }
         self.state.checks = checks;
@@ -133,6 +152,11 @@ impl Loop {
             let previous = tracked.generation.replace(observed.generation.clone());
             tracked.failures = 0;
             tracked.next_try = None;
+            if previous.as_ref().is_some_and(|p| *p != observed.generation) {
+                tracked.unstable += 1;
+            } else {
+                tracked.unstable = 0;
+            }
             if let Some(previous) = previous.filter(|p| *p != observed.generation) {
                 self.incident(
                     name,
@@ -144,6 +168,7 @@ impl Loop {
             }
             return check(Status::Ok, "running".into());
         }
+        tracked.unstable += 1;
         if !correct {
             return check(Status::Failing, "not running".into());
         }
@@ -216,6 +241,10 @@ impl Loop {
             }
             Ok(Ok(alarms)) => alarms,
         };
+        if self.peers_read.is_none_or(|t| t.elapsed() >= PEERS_EVERY) {
+            self.peers_read = Some(Instant::now());
+            self.record_peers(&etcd).await;
+        }
         if alarms.is_empty() {
             return check(Status::Ok, "answers; no alarms".into());
         }
@@ -355,6 +384,86 @@ impl Loop {
                     .to_string()
             })
             .collect()
+    }
+
+    /// Records the other etcd members' client URLs (`etcd_peers`).
+    async fn record_peers(&mut self, etcd: &globular_substrate::etcd::Etcd) {
+        let own = etcd.endpoints().first().cloned().unwrap_or_default();
+        match tokio::time::timeout(ETCD_ANSWER, etcd.members()).await {
+            Ok(Ok(members)) => {
+                let mut peers: Vec<String> = members
+                    .into_iter()
+                    .filter(|m| !m.client_urls.contains(&own))
+                    .flat_map(|m| m.client_urls)
+                    .collect();
+                peers.sort();
+                self.state.etcd_peers = peers;
+            }
+            Ok(Err(err)) => tracing::debug!("health: listing etcd's members: {err:#}"),
+            Err(_) => tracing::debug!("health: listing etcd's members: no answer"),
+        }
+    }
+
+    /// etcd keeps dying: stopped, and its data checked; data that does not
+    /// open is replaced from the other members
+    /// ([`crate::agent::replace_etcd_member`]). `None`: etcd is not
+    /// dying.
+    async fn etcd_data(&mut self) -> Option<Check> {
+        let tracked = self.services.get_mut(Service::Etcd.name())?;
+        if tracked.unstable < UNSTABLE_ROUNDS {
+            return None;
+        }
+        tracked.unstable = 0;
+        let check = |status, detail: String| {
+            Some(Check {
+                name: "etcd-data".to_owned(),
+                status,
+                detail,
+            })
+        };
+        if let Err(err) = self.manager.stop(&self.layout, Service::Etcd) {
+            return check(Status::Failing, format!("{err:#}"));
+        }
+        let why = match crate::agent::etcd_data_sound(&self.layout) {
+            Ok(()) => {
+                let detail = format!(
+                    "etcd stopped or restarted {UNSTABLE_ROUNDS} rounds in a row; its data opens, \
+                     so it is started again, not replaced"
+                );
+                self.incident("etcd-data", detail.clone());
+                if let Err(err) = self.manager.start(&self.layout, Service::Etcd) {
+                    return check(Status::Failing, format!("{detail}; starting: {err:#}"));
+                }
+                return check(Status::Failing, detail);
+            }
+            Err(why) => why,
+        };
+        self.incident("etcd-data", format!("{why}; replacing this etcd member"));
+        self.count("replace etcd member");
+        let peers = self.state.etcd_peers.clone();
+        if peers.is_empty() {
+            let detail = format!("{why}; no other etcd member is known to rebuild from");
+            return check(Status::Failing, detail);
+        }
+        let replaced = crate::agent::replace_etcd_member(
+            self.layout.root(),
+            self.manager,
+            peers,
+            REPLACE_TIMEOUT,
+        )
+        .await;
+        self.etcd = None;
+        match replaced {
+            Ok(done) => {
+                self.incident("etcd-data", done.clone());
+                check(Status::Corrected, format!("{why}: {done}"))
+            }
+            Err(err) => {
+                let detail = format!("{why}; replacing: {err:#}");
+                self.incident("etcd-data", detail.clone());
+                check(Status::Failing, detail)
+            }
+        }
     }
 
     /// The substrate's etcd client to this node's member only.

@@ -12,7 +12,12 @@
 //!   after a crash) is recorded as an incident;
 //! - etcd answers and raises no alarm: `NOSPACE` is cleared by compacting,
 //!   defragmenting and disarming ([`Etcd::recover_space`]); another alarm
-//!   (`CORRUPT`) is reported as failing.
+//!   (`CORRUPT`) is reported as failing;
+//! - etcd that keeps dying is stopped and its backend checked: one that
+//!   does not open is replaced from the other members
+//!   ([`crate::agent::replace_etcd_member`]);
+//! - this node's `globular.Etcd` and `globular.SubstrateApi` records exist
+//!   (registered again if not).
 //!
 //! What a round saw is written to `run/health.json` (the state `globular
 //! health` prints) and, on a control plane, into this node's
@@ -84,6 +89,11 @@ pub struct State {
     pub actions: BTreeMap<String, u64>,
     /// The latest incidents, oldest first (at most [`KEPT_INCIDENTS`]).
     pub incidents: Vec<Incident>,
+    /// On a control plane: the client URLs of the other etcd members, as
+    /// etcd last listed them (where a member whose data is corrupt is
+    /// rebuilt from).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub etcd_peers: Vec<String>,
 }
 
 /// How many incidents `run/health.json` keeps.
@@ -172,6 +182,7 @@ pub fn watch(layout: &Layout, manager: Manager, interval: Duration) -> anyhow::R
         health.state.actions = previous.actions;
         health.state.incidents = previous.incidents;
         health.state.rounds = previous.rounds;
+        health.state.etcd_peers = previous.etcd_peers;
     }
     crate::runtime::block_on(crate::runtime::Threads::One, async {
         // The file is on the state partition: written when what the loop
@@ -181,8 +192,12 @@ pub fn watch(layout: &Layout, manager: Manager, interval: Duration) -> anyhow::R
             health.round(true).await;
             let s = &health.state;
             let changed = saved.as_ref().is_none_or(|(last, at)| {
-                (&last.checks, &last.actions, &last.incidents)
-                    != (&s.checks, &s.actions, &s.incidents)
+                (
+                    &last.checks,
+                    &last.actions,
+                    &last.incidents,
+                    &last.etcd_peers,
+                ) != (&s.checks, &s.actions, &s.incidents, &s.etcd_peers)
                     || at.elapsed() >= SAVE_AT_LEAST
             });
             if changed {

@@ -265,3 +265,126 @@ fn a_full_etcd_is_recovered_by_the_loop() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+/// A control plane's etcd data corrupted on disk (its backend's first
+/// pages overwritten) keeps etcd from starting; the loop sees it dying,
+/// finds the backend does not open, and replaces the member from the two
+/// others: a new member id, a voter again, every key of the cluster in its
+/// own data.
+#[test]
+fn a_corrupt_etcd_member_is_replaced_from_its_peers() {
+    let cluster = Cluster::new();
+    let cp1 = cluster.node("cp1", Role::ControlPlane, true, &[]);
+    cluster.run_agent(&cp1).unwrap();
+    let join = vec![cp1.api()];
+    let cp2 = cluster.node("cp2", Role::ControlPlane, false, &join);
+    cluster.run_agent(&cp2).unwrap();
+    let cp3 = cluster.node("cp3", Role::ControlPlane, false, &join);
+    cluster.run_agent(&cp3).unwrap();
+    let etcd =
+        globular_firstboot::etcd_client::substrate(&cp1.layout(), vec![cp1.etcd_url()]).unwrap();
+    runtime().block_on(async {
+        for i in 0..50 {
+            etcd.put(&format!("/globular/test/{i}"), format!("v{i}").as_bytes())
+                .await
+                .unwrap();
+        }
+    });
+    let members = |via: &Node| -> serde_json::Value {
+        serde_json::from_str(&etcdctl(
+            via,
+            &via.etcd_url(),
+            &["member", "list", "-w", "json"],
+        ))
+        .unwrap()
+    };
+    let member_id = |list: &serde_json::Value, name: &str| {
+        list["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .map(|m| {
+                (
+                    m["ID"].as_u64().unwrap(),
+                    m.get("isLearner") == Some(&true.into()),
+                )
+            })
+    };
+    let old_id = member_id(&members(&cp1), "cp2").unwrap().0;
+    let keys = |node: &Node| {
+        etcdctl(
+            node,
+            &node.etcd_url(),
+            &[
+                "get",
+                "--prefix",
+                "/globular/",
+                "--keys-only",
+                "--consistency=s",
+            ],
+        )
+    };
+    let before: std::collections::BTreeSet<String> = keys(&cp1)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+
+    let mut watch = cluster.start_health_loop(&cp2);
+    until("the loop recorded the other members", || {
+        state(&cp2).etcd_peers.len() == 2
+    });
+    kill(&cp2, Service::Etcd);
+    until("etcd gone", || {
+        services::running_pid(&cp2.layout(), Service::Etcd).is_none()
+    });
+    let db = cp2.layout().etcd_data().join("member/snap/db");
+    let mut file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    std::io::Write::write_all(&mut file, &[0u8; 16384]).unwrap();
+    drop(file);
+
+    let started = Instant::now();
+    while !state(&cp2)
+        .incidents
+        .iter()
+        .any(|i| i.what.starts_with("replaced the etcd member"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "not replaced within 180 s: {:#?}",
+            state(&cp2)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let list = members(&cp1);
+    let (new_id, learner) = member_id(&list, "cp2").unwrap();
+    assert_ne!(new_id, old_id, "{list}");
+    assert!(!learner, "{list}");
+    assert_eq!(list["members"].as_array().unwrap().len(), 3, "{list}");
+    assert!(etcd_healthy(&cp2));
+    let after: std::collections::BTreeSet<String> = keys(&cp2)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let missing: Vec<&String> = before.difference(&after).collect();
+    assert!(missing.is_empty(), "keys missing on cp2: {missing:?}");
+    let s = state(&cp2);
+    assert_eq!(s.actions.get("replace etcd member"), Some(&1), "{s:#?}");
+    assert!(
+        s.incidents
+            .iter()
+            .any(|i| i.check == "etcd-data" && i.what.contains("does not open")),
+        "{s:#?}"
+    );
+    // Nothing of the old data is left.
+    let leftovers: Vec<_> = std::fs::read_dir(cp2.layout().etcd_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("data.replaced"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
