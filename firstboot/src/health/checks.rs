@@ -62,7 +62,13 @@ pub struct Loop {
     next_rotation_poll: Option<Instant>,
     /// When the loop last read etcd's member list.
     peers_read: Option<Instant>,
+    /// When the loop last ran the packages' unit for their certificates.
+    packages_run: Option<Instant>,
 }
+
+/// The loop runs the packages' unit for due certificates at most this
+/// often (a run that cannot issue them is not repeated every round).
+const PACKAGES_EVERY: Duration = Duration::from_secs(600);
 
 /// How often the loop asks the API for a rotation request.
 const ROTATION_POLL: Duration = Duration::from_secs(10);
@@ -86,6 +92,7 @@ impl Loop {
             node: None,
             next_rotation_poll: None,
             peers_read: None,
+            packages_run: None,
         }
     }
 
@@ -326,12 +333,22 @@ impl Loop {
                 Err(err) => failed = Some(format!("renewing: {err:#}")),
             }
         }
-        if !packages.is_empty() && self.manager == Manager::Systemd {
+        let packages_due = self
+            .packages_run
+            .is_none_or(|t| t.elapsed() >= PACKAGES_EVERY);
+        if !packages.is_empty() && self.manager == Manager::Systemd && packages_due {
+            self.packages_run = Some(Instant::now());
             self.count("renew package certificates");
             match crate::agent::start_packages_unit() {
                 Ok(()) => detail.push(format!("started {}", crate::agent::PACKAGES_UNIT)),
                 Err(err) => failed = Some(format!("{err:#}")),
             }
+        } else if !packages.is_empty() {
+            detail.push(format!(
+                "packages' certificates left to {} (run at most every {} s)",
+                crate::agent::PACKAGES_UNIT,
+                PACKAGES_EVERY.as_secs()
+            ));
         }
         match failed {
             Some(why) => {
