@@ -143,6 +143,15 @@ fn enrollment_route_then_mtls_routes_in_process() {
         err.contains("401") && err.contains("client certificate"),
         "{err}"
     );
+    // A node's own record is its own: no certificate, no record; the
+    // worker gets its record and nothing else (the route takes no name).
+    let err = format!(
+        "{:#}",
+        s.runtime.block_on(anonymous.own_record()).unwrap_err()
+    );
+    assert!(err.contains("401"), "{err}");
+    let own = s.runtime.block_on(client.own_record()).unwrap();
+    assert_eq!(own.name, "w1");
 
     // The shutdown future ends the server loop.
     assert!(s.stop(), "serve did not return after the shutdown future");
