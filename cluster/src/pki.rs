@@ -172,6 +172,21 @@ impl LeafSpec {
         }
     }
 
+    /// A renewal of the node certificate `id`: the CA signs again what it
+    /// signed before (name, role, SANs), never what a record says.
+    pub fn renewal_of(id: &CertIdentity, validity: Duration) -> LeafSpec {
+        LeafSpec {
+            common_name: id.common_name.clone(),
+            role: id.role,
+            group: None,
+            dns_names: id.dns_names.clone(),
+            ips: id.ips.clone(),
+            server: true,
+            client: true,
+            validity: Some(validity),
+        }
+    }
+
     /// The subject organization: `globular:<role>`, or the group.
     pub fn organization(&self) -> Option<String> {
         match self.role {

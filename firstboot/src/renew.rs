@@ -175,16 +175,7 @@ async fn renew_node(
         &layout.read(&layout.ca_key())?,
     )
     .context("loading the cluster CA")?;
-    let spec = LeafSpec {
-        common_name: current.common_name.clone(),
-        role: current.role,
-        group: None,
-        dns_names: current.dns_names.clone(),
-        ips: current.ips.clone(),
-        server: true,
-        client: true,
-        validity: Some(lifetime),
-    };
+    let spec = LeafSpec::renewal_of(current, lifetime);
     Ok((
         ca.issue(&current.public_key_der, &spec)?.cert_pem,
         "by the local CA",

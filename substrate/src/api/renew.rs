@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use globular_cluster::pki::{self, LeafSpec};
+use globular_cluster::pki::{self, CertIdentity, LeafSpec};
 use globular_cluster::protocol::{EnrollResponse, RenewRequest};
 use globular_cluster::registry;
 
@@ -38,16 +38,13 @@ pub(super) async fn renew(
     let role = id.role.ok_or_else(|| {
         ApiError::forbidden("the presented certificate carries no role; it cannot be renewed")
     })?;
-    let spec = LeafSpec {
-        common_name: id.common_name.clone(),
-        role: Some(role),
-        group: None,
-        dns_names: id.dns_names.clone(),
-        ips: id.ips.clone(),
-        server: true,
-        client: true,
-        validity: Some(api.cluster().await?.certificate_lifetime()),
-    };
+    let spec = LeafSpec::renewal_of(
+        &CertIdentity {
+            role: Some(role),
+            ..id.clone()
+        },
+        api.cluster().await?.certificate_lifetime(),
+    );
     let issued = api
         .ca
         .issue(&csr.public_key_der, &spec)
