@@ -14,6 +14,8 @@ use time::OffsetDateTime;
 pub struct CertStatus {
     pub path: PathBuf,
     pub common_name: String,
+    /// Unix seconds.
+    pub not_before: i64,
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
     /// Seconds until it expires (negative: expired).
@@ -35,6 +37,7 @@ pub fn status(root: &Path, now: OffsetDateTime) -> anyhow::Result<Vec<CertStatus
         out.push(CertStatus {
             path,
             common_name: id.common_name,
+            not_before: id.not_before,
             not_after,
             remaining_seconds: id.not_after - now.unix_timestamp(),
         });

@@ -388,10 +388,8 @@ impl Loop {
         certs
             .into_iter()
             .filter(|c| {
-                std::fs::read_to_string(&c.path)
-                    .ok()
-                    .and_then(|pem| globular_cluster::pki::identity_of_pem(&pem).ok())
-                    .is_some_and(|id| id.renewal_due(lifetime, now).is_some())
+                let not_after = c.not_after.unix_timestamp();
+                globular_cluster::pki::renewal_due(c.not_before, not_after, lifetime, now).is_some()
             })
             .map(|c| {
                 c.path
