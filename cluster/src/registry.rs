@@ -286,4 +286,46 @@ impl ServiceRecord {
     pub fn failed(&self) -> bool {
         self.metadata.get("health").is_some_and(|h| h == "failed")
     }
+
+    /// How long ago, at `now` (Unix seconds), the node's health loop last
+    /// checked the instance, when that is longer than [`STALE_AFTER`]: its
+    /// node is off or its loop stopped, so `health` says what it was, not
+    /// what it is. Records without `checked_at` are never stale.
+    pub fn stale(&self, now: i64) -> Option<i64> {
+        let checked: i64 = self.metadata.get("checked_at")?.parse().ok()?;
+        let age = now - checked;
+        (age > STALE_AFTER).then_some(age)
+    }
+}
+
+/// A health loop rewrites its records at least once a minute: one not
+/// rewritten for three is stale ([`ServiceRecord::stale`]).
+pub const STALE_AFTER: i64 = 180;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_stale_when_its_health_loop_stopped_rewriting_it() {
+        let mut record = ServiceRecord {
+            name: API_SERVICE.into(),
+            id: "cp-1".into(),
+            node: "cp-1".into(),
+            address: "10.0.0.1".into(),
+            port: 8443,
+            protocol: String::new(),
+            tags: vec![],
+            metadata: Default::default(),
+            registered_at: 1_000,
+        };
+        // Registered by something without a loop: never stale.
+        assert_eq!(record.stale(1_000_000), None);
+        record.metadata.insert("checked_at".into(), "1000".into());
+        assert_eq!(record.stale(1_000 + STALE_AFTER), None);
+        assert_eq!(record.stale(1_001 + STALE_AFTER), Some(STALE_AFTER + 1));
+        // A value that is no time is no claim.
+        record.metadata.insert("checked_at".into(), "soon".into());
+        assert_eq!(record.stale(1_000_000), None);
+    }
 }

@@ -83,6 +83,13 @@ impl Layout {
     pub fn package_dir(&self, name: &str) -> PathBuf {
         self.root.join("packages").join(name)
     }
+    /// When a rotation of every certificate was last asked of this node
+    /// (`globular cert rotate`, or the cluster's `cert rotate --all`), in
+    /// Unix seconds: packages' certificates issued before it are issued
+    /// again by the next `globular apply`.
+    pub fn rotation_requested(&self) -> PathBuf {
+        self.root.join("rotation-requested")
+    }
     pub fn etcd_dir(&self) -> PathBuf {
         self.root.join("etcd")
     }

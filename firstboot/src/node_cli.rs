@@ -85,9 +85,18 @@ pub fn run(layout: &Layout, command: Command) -> anyhow::Result<()> {
                     "{:<32} {:<16} {:<16} {:<22} {}\n",
                     "SERVICE", "ID", "NODE", "ENDPOINT", "HEALTH"
                 );
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
                 for s in client.all_services(name.as_deref()).await?.services {
-                    // Health as the registering service last reported it.
-                    let health = s.metadata.get("health").map_or("-", String::as_str);
+                    // Health as the registering service last reported it,
+                    // and whether that is old news.
+                    let mut health = s
+                        .metadata
+                        .get("health")
+                        .map_or("-", String::as_str)
+                        .to_owned();
+                    if let Some(age) = s.stale(now) {
+                        health += &format!(" (not checked for {age} s)");
+                    }
                     out += &format!(
                         "{:<32} {:<16} {:<16} {:<22} {health}\n",
                         s.name,

@@ -81,10 +81,65 @@ fn certificates(layout: &Layout) -> Vec<(String, std::path::PathBuf)> {
     out
 }
 
+/// Records that every certificate of this node is to be issued again now
+/// ([`Layout::rotation_requested`]): packages' certificates, which
+/// `globular apply` issues, are then due ([`package_certificate_due`]).
+pub fn request_rotation(layout: &Layout) -> anyhow::Result<()> {
+    let path = layout.rotation_requested();
+    fsutil::write_atomic(&path, format!("{}\n", now()).as_bytes(), fsutil::PUBLIC)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// When a rotation was last asked of this node, if ever.
+pub fn rotation_requested(layout: &Layout) -> anyhow::Result<Option<i64>> {
+    let path = layout.rotation_requested();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .with_context(|| format!("{}: not a Unix time", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Why a package's certificate is to be issued again, if it is: due for
+/// renewal ([`pki::renewal_due`]), or issued before the rotation asked at
+/// `requested` (its issue time is `not_before` plus the backdating).
+pub fn package_certificate_due(
+    not_before: i64,
+    not_after: i64,
+    lifetime: time::Duration,
+    requested: Option<i64>,
+    now: i64,
+) -> Option<String> {
+    if let Some(why) = pki::renewal_due(not_before, not_after, lifetime, now) {
+        return Some(why);
+    }
+    let issued = not_before + pki::backdate(lifetime).whole_seconds();
+    requested
+        .filter(|&at| issued < at)
+        .map(|at| format!("issued before the rotation asked at {at}"))
+}
+
 /// Renews this node's certificates that `when` names.
 pub async fn renew(layout: &Layout, when: When) -> anyhow::Result<Outcome> {
     let lifetime = layout.load_node_config()?.certificate_lifetime();
     let mut out = Outcome::default();
+    if when == When::Now {
+        request_rotation(layout)?;
+        let now = time::OffsetDateTime::now_utc();
+        let packages = crate::certs::status(&layout.package_dir(""), now)?;
+        if !packages.is_empty() {
+            out.lines += &format!(
+                "packages' certificates ({}): to be issued again by the next `globular apply` \
+                 (the health loop runs {} for them)\n",
+                packages.len(),
+                agent::PACKAGES_UNIT
+            );
+        }
+    }
 
     // etcd's first: a rotation is done when the node certificate is (the
     // registry's `renewed_at`).

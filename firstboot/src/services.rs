@@ -105,38 +105,38 @@ impl Manager {
     /// How `service` is doing now.
     pub fn observe(self, layout: &Layout, service: Service) -> anyhow::Result<Observed> {
         match self {
-            Manager::Systemd => {
-                let out = Task::new(
-                    format!("asking systemd about {}", service.unit()),
-                    "systemctl",
-                )
-                .package("systemd")
-                .args([
-                    "show",
-                    "--property=ActiveState,NRestarts,MainPID",
-                    service.unit(),
-                ])
-                .read_string()?;
-                let field = |name: &str| {
-                    out.lines()
-                        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
-                        .unwrap_or("")
-                        .to_owned()
-                };
-                Ok(Observed {
-                    running: field("ActiveState") == "active",
-                    generation: format!("{}/{}", field("NRestarts"), field("MainPID")),
-                })
-            }
-            Manager::Spawn => {
-                let pid = running_pid(layout, service);
-                Ok(Observed {
-                    running: pid.is_some(),
-                    generation: pid.map_or_else(String::new, |p| p.to_string()),
-                })
-            }
+            Manager::Systemd => observe_unit(service.unit()),
+            Manager::Spawn => Ok(observe_spawned(layout, service.short())),
         }
     }
+}
+
+/// How the spawned process called `name` is doing (its pid is its
+/// generation).
+pub fn observe_spawned(layout: &Layout, name: &str) -> Observed {
+    let pid = running_pid_named(layout, name);
+    Observed {
+        running: pid.is_some(),
+        generation: pid.map_or_else(String::new, |p| p.to_string()),
+    }
+}
+
+/// What systemd says about `unit`.
+pub fn observe_unit(unit: &str) -> anyhow::Result<Observed> {
+    let out = Task::new(format!("asking systemd about {unit}"), "systemctl")
+        .package("systemd")
+        .args(["show", "--property=ActiveState,NRestarts,MainPID", unit])
+        .read_string()?;
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or("")
+            .to_owned()
+    };
+    Ok(Observed {
+        running: field("ActiveState") == "active",
+        generation: format!("{}/{}", field("NRestarts"), field("MainPID")),
+    })
 }
 
 /// The pid file of a spawned service.
@@ -163,12 +163,26 @@ pub fn running_pid_named(layout: &Layout, name: &str) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 3 is the state; a zombie is not running.
-    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let root = layout.root().to_string_lossy();
-    (state != "Z" && String::from_utf8_lossy(&cmdline).contains(root.as_ref())).then_some(pid)
+    alive(layout, pid).then_some(pid)
+}
+
+/// Whether `pid` runs (a zombie does not) and is one of this state
+/// directory's processes (its command line names the directory).
+pub fn alive(layout: &Layout, pid: u32) -> bool {
+    let ours = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Field 3 is the state.
+        let state = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .next()?
+            .to_owned();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let root = layout.root().to_string_lossy();
+        Some(state != "Z" && String::from_utf8_lossy(&cmdline).contains(root.as_ref()))
+    };
+    ours().unwrap_or(false)
 }
 
 fn spawn(layout: &Layout, service: Service) -> anyhow::Result<()> {

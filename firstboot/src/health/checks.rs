@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use globular_cluster::registry::{self, ServiceRecord, API_SERVICE, ETCD_SERVICE};
 
+use super::units::{Tracked, Unit};
 use super::{Check, Incident, State, Status, KEPT_INCIDENTS};
 use crate::layout::Layout;
 use crate::renew;
@@ -13,25 +14,9 @@ use crate::services::{Manager, Service};
 
 /// How long etcd may take to answer a check.
 const ETCD_ANSWER: Duration = Duration::from_secs(5);
-/// The longest wait between two starts of a service that keeps failing.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A registry record is rewritten when its health changes, and at least
 /// this often (its `checked_at`).
 const REPUBLISH: i64 = 60;
-
-/// A service the loop keeps running.
-#[derive(Debug, Default)]
-struct Tracked {
-    /// What the service manager last reported (a change: it was restarted).
-    generation: Option<String>,
-    /// Starts that failed in a row.
-    failures: u32,
-    /// No start before this (backoff).
-    next_try: Option<Instant>,
-    /// Rounds in a row that found it stopped or restarted: a service that
-    /// keeps dying.
-    unstable: u32,
-}
 
 /// After this many rounds in a row with etcd stopped or restarted, the
 /// loop stops it and checks whether its data opens.
@@ -44,10 +29,11 @@ const REPLACE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The health loop of one node.
 #[derive(Debug)]
 pub struct Loop {
-    layout: Layout,
-    manager: Manager,
+    pub(super) layout: Layout,
+    pub(super) manager: Manager,
     pub(super) state: State,
-    services: BTreeMap<&'static str, Tracked>,
+    /// Per unit name (`etcd`, `kube-apiserver`): what the loop knows of it.
+    pub(super) units: BTreeMap<String, Tracked>,
     /// Per registry key: the health and incident count last written, and
     /// when.
     published: BTreeMap<String, (String, usize, i64)>,
@@ -60,14 +46,18 @@ pub struct Loop {
     /// When the loop next asks the API whether a rotation was asked of
     /// this node.
     next_rotation_poll: Option<Instant>,
+    /// The `dns` check's state.
+    pub(super) dns: super::dns::DnsState,
     /// When the loop last read etcd's member list.
     peers_read: Option<Instant>,
-    /// When the loop last ran the packages' unit for their certificates.
-    packages_run: Option<Instant>,
+    /// When the loop last ran the packages' unit for their certificates,
+    /// and the rotation asked of the node then ([`renew::rotation_requested`]).
+    packages_run: Option<(Instant, Option<i64>)>,
 }
 
 /// The loop runs the packages' unit for due certificates at most this
-/// often (a run that cannot issue them is not repeated every round).
+/// often (a run that cannot issue them is not repeated every round), and
+/// at once for a new rotation.
 const PACKAGES_EVERY: Duration = Duration::from_secs(600);
 
 /// How often the loop asks the API for a rotation request.
@@ -86,17 +76,18 @@ impl Loop {
             layout,
             manager,
             state: State::default(),
-            services: BTreeMap::new(),
+            units: BTreeMap::new(),
             published: BTreeMap::new(),
             etcd: None,
             node: None,
             next_rotation_poll: None,
             peers_read: None,
+            dns: Default::default(),
             packages_run: None,
         }
     }
 
-    fn incident(&mut self, check: &str, what: String) {
+    pub(super) fn incident(&mut self, check: &str, what: String) {
         tracing::warn!("health: {check}: {what}");
         self.state.incidents.push(Incident {
             at: now(),
@@ -107,7 +98,7 @@ impl Loop {
         self.state.incidents.drain(..excess);
     }
 
-    fn count(&mut self, action: &str) {
+    pub(super) fn count(&mut self, action: &str) {
         *self.state.actions.entry(action.to_owned()).or_default() += 1;
     }
 
@@ -122,7 +113,7 @@ impl Loop {
         let control_plane = self.layout.etcd_config().exists();
         if control_plane {
             for service in [Service::Etcd, Service::Api] {
-                checks.push(self.service(service, correct));
+                checks.push(self.keep_running(Unit::Service(service), correct));
             }
             if correct {
                 if let Some(check) = self.etcd_data().await {
@@ -130,94 +121,15 @@ impl Loop {
                 }
             }
             checks.push(self.etcd(correct).await);
+            checks.push(self.dns(correct).await);
         }
+        checks.extend(self.components(correct));
         self.state.checks = checks;
         self.state.checked_at = now();
         self.state.rounds += 1;
         if correct && control_plane {
             if let Err(err) = self.publish().await {
                 tracing::warn!("health: updating the registry: {err:#}");
-            }
-        }
-    }
-
-    /// The service runs; if not, it is started (with backoff while starts
-    /// fail).
-    fn service(&mut self, service: Service, correct: bool) -> Check {
-        let name = service.name();
-        let check = |status, detail: String| Check {
-            name: name.to_owned(),
-            status,
-            detail,
-        };
-        let observed = match self.manager.observe(&self.layout, service) {
-            Ok(observed) => observed,
-            Err(err) => return check(Status::Failing, format!("{err:#}")),
-        };
-        let tracked = self.services.entry(name).or_default();
-        if observed.running {
-            let previous = tracked.generation.replace(observed.generation.clone());
-            tracked.failures = 0;
-            tracked.next_try = None;
-            if previous.as_ref().is_some_and(|p| *p != observed.generation) {
-                tracked.unstable += 1;
-            } else {
-                tracked.unstable = 0;
-            }
-            if let Some(previous) = previous.filter(|p| *p != observed.generation) {
-                self.incident(
-                    name,
-                    format!(
-                        "restarted by its service manager ({previous} -> {})",
-                        observed.generation
-                    ),
-                );
-            }
-            return check(Status::Ok, "running".into());
-        }
-        tracked.unstable += 1;
-        if !correct {
-            return check(Status::Failing, "not running".into());
-        }
-        if let Some(wait) = tracked
-            .next_try
-            .and_then(|t| t.checked_duration_since(Instant::now()))
-        {
-            return check(
-                Status::Failing,
-                format!("not running; next start in {} s", wait.as_secs()),
-            );
-        }
-        self.incident(name, "not running; starting it".into());
-        self.count(&format!("start {name}"));
-        let started = self
-            .manager
-            .start(&self.layout, service)
-            .and_then(|()| self.manager.observe(&self.layout, service));
-        let tracked = self.services.entry(name).or_default();
-        match started {
-            Ok(observed) if observed.running => {
-                tracked.generation = Some(observed.generation);
-                tracked.failures = 0;
-                tracked.next_try = None;
-                check(Status::Corrected, "was not running; started".into())
-            }
-            result => {
-                tracked.failures += 1;
-                let backoff = Duration::from_secs(1 << tracked.failures.min(8)).min(MAX_BACKOFF);
-                tracked.next_try = Some(Instant::now() + backoff);
-                let why = match result {
-                    Ok(_) => "it stopped again".to_owned(),
-                    Err(err) => format!("{err:#}"),
-                };
-                check(
-                    Status::Failing,
-                    format!(
-                        "not running; start {} failed ({why}); next in {} s",
-                        tracked.failures,
-                        backoff.as_secs()
-                    ),
-                )
             }
         }
     }
@@ -282,7 +194,8 @@ impl Loop {
 
     /// The node's certificates (and, on a control plane, etcd's): renewed
     /// when due, all of them when the cluster asked this node for a
-    /// rotation; packages' certificates that are due make the loop run
+    /// rotation; packages' certificates that are due (or older than the
+    /// rotation) make the loop run
     /// `globular-packages.service`, which issues them again and restarts
     /// their components behind healthy peers.
     async fn certificates(&mut self, correct: bool) -> Check {
@@ -298,6 +211,12 @@ impl Loop {
                 Ok(true) => when = renew::When::Now,
                 Ok(false) => {}
                 Err(err) => tracing::debug!("health: asking for a rotation: {err:#}"),
+            }
+        }
+        // A rotation covers the packages' certificates too.
+        if when == renew::When::Now {
+            if let Err(err) = renew::request_rotation(&self.layout) {
+                return check(Status::Failing, format!("{err:#}"));
             }
         }
         let due = match renew::due(&self.layout, when) {
@@ -333,11 +252,12 @@ impl Loop {
                 Err(err) => failed = Some(format!("renewing: {err:#}")),
             }
         }
+        let requested = renew::rotation_requested(&self.layout).unwrap_or_default();
         let packages_due = self
             .packages_run
-            .is_none_or(|t| t.elapsed() >= PACKAGES_EVERY);
+            .is_none_or(|(at, asked)| at.elapsed() >= PACKAGES_EVERY || asked != requested);
         if !packages.is_empty() && self.manager == Manager::Systemd && packages_due {
-            self.packages_run = Some(Instant::now());
+            self.packages_run = Some((Instant::now(), requested));
             self.count("renew package certificates");
             match crate::agent::start_packages_unit() {
                 Ok(()) => detail.push(format!("started {}", crate::agent::PACKAGES_UNIT)),
@@ -370,15 +290,18 @@ impl Loop {
         Ok(record.rotate_requested > record.renewed_at)
     }
 
-    /// The packages' certificate files that are due for renewal.
+    /// The packages' certificate files that are due for renewal, or were
+    /// issued before the rotation last asked of this node.
     fn package_certificates_due(&self) -> Vec<String> {
         let lifetime = match self.layout.load_node_config() {
             Ok(config) => config.certificate_lifetime(),
             Err(_) => return Vec::new(),
         };
         let packages = self.layout.package_dir("");
-        let certs = match crate::certs::status(&packages, time::OffsetDateTime::now_utc()) {
-            Ok(certs) => certs,
+        let read = crate::certs::status(&packages, time::OffsetDateTime::now_utc())
+            .and_then(|certs| Ok((certs, renew::rotation_requested(&self.layout)?)));
+        let (certs, requested) = match read {
+            Ok(read) => read,
             Err(err) => {
                 tracing::warn!("health: reading the packages' certificates: {err:#}");
                 return Vec::new();
@@ -389,7 +312,8 @@ impl Loop {
             .into_iter()
             .filter(|c| {
                 let not_after = c.not_after.unix_timestamp();
-                globular_cluster::pki::renewal_due(c.not_before, not_after, lifetime, now).is_some()
+                renew::package_certificate_due(c.not_before, not_after, lifetime, requested, now)
+                    .is_some()
             })
             .map(|c| {
                 c.path
@@ -424,7 +348,7 @@ impl Loop {
     /// ([`crate::agent::replace_etcd_member`]). `None`: etcd is not
     /// dying.
     async fn etcd_data(&mut self) -> Option<Check> {
-        let tracked = self.services.get_mut(Service::Etcd.name())?;
+        let tracked = self.units.get_mut(Service::Etcd.name())?;
         if tracked.unstable < UNSTABLE_ROUNDS {
             return None;
         }
@@ -518,7 +442,7 @@ impl Loop {
         let checks: &[&str] = if name == ETCD_SERVICE {
             &["etcd", "etcd-alarms"]
         } else {
-            &["api"]
+            &["api", "dns"]
         };
         let failing = |n: &str| {
             self.state

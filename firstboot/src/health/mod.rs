@@ -16,8 +16,14 @@
 //! - etcd that keeps dying is stopped and its backend checked: one that
 //!   does not open is replaced from the other members
 //!   ([`crate::agent::replace_etcd_member`]);
+//! - on a control plane, the DNS authority answers the zone's SOA on every
+//!   address of the node: one silent for 30 s gets the substrate API (its
+//!   process) restarted;
 //! - this node's `globular.Etcd` and `globular.SubstrateApi` records exist
-//!   (registered again if not).
+//!   (registered again if not);
+//! - the components of every package applied on the node (Kubernetes'
+//!   apiserver, controller manager and scheduler) run once the package's
+//!   checks passed: one that does not is started, like the services.
 //!
 //! What a round saw is written to `run/health.json` (the state `globular
 //! health` prints) and, on a control plane, into this node's
@@ -26,6 +32,8 @@
 //! shows it.
 
 mod checks;
+mod dns;
+mod units;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,8 +2,9 @@
 //! names (the node holds it: these packages are for control planes), its
 //! key made here, and issued again whenever the files on disk are not
 //! what the spec asks for (missing, another subject or names, another
-//! CA, expired or due for renewal, a key that does not match). They are
-//! valid for the cluster's certificate lifetime.
+//! CA, expired or due for renewal, a key that does not match, issued
+//! before the rotation last asked of the node). They are valid for the
+//! cluster's certificate lifetime.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -28,6 +29,8 @@ pub(super) fn converge(
     plan: bool,
 ) -> anyhow::Result<Vec<Change>> {
     let mut changes = Vec::new();
+    let requested = crate::renew::rotation_requested(layout)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for (i, c) in spec.certificates.iter().enumerate() {
         let what = format!("certificates[{i}]");
         let leaf = LeafSpec {
@@ -65,7 +68,22 @@ pub(super) fn converge(
             std::fs::read_to_string(&key_path),
         ) {
             (Ok(cert), Ok(key)) => match pki::check_issued(&cert, &key, &ca_pem, &leaf) {
-                Ok(()) => continue,
+                // Sound, and not issued before a rotation asked of the node.
+                Ok(()) => {
+                    let id = pki::identity_of_pem(&cert)
+                        .with_context(|| format!("reading {}", cert_path.display()))?;
+                    let due = crate::renew::package_certificate_due(
+                        id.not_before,
+                        id.not_after,
+                        lifetime,
+                        requested,
+                        now,
+                    );
+                    match due {
+                        Some(why) => why,
+                        None => continue,
+                    }
+                }
                 Err(why) => why,
             },
             _ => "missing".to_owned(),

@@ -340,6 +340,13 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
         }
     }
     report.healthy = healthy?;
+    // From now on the health loop keeps the components running.
+    let applied = dir.join(units::APPLIED);
+    if !applied.exists() {
+        let at = time::OffsetDateTime::now_utc().unix_timestamp();
+        fsutil::write_atomic(&applied, format!("{at}\n").as_bytes(), fsutil::PUBLIC)
+            .with_context(|| format!("writing {}", applied.display()))?;
+    }
     for change in rt.block_on(register(layout, &spec, &facts, &node))? {
         report.push(opts.plan, change);
     }

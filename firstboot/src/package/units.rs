@@ -12,7 +12,7 @@ use globular_task::Task;
 use serde::{Deserialize, Serialize};
 
 use crate::layout::Layout;
-use crate::services::{self, Manager};
+use crate::services::{self, Manager, Observed};
 
 /// The template unit of every component.
 pub const TEMPLATE: &str = "globular-component@.service";
@@ -30,6 +30,47 @@ fn unit(name: &str) -> String {
 
 fn spawned(name: &str) -> String {
     format!("component-{name}")
+}
+
+/// Written into `packages/P/` when the package's health checks first
+/// passed: from then on its components are expected to run, and the
+/// health loop starts one that does not.
+pub const APPLIED: &str = "applied";
+
+/// The components of every package applied on this node whose checks
+/// passed once ([`APPLIED`]), in name order.
+pub fn applied_components(layout: &Layout) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(packages) = std::fs::read_dir(layout.package_dir("")) else {
+        return out;
+    };
+    for package in packages.flatten() {
+        if !package.path().join(APPLIED).is_file() {
+            continue;
+        }
+        let Ok(components) = std::fs::read_dir(package.path().join("components")) else {
+            continue;
+        };
+        for c in components.flatten() {
+            let path = c.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                if let Some(stem) = path.file_stem() {
+                    out.push(stem.to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// How the component is doing now (as [`Manager::observe`] says of the
+/// substrate's services).
+pub fn observe(layout: &Layout, manager: Manager, name: &str) -> anyhow::Result<Observed> {
+    match manager {
+        Manager::Systemd => services::observe_unit(&unit(name)),
+        Manager::Spawn => Ok(services::observe_spawned(layout, &spawned(name))),
+    }
 }
 
 /// Whether the component runs.
@@ -102,21 +143,37 @@ fn spawn(layout: &Layout, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stops a spawned component as systemd stops a unit: SIGTERM, and
+/// SIGKILL for one still there after [`STOP_GRACE`] (a kube-apiserver
+/// stopped seconds after its start can hang in its shutdown).
 fn stop_spawned(layout: &Layout, name: &str) -> anyhow::Result<()> {
     let Some(pid) = services::running_pid_named(layout, &spawned(name)) else {
         return Ok(());
     };
     let pid_t = rustix::process::Pid::from_raw(pid as i32).context("a bad pid")?;
     let _ = rustix::process::kill_process(pid_t, rustix::process::Signal::TERM);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while services::running_pid_named(layout, &spawned(name)).is_some() {
-        if Instant::now() > deadline {
-            bail!("{name} (pid {pid}) did not stop within 30 s of SIGTERM");
+    let started = Instant::now();
+    let mut killed = false;
+    // This process: the health loop may start another meanwhile.
+    while services::alive(layout, pid) {
+        if !killed && started.elapsed() > STOP_GRACE {
+            tracing::warn!(
+                "{name} (pid {pid}) did not stop within {} s of SIGTERM; killing it",
+                STOP_GRACE.as_secs()
+            );
+            let _ = rustix::process::kill_process(pid_t, rustix::process::Signal::KILL);
+            killed = true;
+        }
+        if started.elapsed() > STOP_GRACE + Duration::from_secs(10) {
+            bail!("{name} (pid {pid}) did not stop, even after SIGKILL");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
 }
+
+/// How long a spawned component has to stop after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// `globular component exec NAME`: replaces this process with the
 /// component's program, as its package rendered it.

@@ -277,7 +277,7 @@ impl Cluster {
 
     /// Starts the node's health loop (`globular health --watch`, a round
     /// every second, services spawned), logged beside the agent's log.
-    pub fn start_health_loop(&self, node: &Node) -> Child {
+    pub fn start_health_loop(&self, node: &Node) -> KillOnDrop {
         let log = self.dir.path().join(format!("{}.health.log", node.name));
         Task::new("the health loop", AGENT)
             .args([
@@ -293,6 +293,7 @@ impl Cluster {
             .env("RUST_LOG", "info")
             .spawn_logged(&log)
             .unwrap()
+            .into()
     }
 
     /// Starts the agent in the background; [`Cluster::wait_agent`] waits.
@@ -355,6 +356,36 @@ impl Cluster {
         let child = &mut self.agents[agent];
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+/// A background process (a health loop) killed when dropped, so a failed
+/// test does not leave it starting the cluster's services again.
+pub struct KillOnDrop(Child);
+
+impl From<Child> for KillOnDrop {
+    fn from(child: Child) -> Self {
+        KillOnDrop(child)
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -388,3 +388,88 @@ fn a_corrupt_etcd_member_is_replaced_from_its_peers() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+/// The DNS authority (in the API's process) is checked on the node's
+/// address: answering, the `dns` check passes; silent (its packets
+/// dropped by an nftables rule of the test's own) for 30 s, the loop
+/// restarts the API, counted and recorded; answering again, the check
+/// passes again.
+#[test]
+fn a_silent_dns_authority_gets_the_api_restarted() {
+    let cluster = Cluster::new();
+    // An address no other test's node has: the rule below drops packets
+    // to it alone.
+    while cluster.fresh_address() != "127.0.0.229/8" {}
+    let cp1 = cluster.node("cp1", Role::ControlPlane, true, &[]);
+    cluster.run_agent(&cp1).unwrap();
+    let ip = cp1.address().split('/').next().unwrap().to_owned();
+
+    let out = health(&cp1);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let dns_line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("dns "))
+            .unwrap_or_else(|| panic!("no dns check in:\n{text}"))
+            .to_owned()
+    };
+    let line = dns_line(&text);
+    assert!(
+        line.contains(" ok ") && line.contains(&format!("{ip}:53 (serial ")),
+        "{line}"
+    );
+
+    let mut watch = cluster.start_health_loop(&cp1);
+    let table = format!("globular_test_dns_{}", std::process::id());
+    let nft = |script: &str| {
+        Task::new("nft", "nft")
+            .args(["-f", "-"])
+            .stdin(script.as_bytes().to_vec())
+            .run()
+            .unwrap()
+    };
+    nft(&format!(
+        "table ip {table} {{\n chain out {{\n  type filter hook output priority 0;\n  ip daddr {ip} udp dport 53 drop\n }}\n}}\n"
+    ));
+    let silenced = Instant::now();
+    let api_pid = services::running_pid(&cp1.layout(), Service::Api).unwrap();
+    let restarted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        until("the loop restarted the API for the DNS", || {
+            state(&cp1)
+                .actions
+                .get("restart api for dns")
+                .is_some_and(|n| *n >= 1)
+        })
+    }));
+    nft(&format!("delete table ip {table}"));
+    restarted.unwrap();
+    assert!(
+        silenced.elapsed() >= Duration::from_secs(30),
+        "{:?}",
+        silenced.elapsed()
+    );
+    until("a new API process", || {
+        services::running_pid(&cp1.layout(), Service::Api).is_some_and(|p| p != api_pid)
+    });
+    let s = state(&cp1);
+    assert!(
+        s.incidents
+            .iter()
+            .any(|i| i.check == "dns" && i.what.contains("restarting the substrate API")),
+        "{s:#?}"
+    );
+    until("the dns check passes again", || {
+        state(&cp1)
+            .checks
+            .iter()
+            .any(|c| c.name == "dns" && c.status == globular_firstboot::health::Status::Ok)
+    });
+    let out = health(&cp1);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+}

@@ -8,7 +8,8 @@
 //! - [`answer`]: one request to one response, with no I/O (the fuzz target);
 //! - [`cache`]: a UDP worker's encoded responses;
 //! - [`rrl`]: response-rate limiting per source;
-//! - [`server`]: the UDP and TCP loops over injected sockets.
+//! - [`server`]: the UDP and TCP loops over injected sockets;
+//! - [`probe`]: asks an authority for its SOA (the health loop's check).
 //!
 //! hickory-proto reads and writes the wire format; the server is ours (see
 //! docs/dns.md for why not hickory-server).
@@ -18,6 +19,7 @@ mod cache;
 pub mod follow;
 pub mod names;
 pub mod nodes;
+pub mod probe;
 pub mod rrl;
 pub mod server;
 pub mod zone;
