@@ -20,6 +20,8 @@ packages=(
     # The DNS authority asked by real clients in tests; its benchmark
     # (scripts/bench-dns.sh: dnsperf, Knot DNS on the same zone)
     bind9-dnsutils knot-dnsutils dnsperf knot
+    # Format=oci archives read and copied by a real OCI client in the build tests
+    skopeo
     # The build benchmark's JSON (scripts/bench-build.sh, short mode in CI)
     python3
 )

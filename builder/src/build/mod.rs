@@ -310,6 +310,18 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         Format::Squashfs => {
             output::filesystem::write_squashfs(&tree, &image_path, plan.compression, plan.epoch)?
         }
+        Format::Oci => output::oci::write(
+            &tree,
+            &image_path,
+            work.path(),
+            plan.compression,
+            plan.epoch,
+            &output::oci::ImageRef {
+                name: config.text("ImageId").unwrap_or(&plan.name),
+                version: &plan.version,
+                dpkg_architecture: &stage.architecture,
+            },
+        )?,
         Format::Disk | Format::Qcow2 => {
             let (_, initrd_path, vmlinuz, kernel_version) =
                 initrd.as_ref().expect("bootable formats build an initrd");

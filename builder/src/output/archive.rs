@@ -102,8 +102,17 @@ pub fn write_tar(root: &Path, dest: &Path, compression: &str, epoch: u64) -> any
     let file =
         std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
     let mut out = compressor(io::BufWriter::new(file), compression)?;
+    tar_stream(root, &mut out, epoch)?;
+    out.finish_write()
+        .with_context(|| format!("writing {}", dest.display()))
+}
+
+/// Writes `root` as an uncompressed tar stream to `out` (sorted, ownership
+/// and modes from the tree, timestamps clamped to `epoch`, xattrs as PAX
+/// records, hard links as links).
+pub fn tar_stream<W: Write>(root: &Path, out: &mut W, epoch: u64) -> anyhow::Result<()> {
     {
-        let mut builder = tar::Builder::new(&mut out);
+        let mut builder = tar::Builder::new(&mut *out);
         builder.follow_symlinks(false);
         let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
         for entry in entries(root)? {
@@ -166,8 +175,7 @@ pub fn write_tar(root: &Path, dest: &Path, compression: &str, epoch: u64) -> any
         }
         builder.finish().context("finishing tar archive")?;
     }
-    out.finish_write()
-        .with_context(|| format!("writing {}", dest.display()))
+    Ok(())
 }
 
 fn read_xattrs(path: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {

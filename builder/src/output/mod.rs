@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod filesystem;
 pub mod manifest;
+pub mod oci;
 pub mod sbom;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,8 @@ pub enum Format {
     Disk,
     /// The same disk as qcow2.
     Qcow2,
+    /// A one-layer OCI image in an OCI-layout tar archive.
+    Oci,
 }
 
 impl Format {
@@ -36,8 +39,9 @@ impl Format {
             "squashfs" => Format::Squashfs,
             "disk" => Format::Disk,
             "qcow2" => Format::Qcow2,
+            "oci" => Format::Oci,
             other => bail!(
-                "Format={other} is not supported by builder build (directory, tar, cpio, erofs, squashfs, disk, qcow2)"
+                "Format={other} is not supported by builder build (directory, tar, cpio, erofs, squashfs, disk, qcow2, oci)"
             ),
         })
     }
@@ -50,6 +54,8 @@ impl Format {
             // lz4hc is ~10% smaller but ~7x slower to write (docs/benchmarks.md).
             Format::Erofs => &["lz4", "lz4hc", "none"],
             Format::Squashfs => &["zstd", "xz", "gzip", "lz4", "none"],
+            // Of the layer; every OCI runtime reads gzip.
+            Format::Oci => &["gzip", "zstd", "none"],
         }
     }
 
@@ -82,6 +88,8 @@ impl Format {
             Format::Squashfs => return ".squashfs".to_owned(),
             Format::Disk => return ".raw".to_owned(),
             Format::Qcow2 => return ".qcow2".to_owned(),
+            // The layer's compression is inside.
+            Format::Oci => return ".oci.tar".to_owned(),
         };
         match compression {
             "zstd" => format!(".{base}.zst"),

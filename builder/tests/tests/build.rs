@@ -232,6 +232,87 @@ fn every_tree_format_is_readable_by_its_tool() {
         .all(|n| !n.starts_with(".builder")));
 }
 
+/// `Format=oci`: an OCI archive a real OCI client (skopeo) reads and
+/// copies, verifying every blob's digest: one layer holding the tree, the
+/// tree's architecture, the name containerd imports it under; the same
+/// inputs give the same bytes.
+#[test]
+fn oci_output_is_an_image_an_oci_client_reads() {
+    let profile = mini();
+    let out = tempfile::tempdir().unwrap();
+    ok(&build(
+        profile.path(),
+        out.path(),
+        &["--format", "oci", "--quiet"],
+    ));
+    let archive = out.path().join("mini_1.0.oci.tar");
+    let first = std::fs::read(&archive).unwrap();
+    let inspect = Task::new("skopeo inspect", "skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .read_string()
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(
+        manifest["layers"].as_array().unwrap().len(),
+        1,
+        "{manifest}"
+    );
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    let config = Task::new("skopeo inspect --config", "skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .read_string()
+        .unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["architecture"], "amd64", "{config}");
+    assert_eq!(config["os"], "linux", "{config}");
+    // Copied into a layout directory: skopeo checks each blob's digest.
+    let copy = out.path().join("copy");
+    Task::new("skopeo copy", "skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("oci:{}:1.0", copy.display()))
+        .run()
+        .unwrap();
+    // The layer is the tree.
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let files = Task::new("listing the layer", "tar")
+        .arg("-tzf")
+        .arg(copy.join("blobs/sha256").join(&layer))
+        .read_string()
+        .unwrap();
+    assert!(files.lines().any(|l| l == "etc/hostname"), "{files}");
+    // containerd's name for it, in the index.
+    let index = Task::new("reading index.json", "tar")
+        .arg("-xOf")
+        .arg(&archive)
+        .arg("index.json")
+        .read_string()
+        .unwrap();
+    assert!(
+        index.contains(r#""io.containerd.image.name":"localhost/mini:1.0""#),
+        "{index}"
+    );
+    // Reproducible.
+    ok(&build(
+        profile.path(),
+        out.path(),
+        &["--format", "oci", "--quiet"],
+    ));
+    assert!(
+        std::fs::read(&archive).unwrap() == first,
+        "a second build differs"
+    );
+}
+
 #[test]
 fn overlay_change_reuses_the_package_stage_and_package_change_does_not() {
     let profile = mini();
