@@ -22,6 +22,9 @@ packages=(
     bind9-dnsutils knot-dnsutils dnsperf knot
     # Format=oci archives read and copied by a real OCI client in the build tests
     skopeo
+    # `globular image import` tested against the containerd workers run;
+    # the static busybox is the test image's program
+    containerd busybox-static
     # The build benchmark's JSON (scripts/bench-build.sh, short mode in CI)
     python3
 )

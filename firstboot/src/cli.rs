@@ -11,8 +11,8 @@ use globular_cluster::Role;
 use crate::layout::{Layout, DEFAULT_ROOT};
 use crate::runtime::{self, Threads};
 use crate::{
-    agent, backup, certs, firewall, health, kubeconfig, node_cli, package, renew, rotation, server,
-    services,
+    agent, backup, certs, firewall, health, images, kubeconfig, node_cli, package, renew, rotation,
+    server, services,
 };
 
 #[derive(Debug, Parser)]
@@ -63,6 +63,33 @@ enum Command {
     /// incidents (non-zero exit when a check fails); `--watch` is the loop
     /// (docs/operations.md).
     Health(HealthArgs),
+    /// Container images on this node (docs/kubernetes.md).
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Import OCI archives (the builder's `Format=oci`) into containerd,
+    /// where Kubernetes' pods find them without a registry.
+    Import(ImageImportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ImageImportArgs {
+    /// OCI archives (`NAME.oci.tar`).
+    #[arg(required_unless_present = "dir")]
+    archives: Vec<PathBuf>,
+    /// Import every `*.oci.tar` of this directory (none: nothing to do),
+    /// as `globular-images.service` does at boot.
+    #[arg(long, conflicts_with = "archives")]
+    dir: Option<PathBuf>,
+    /// containerd's socket.
+    #[arg(long, default_value = images::CONTAINERD_ADDRESS)]
+    address: PathBuf,
+    /// containerd namespace (Kubernetes' CRI uses `k8s.io`).
+    #[arg(long, default_value = images::CRI_NAMESPACE)]
+    namespace: String,
 }
 
 #[derive(Debug, Args)]
@@ -588,6 +615,17 @@ pub fn run() -> anyhow::Result<()> {
         )?),
         Command::Backup(command) => run_backup(command),
         Command::Health(args) => run_health(args),
+        Command::Image(ImageCommand::Import(args)) => {
+            let archives = match &args.dir {
+                Some(dir) => images::archives_in(dir)?,
+                None => args.archives,
+            };
+            let target = images::Target {
+                address: args.address,
+                namespace: args.namespace,
+            };
+            print(&images::import(&archives, &target)?)
+        }
         Command::Token(TokenCommand::Create(args)) => node_cli::run(
             &Layout::new(args.root.root),
             node_cli::Command::TokenCreate {

@@ -18,6 +18,7 @@
 //! - [`kubeconfig`]: `globular kubeconfig`, a short-lived admin kubeconfig;
 //! - [`package`]: `globular apply`, the package installer (Kubernetes);
 //! - [`backup`]: `globular backup`, encrypted snapshots of the cluster;
+//! - [`images`]: `globular image import`, OCI archives into containerd;
 //! - [`layout`]: the state directory; [`runtime`]: the tokio runtime.
 
 pub mod agent;
@@ -28,6 +29,7 @@ pub mod datasource;
 pub mod etcd_client;
 pub mod firewall;
 pub mod health;
+pub mod images;
 pub mod kubeconfig;
 pub mod layout;
 pub mod node_cli;

@@ -19,6 +19,8 @@ mod cluster;
 mod crash;
 #[path = "tests/health.rs"]
 mod health;
+#[path = "tests/images.rs"]
+mod images;
 #[path = "tests/kubernetes.rs"]
 mod kubernetes;
 #[path = "tests/refusals.rs"]
