@@ -5,12 +5,19 @@
 //! started with an empty data directory (it copies everything from the
 //! leader), promoted, and the old data deleted. The cluster must have
 //! quorum without this member.
+//!
+//! The same replacement puts right a member that etcd's corruption checks
+//! named in a `CORRUPT` alarm (its data diverged from the others'): the
+//! alarm is disarmed once that member is out of the cluster, before the
+//! new one starts (etcd answers `/health` false while an alarm is
+//! active, and refuses every read and write of the cluster).
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use globular_cluster::seed::Seed;
+use globular_substrate::etcd::Alarm;
 use globular_task::Task;
 
 use super::{Agent, Options};
@@ -34,12 +41,14 @@ pub fn etcd_data_sound(layout: &Layout) -> Result<(), String> {
 }
 
 /// Replaces this node's etcd member (see the module docs); `peers` are
-/// client URLs of other members. Returns what it did.
+/// client URLs of other members; `corrupt`, the `CORRUPT` alarm that named
+/// it. Returns what it did.
 pub async fn replace_etcd_member(
     root: &Path,
     manager: Manager,
     peers: Vec<String>,
     timeout: Duration,
+    corrupt: Option<&Alarm>,
 ) -> anyhow::Result<String> {
     let opts = Options {
         root: root.to_owned(),
@@ -68,6 +77,18 @@ pub async fn replace_etcd_member(
         aside.display()
     );
     agent.etcd_member(&seed).await?;
+    if let Some(alarm) = corrupt {
+        // The diverged member is out of the cluster: the others agree.
+        agent
+            .other_members(&seed)?
+            .disarm(alarm)
+            .await
+            .context("disarming the CORRUPT alarm")?;
+        tracing::warn!(
+            "etcd: disarmed CORRUPT on the removed member {:x}",
+            alarm.member
+        );
+    }
     agent.ensure_etcd(&seed).await?;
     agent.etcd_promoted(&seed).await?;
     let id = agent.state.member_id.unwrap_or_default();

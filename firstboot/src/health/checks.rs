@@ -172,6 +172,19 @@ impl Loop {
             .map(|a| format!("{} on member {:x}", a.kind, a.member))
             .collect();
         let names = names.join(", ");
+        // A CORRUPT alarm naming this member: its data diverged from the
+        // others'; it is replaced from them, and the alarm disarmed.
+        if correct {
+            let own = self.own_member(&etcd).await;
+            let corrupt = alarms
+                .iter()
+                .find(|a| a.kind == "CORRUPT" && Some(a.member) == own)
+                .cloned();
+            if let Some(alarm) = corrupt {
+                let why = format!("etcd raised CORRUPT on this member ({:x})", alarm.member);
+                return self.replace_member("etcd-alarms", why, Some(&alarm)).await;
+            }
+        }
         let others = alarms.iter().any(|a| a.kind != "NOSPACE");
         if !correct || others {
             return check(Status::Failing, format!("alarms: {names}"));
@@ -377,7 +390,24 @@ impl Loop {
             }
             Err(why) => why,
         };
-        self.incident("etcd-data", format!("{why}; replacing this etcd member"));
+        Some(self.replace_member("etcd-data", why, None).await)
+    }
+
+    /// Replaces this node's etcd member from the others
+    /// ([`crate::agent::replace_etcd_member`]), because of `why`; the
+    /// result as the check `name`.
+    async fn replace_member(
+        &mut self,
+        name: &str,
+        why: String,
+        corrupt: Option<&globular_substrate::etcd::Alarm>,
+    ) -> Check {
+        let check = |status, detail: String| Check {
+            name: name.to_owned(),
+            status,
+            detail,
+        };
+        self.incident(name, format!("{why}; replacing this etcd member"));
         self.count("replace etcd member");
         let peers = self.state.etcd_peers.clone();
         if peers.is_empty() {
@@ -389,20 +419,35 @@ impl Loop {
             self.manager,
             peers,
             REPLACE_TIMEOUT,
+            corrupt,
         )
         .await;
         self.etcd = None;
         match replaced {
             Ok(done) => {
-                self.incident("etcd-data", done.clone());
+                self.incident(name, done.clone());
                 check(Status::Corrected, format!("{why}: {done}"))
             }
             Err(err) => {
                 let detail = format!("{why}; replacing: {err:#}");
-                self.incident("etcd-data", detail.clone());
+                self.incident(name, detail.clone());
                 check(Status::Failing, detail)
             }
         }
+    }
+
+    /// This node's etcd member id (the member whose client URLs hold this
+    /// node's endpoint).
+    async fn own_member(&self, etcd: &globular_substrate::etcd::Etcd) -> Option<u64> {
+        let own = etcd.endpoints().first().cloned()?;
+        let members = tokio::time::timeout(ETCD_ANSWER, etcd.members())
+            .await
+            .ok()?
+            .ok()?;
+        members
+            .into_iter()
+            .find(|m| m.client_urls.contains(&own))
+            .map(|m| m.id)
     }
 
     /// The substrate's etcd client to this node's member only.

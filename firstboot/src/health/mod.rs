@@ -11,8 +11,9 @@
 //!   one that was restarted behind the loop's back (systemd's `Restart=`
 //!   after a crash) is recorded as an incident;
 //! - etcd answers and raises no alarm: `NOSPACE` is cleared by compacting,
-//!   defragmenting and disarming ([`Etcd::recover_space`]); another alarm
-//!   (`CORRUPT`) is reported as failing;
+//!   defragmenting and disarming ([`Etcd::recover_space`]); `CORRUPT`
+//!   naming this node's member gets the member replaced from the others
+//!   and the alarm disarmed; another member's `CORRUPT` is reported;
 //! - etcd that keeps dying is stopped and its backend checked: one that
 //!   does not open is replaced from the other members
 //!   ([`crate::agent::replace_etcd_member`]);

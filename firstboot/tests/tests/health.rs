@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use globular_cluster::etcd_auth::SUBSTRATE_USER;
 use globular_cluster::registry::ServiceRecord;
 use globular_cluster::Role;
 use globular_firstboot::health::State;
@@ -273,6 +274,85 @@ fn a_full_etcd_is_recovered_by_the_loop() {
 /// own data.
 #[test]
 fn a_corrupt_etcd_member_is_replaced_from_its_peers() {
+    replaced_from_its_peers("etcd-data", "does not open", |_, cp2| {
+        kill(cp2, Service::Etcd);
+        until("etcd gone", || {
+            services::running_pid(&cp2.layout(), Service::Etcd).is_none()
+        });
+        let db = cp2.layout().etcd_data().join("member/snap/db");
+        let mut file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        std::io::Write::write_all(&mut file, &[0u8; 16384]).unwrap();
+    });
+}
+
+/// etcd's `CORRUPT` alarm naming cp2's member (raised through etcd's own
+/// alarm API, as its corruption checks raise it): the cluster refuses
+/// writes; cp2's loop replaces its member from the two others and the
+/// alarm is disarmed: writes resume, every key is on cp2.
+#[test]
+fn an_etcd_member_named_corrupt_is_replaced_from_its_peers() {
+    replaced_from_its_peers("etcd-alarms", "CORRUPT on this member", |cp1, _cp2| {
+        let id = members(cp1)["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "cp2")
+            .map(|m| m["ID"].as_u64().unwrap())
+            .unwrap();
+        let l = cp1.layout();
+        let password = std::fs::read_to_string(l.etcd_password()).unwrap();
+        let curl = |path: &str, body: &str, token: Option<&str>| {
+            let mut task = Task::new("asking etcd's gateway", "curl")
+                .args(["-sS", "--fail-with-body", "--cacert"])
+                .arg(l.etcd_ca_cert())
+                .arg("--cert")
+                .arg(l.etcd_cert("client"))
+                .arg("--key")
+                .arg(l.etcd_key("client"))
+                .args(["-d", body]);
+            if let Some(token) = token {
+                task = task.args(["-H", &format!("Authorization: {token}")]);
+            }
+            task.arg(format!("{}{path}", cp1.etcd_url()))
+                .read_string()
+                .unwrap()
+        };
+        let auth = curl(
+            "/v3/auth/authenticate",
+            &serde_json::json!({"name": SUBSTRATE_USER, "password": password.trim()}).to_string(),
+            None,
+        );
+        let auth: serde_json::Value = serde_json::from_str(&auth).unwrap();
+        let token = auth["token"].as_str().unwrap();
+        curl(
+            "/v3/maintenance/alarm",
+            &serde_json::json!({"action": "ACTIVATE", "memberID": id.to_string(), "alarm": "CORRUPT"})
+                .to_string(),
+            Some(token),
+        );
+        // The alarm is real: the cluster takes no write.
+        let etcd = globular_firstboot::etcd_client::substrate(&cp1.layout(), vec![cp1.etcd_url()])
+            .unwrap();
+        let refused = runtime().block_on(etcd.put("/globular/test/refused", b"x"));
+        assert!(refused.is_err(), "a write went through a CORRUPT alarm");
+    });
+}
+
+fn members(via: &Node) -> serde_json::Value {
+    serde_json::from_str(&etcdctl(
+        via,
+        &via.etcd_url(),
+        &["member", "list", "-w", "json"],
+    ))
+    .unwrap()
+}
+
+/// Three control planes with 50 keys, the health loop on cp2; `break_it`
+/// (given cp1 and cp2) damages cp2's member. The loop must replace it
+/// from the others (a new member id, a voter, every key in its data),
+/// counted once, with an incident of `check` that says `why`, and leave
+/// no old data behind; the cluster then takes writes.
+fn replaced_from_its_peers(check: &str, why: &str, break_it: impl FnOnce(&Node, &Node)) {
     let cluster = Cluster::new();
     let cp1 = cluster.node("cp1", Role::ControlPlane, true, &[]);
     cluster.run_agent(&cp1).unwrap();
@@ -290,14 +370,6 @@ fn a_corrupt_etcd_member_is_replaced_from_its_peers() {
                 .unwrap();
         }
     });
-    let members = |via: &Node| -> serde_json::Value {
-        serde_json::from_str(&etcdctl(
-            via,
-            &via.etcd_url(),
-            &["member", "list", "-w", "json"],
-        ))
-        .unwrap()
-    };
     let member_id = |list: &serde_json::Value, name: &str| {
         list["members"]
             .as_array()
@@ -331,18 +403,11 @@ fn a_corrupt_etcd_member_is_replaced_from_its_peers() {
         .map(str::to_owned)
         .collect();
 
-    let mut watch = cluster.start_health_loop(&cp2);
+    let _watch = cluster.start_health_loop(&cp2);
     until("the loop recorded the other members", || {
         state(&cp2).etcd_peers.len() == 2
     });
-    kill(&cp2, Service::Etcd);
-    until("etcd gone", || {
-        services::running_pid(&cp2.layout(), Service::Etcd).is_none()
-    });
-    let db = cp2.layout().etcd_data().join("member/snap/db");
-    let mut file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
-    std::io::Write::write_all(&mut file, &[0u8; 16384]).unwrap();
-    drop(file);
+    break_it(&cp1, &cp2);
 
     let started = Instant::now();
     while !state(&cp2)
@@ -375,7 +440,7 @@ fn a_corrupt_etcd_member_is_replaced_from_its_peers() {
     assert!(
         s.incidents
             .iter()
-            .any(|i| i.check == "etcd-data" && i.what.contains("does not open")),
+            .any(|i| i.check == check && i.what.contains(why)),
         "{s:#?}"
     );
     // Nothing of the old data is left.
@@ -385,8 +450,13 @@ fn a_corrupt_etcd_member_is_replaced_from_its_peers() {
         .filter(|n| n.to_string_lossy().starts_with("data.replaced"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    let _ = watch.kill();
-    let _ = watch.wait();
+    // No alarm is left; the cluster takes writes, through the new member too.
+    let etcd =
+        globular_firstboot::etcd_client::substrate(&cp2.layout(), vec![cp2.etcd_url()]).unwrap();
+    runtime().block_on(async {
+        assert_eq!(etcd.alarms().await.unwrap(), vec![]);
+        etcd.put("/globular/test/after", b"y").await.unwrap();
+    });
 }
 
 /// The DNS authority (in the API's process) is checked on the node's
