@@ -566,10 +566,11 @@ pub fn run() -> anyhow::Result<()> {
                     .await
                 })
             } else {
+                let packages = renew::rotate_packages(&layout)?;
                 let outcome = runtime::block_on(Threads::One, async {
                     renew::renew(&layout, renew::When::Now).await
                 })?;
-                print(&outcome.lines)
+                print(&(outcome.lines + &packages))
             }
         }
         Command::Cert(CertCommand::Status(args)) => {

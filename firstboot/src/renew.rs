@@ -90,6 +90,24 @@ pub fn request_rotation(layout: &Layout) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// `globular cert rotate` for the packages: marks their certificates
+/// ([`request_rotation`]) and says how many there are (a file that cannot
+/// be read is left to `globular apply` to report).
+pub fn rotate_packages(layout: &Layout) -> anyhow::Result<String> {
+    request_rotation(layout)?;
+    let now = time::OffsetDateTime::now_utc();
+    Ok(match crate::certs::status(&layout.package_dir(""), now) {
+        Ok(certs) if certs.is_empty() => String::new(),
+        Ok(certs) => format!(
+            "packages' certificates ({}): to be issued again by the next `globular apply` \
+             (the health loop runs {} for them)\n",
+            certs.len(),
+            agent::PACKAGES_UNIT
+        ),
+        Err(err) => format!("packages' certificates: marked for rotation ({err:#})\n"),
+    })
+}
+
 /// When a rotation was last asked of this node, if ever.
 pub fn rotation_requested(layout: &Layout) -> anyhow::Result<Option<i64>> {
     let path = layout.rotation_requested();
@@ -106,7 +124,9 @@ pub fn rotation_requested(layout: &Layout) -> anyhow::Result<Option<i64>> {
 
 /// Why a package's certificate is to be issued again, if it is: due for
 /// renewal ([`pki::renewal_due`]), or issued before the rotation asked at
-/// `requested` (its issue time is `not_before` plus the backdating).
+/// `requested` (certificates are valid for the lifetime from their issue,
+/// whole seconds: the issue time is `not_after` less the lifetime; a
+/// request in the future counts from now).
 pub fn package_certificate_due(
     not_before: i64,
     not_after: i64,
@@ -117,8 +137,9 @@ pub fn package_certificate_due(
     if let Some(why) = pki::renewal_due(not_before, not_after, lifetime, now) {
         return Some(why);
     }
-    let issued = not_before + pki::backdate(lifetime).whole_seconds();
+    let issued = not_after - lifetime.whole_seconds();
     requested
+        .map(|at| at.min(now))
         .filter(|&at| issued < at)
         .map(|at| format!("issued before the rotation asked at {at}"))
 }
@@ -127,19 +148,6 @@ pub fn package_certificate_due(
 pub async fn renew(layout: &Layout, when: When) -> anyhow::Result<Outcome> {
     let lifetime = layout.load_node_config()?.certificate_lifetime();
     let mut out = Outcome::default();
-    if when == When::Now {
-        request_rotation(layout)?;
-        let now = time::OffsetDateTime::now_utc();
-        let packages = crate::certs::status(&layout.package_dir(""), now)?;
-        if !packages.is_empty() {
-            out.lines += &format!(
-                "packages' certificates ({}): to be issued again by the next `globular apply` \
-                 (the health loop runs {} for them)\n",
-                packages.len(),
-                agent::PACKAGES_UNIT
-            );
-        }
-    }
 
     // etcd's first: a rotation is done when the node certificate is (the
     // registry's `renewed_at`).
@@ -235,4 +243,33 @@ async fn renew_node(
         ca.issue(&current.public_key_der, &spec)?.cert_pem,
         "by the local CA",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_package_certificate_is_due_when_issued_before_the_rotation() {
+        let lifetime = time::Duration::minutes(3);
+        // Issued at 1000: valid from 1000 - backdate to 1180.
+        let backdate = pki::backdate(lifetime).whole_seconds();
+        let (not_before, not_after) = (1000 - backdate, 1180);
+        let due = |requested, now| {
+            package_certificate_due(not_before, not_after, lifetime, requested, now)
+        };
+        assert_eq!(due(None, 1010), None);
+        // A rotation asked before or in the second it was issued: done.
+        assert_eq!(due(Some(999), 1010), None);
+        assert_eq!(due(Some(1000), 1010), None);
+        // Asked after: due.
+        assert!(due(Some(1001), 1010)
+            .unwrap()
+            .contains("rotation asked at 1001"));
+        // A request from the future counts from now.
+        assert_eq!(due(Some(5000), 1000), None);
+        assert!(due(Some(5000), 1005).is_some());
+        // Due by age whatever the rotation.
+        assert!(due(None, 1150).is_some());
+    }
 }

@@ -44,6 +44,66 @@ impl ImageRef<'_> {
     }
 }
 
+/// Whether `name` is one path component of an image reference (the
+/// distribution's grammar: lowercase letters and digits, single `.`, `_`
+/// or `__`, and runs of `-` between them).
+fn valid_component(name: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let chars: Vec<char> = name.chars().collect();
+    if chars.is_empty() || !alnum(chars[0]) || !alnum(chars[chars.len() - 1]) {
+        return false;
+    }
+    let mut run = String::new();
+    for c in chars {
+        if alnum(c) {
+            let ok = run.is_empty()
+                || run == "."
+                || run == "_"
+                || run == "__"
+                || run.chars().all(|r| r == '-');
+            if !ok {
+                return false;
+            }
+            run.clear();
+        } else if matches!(c, '.' | '_' | '-') {
+            run.push(c);
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether `tag` is an image tag: a word character, then up to 127 word
+/// characters, `.` or `-`.
+fn valid_tag(tag: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut chars = tag.chars();
+    chars.next().is_some_and(word)
+        && tag.len() <= 128
+        && chars.all(|c| word(c) || c == '.' || c == '-')
+}
+
+/// The reference is one containerd accepts, or an error naming the
+/// setting to change (a bad name would only fail at a node's import).
+fn check_reference(image: &ImageRef<'_>) -> anyhow::Result<()> {
+    if !valid_component(image.name) {
+        bail!(
+            "ImageId={}: not an OCI image name (lowercase letters and digits, separated by one \
+             '.', '_' or '__', or by dashes)",
+            image.name
+        );
+    }
+    if !valid_tag(image.version) {
+        bail!(
+            "ImageVersion={} (or --version): not an OCI image tag (letters, digits, '_', and \
+             '.' or '-' after the first; at most 128)",
+            image.version
+        );
+    }
+    Ok(())
+}
+
 /// The OCI architecture (Go's `GOARCH`) of a Debian architecture.
 fn oci_architecture(dpkg: &str) -> anyhow::Result<(&'static str, Option<&'static str>)> {
     Ok(match dpkg {
@@ -135,6 +195,7 @@ pub fn write(
     epoch: u64,
     image: &ImageRef<'_>,
 ) -> anyhow::Result<()> {
+    check_reference(image)?;
     let (architecture, variant) = oci_architecture(image.dpkg_architecture)?;
     let layer_media_type = layer_type(compression)?;
 
@@ -290,4 +351,41 @@ fn append<W: Write>(
         tar::EntryType::Regular
     });
     out.append_data(&mut h, name, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_follow_the_distribution_grammar() {
+        for ok in [
+            "mini", "pause", "web-app", "a.b", "a_b", "a__b", "a---b", "x1",
+        ] {
+            assert!(valid_component(ok), "{ok}");
+        }
+        for bad in [
+            "", "Mini", "-a", "a-", "a..b", "a._b", "a___b", "a b", "a/b", "a+b",
+        ] {
+            assert!(!valid_component(bad), "{bad}");
+        }
+        for ok in ["1.0", "0.1.0", "v1_2-rc.1", "latest"] {
+            assert!(valid_tag(ok), "{ok}");
+        }
+        for bad in ["", ".1", "-1", "1.0+git1", "a:b", &"x".repeat(129)] {
+            assert!(!valid_tag(bad), "{bad}");
+        }
+        let image = |name, version| ImageRef {
+            name,
+            version,
+            dpkg_architecture: "amd64",
+        };
+        let err = check_reference(&image("Web", "1")).unwrap_err().to_string();
+        assert!(err.starts_with("ImageId=Web: "), "{err}");
+        let err = check_reference(&image("web", "1+x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("ImageVersion=1+x "), "{err}");
+        check_reference(&image("web", "1.0")).unwrap();
+    }
 }

@@ -58,25 +58,36 @@ pub const PACKAGES_UNIT: &str = "globular-packages.service";
 /// The health loop (`globular health --watch`).
 pub const HEALTH_UNIT: &str = "globular-health.service";
 
-/// Runs the packages' unit (`globular apply --installed`) again unless it
-/// is running now, without waiting: the health loop's way to renew
-/// packages' certificates. The unit stays active after its run
-/// (`RemainAfterExit=`), so an active one is restarted.
-pub fn start_packages_unit() -> anyhow::Result<()> {
+/// Runs the packages' unit (`globular apply --installed`) again unless its
+/// run is going on now, without waiting: the health loop's way to renew
+/// packages' certificates. `false`: a run is going on (it is left alone;
+/// restarting it would kill an apply that may hold the package lock). The
+/// unit stays active after its run (`RemainAfterExit=`): a finished one is
+/// restarted.
+pub fn start_packages_unit() -> anyhow::Result<bool> {
     let state = Task::new(format!("asking systemd about {PACKAGES_UNIT}"), "systemctl")
         .package("systemd")
-        .args(["show", "--property=ActiveState", "--value", PACKAGES_UNIT])
+        .args(["show", "--property=ActiveState,SubState", PACKAGES_UNIT])
         .read_string()?;
-    let verb = match state.trim() {
-        "activating" | "reloading" | "deactivating" => return Ok(()),
-        "active" => "restart",
+    let field = |name: &str| {
+        state
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or("")
+            .to_owned()
+    };
+    let verb = match (field("ActiveState").as_str(), field("SubState").as_str()) {
+        ("activating" | "reloading" | "deactivating", _) | (_, "running" | "start") => {
+            return Ok(false)
+        }
+        ("active", _) => "restart",
         _ => "start",
     };
     Task::new(format!("{verb}ing {PACKAGES_UNIT}"), "systemctl")
         .package("systemd")
         .args([verb, "--no-block", PACKAGES_UNIT])
         .run()?;
-    Ok(())
+    Ok(true)
 }
 
 /// Options of `globular firstboot`.

@@ -23,6 +23,8 @@ const REPUBLISH: i64 = 60;
 const UNSTABLE_ROUNDS: u32 = 3;
 /// How often the loop reads etcd's member list (the peers it records).
 const PEERS_EVERY: Duration = Duration::from_secs(60);
+/// The shortest wait between two replacements for a `CORRUPT` alarm.
+const CORRUPT_RETRY: Duration = Duration::from_secs(300);
 /// How long replacing a member may take.
 const REPLACE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -46,8 +48,14 @@ pub struct Loop {
     /// When the loop next asks the API whether a rotation was asked of
     /// this node.
     next_rotation_poll: Option<Instant>,
+    /// When the loop last replaced this node's member for a `CORRUPT`
+    /// alarm.
+    corrupt_tried: Option<Instant>,
     /// The `dns` check's state.
     pub(super) dns: super::dns::DnsState,
+    /// The cluster's rotation request (its time) the loop last marked the
+    /// packages' certificates for ([`renew::request_rotation`]).
+    rotation_marked: Option<i64>,
     /// When the loop last read etcd's member list.
     peers_read: Option<Instant>,
     /// When the loop last ran the packages' unit for their certificates,
@@ -82,6 +90,8 @@ impl Loop {
             node: None,
             next_rotation_poll: None,
             peers_read: None,
+            rotation_marked: None,
+            corrupt_tried: None,
             dns: Default::default(),
             packages_run: None,
         }
@@ -174,15 +184,9 @@ impl Loop {
         let names = names.join(", ");
         // A CORRUPT alarm naming this member: its data diverged from the
         // others'; it is replaced from them, and the alarm disarmed.
-        if correct {
-            let own = self.own_member(&etcd).await;
-            let corrupt = alarms
-                .iter()
-                .find(|a| a.kind == "CORRUPT" && Some(a.member) == own)
-                .cloned();
-            if let Some(alarm) = corrupt {
-                let why = format!("etcd raised CORRUPT on this member ({:x})", alarm.member);
-                return self.replace_member("etcd-alarms", why, Some(&alarm)).await;
+        if correct && alarms.iter().any(|a| a.kind == "CORRUPT") {
+            if let Some(check) = self.corrupt(&etcd, &alarms).await {
+                return check;
             }
         }
         let others = alarms.iter().any(|a| a.kind != "NOSPACE");
@@ -221,15 +225,20 @@ impl Loop {
         if correct && self.next_rotation_poll.is_none_or(|t| Instant::now() >= t) {
             self.next_rotation_poll = Some(Instant::now() + ROTATION_POLL);
             match self.rotation_requested().await {
-                Ok(true) => when = renew::When::Now,
-                Ok(false) => {}
+                Ok(Some(asked)) => {
+                    when = renew::When::Now;
+                    // A rotation covers the packages' certificates too:
+                    // marked once per request, however many rounds the
+                    // node's own renewal takes.
+                    if self.rotation_marked != Some(asked) {
+                        if let Err(err) = renew::request_rotation(&self.layout) {
+                            return check(Status::Failing, format!("{err:#}"));
+                        }
+                        self.rotation_marked = Some(asked);
+                    }
+                }
+                Ok(None) => {}
                 Err(err) => tracing::debug!("health: asking for a rotation: {err:#}"),
-            }
-        }
-        // A rotation covers the packages' certificates too.
-        if when == renew::When::Now {
-            if let Err(err) = renew::request_rotation(&self.layout) {
-                return check(Status::Failing, format!("{err:#}"));
             }
         }
         let due = match renew::due(&self.layout, when) {
@@ -270,10 +279,17 @@ impl Loop {
             .packages_run
             .is_none_or(|(at, asked)| at.elapsed() >= PACKAGES_EVERY || asked != requested);
         if !packages.is_empty() && self.manager == Manager::Systemd && packages_due {
-            self.packages_run = Some((Instant::now(), requested));
-            self.count("renew package certificates");
             match crate::agent::start_packages_unit() {
-                Ok(()) => detail.push(format!("started {}", crate::agent::PACKAGES_UNIT)),
+                Ok(true) => {
+                    self.packages_run = Some((Instant::now(), requested));
+                    self.count("renew package certificates");
+                    detail.push(format!("started {}", crate::agent::PACKAGES_UNIT));
+                }
+                // Tried again next round.
+                Ok(false) => detail.push(format!(
+                    "{} is running; its run may issue them",
+                    crate::agent::PACKAGES_UNIT
+                )),
                 Err(err) => failed = Some(format!("{err:#}")),
             }
         } else if !packages.is_empty() {
@@ -295,12 +311,12 @@ impl Loop {
         }
     }
 
-    /// Whether the registry asks this node to renew every certificate
-    /// (`globular cert rotate --all`) and it has not since.
-    async fn rotation_requested(&self) -> anyhow::Result<bool> {
+    /// When the registry asked this node to renew every certificate
+    /// (`globular cert rotate --all`), if it has not since.
+    async fn rotation_requested(&self) -> anyhow::Result<Option<i64>> {
         let client = crate::node_cli::client(&self.layout)?;
         let record = tokio::time::timeout(ETCD_ANSWER, client.own_record()).await??;
-        Ok(record.rotate_requested > record.renewed_at)
+        Ok((record.rotate_requested > record.renewed_at).then_some(record.rotate_requested))
     }
 
     /// The packages' certificate files that are due for renewal, or were
@@ -436,18 +452,72 @@ impl Loop {
         }
     }
 
-    /// This node's etcd member id (the member whose client URLs hold this
-    /// node's endpoint).
-    async fn own_member(&self, etcd: &globular_substrate::etcd::Etcd) -> Option<u64> {
+    /// `CORRUPT` alarms: one naming a member that is gone (replaced
+    /// before its alarm was disarmed) is disarmed; one naming this node's
+    /// member gets it replaced from the others, when the members the
+    /// alarms leave alone keep a quorum, and at most every
+    /// [`CORRUPT_RETRY`]. `None`: nothing for this node to do.
+    async fn corrupt(
+        &mut self,
+        etcd: &globular_substrate::etcd::Etcd,
+        alarms: &[globular_substrate::etcd::Alarm],
+    ) -> Option<Check> {
         let own = etcd.endpoints().first().cloned()?;
         let members = tokio::time::timeout(ETCD_ANSWER, etcd.members())
             .await
             .ok()?
             .ok()?;
-        members
-            .into_iter()
-            .find(|m| m.client_urls.contains(&own))
-            .map(|m| m.id)
+        let corrupt: Vec<_> = alarms.iter().filter(|a| a.kind == "CORRUPT").collect();
+        for alarm in &corrupt {
+            if !members.iter().any(|m| m.id == alarm.member) {
+                match etcd.disarm(alarm).await {
+                    Ok(()) => self.incident(
+                        "etcd-alarms",
+                        format!(
+                            "disarmed CORRUPT on member {:x}, which is gone",
+                            alarm.member
+                        ),
+                    ),
+                    Err(err) => tracing::warn!("health: disarming CORRUPT: {err:#}"),
+                }
+            }
+        }
+        let this = members.iter().find(|m| m.client_urls.contains(&own))?.id;
+        let alarm = corrupt.iter().find(|a| a.member == this)?;
+        let named = members
+            .iter()
+            .filter(|m| corrupt.iter().any(|a| a.member == m.id))
+            .count();
+        let check = |status, detail: String| Check {
+            name: "etcd-alarms".to_owned(),
+            status,
+            detail,
+        };
+        if (members.len() - named) * 2 <= members.len() {
+            return Some(check(
+                Status::Failing,
+                format!(
+                    "CORRUPT names {named} of {} members: the others hold no quorum to \
+                     rebuild from; not replacing (see docs/operations.md)",
+                    members.len()
+                ),
+            ));
+        }
+        if self
+            .corrupt_tried
+            .is_some_and(|t| t.elapsed() < CORRUPT_RETRY)
+        {
+            return Some(check(
+                Status::Failing,
+                format!(
+                    "CORRUPT on this member ({this:x}); replacing it failed, tried again later"
+                ),
+            ));
+        }
+        self.corrupt_tried = Some(Instant::now());
+        let why = format!("etcd raised CORRUPT on this member ({this:x})");
+        let alarm = (*alarm).clone();
+        Some(self.replace_member("etcd-alarms", why, Some(&alarm)).await)
     }
 
     /// The substrate's etcd client to this node's member only.

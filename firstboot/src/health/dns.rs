@@ -12,6 +12,7 @@ use globular_cluster::registry;
 use globular_substrate::dns::probe;
 
 use super::checks::Loop;
+use super::units::Unit;
 use super::{Check, Status};
 use crate::services::Service;
 
@@ -107,11 +108,16 @@ impl Loop {
         }
         let since = *self.dns.failing_since.get_or_insert_with(Instant::now);
         let failures = failures.join("; ");
+        // An API that is not running is the `api` check's to start.
+        let api_running = self
+            .manager
+            .observe(&self.layout, Service::Api)
+            .is_ok_and(|o| o.running);
         let restart_allowed = self
             .dns
             .restarted
             .is_none_or(|t| t.elapsed() >= DNS_RESTART_EVERY);
-        if !correct || since.elapsed() < DNS_GRACE || !restart_allowed {
+        if !correct || since.elapsed() < DNS_GRACE || !restart_allowed || !api_running {
             return check(
                 Status::Failing,
                 format!("{failures} (for {} s)", since.elapsed().as_secs()),
@@ -129,6 +135,8 @@ impl Loop {
             .manager
             .stop(&self.layout, Service::Api)
             .and_then(|()| self.manager.start(&self.layout, Service::Api));
+        // The new process is the loop's doing, not a restart behind its back.
+        self.note_started(&Unit::Service(Service::Api));
         match restarted {
             Ok(()) => check(Status::Corrected, what),
             Err(err) => check(Status::Failing, format!("{what}: {err:#}")),

@@ -141,6 +141,15 @@ impl Loop {
         }
     }
 
+    /// Records the unit's current generation: the loop started it, so its
+    /// next round sees no restart behind its back.
+    pub(super) fn note_started(&mut self, unit: &Unit) {
+        if let Ok(observed) = unit.observe(self) {
+            let tracked = self.units.entry(unit.name()).or_default();
+            tracked.generation = Some(observed.generation);
+        }
+    }
+
     /// Every applied package's components run
     /// ([`components::applied_components`]).
     pub(super) fn components(&mut self, correct: bool) -> Vec<Check> {
