@@ -9,6 +9,8 @@ packages=(
     build-essential pkg-config
     # The package stage and the OS-tree formats
     mmdebstrap erofs-utils squashfs-tools cpio zstd
+    # erofs-utils 1.8 built from Debian 13's source (below): its build needs
+    curl autoconf automake libtool liblz4-dev uuid-dev
     # Disk images: verity, ESP, UKI, systemd-boot, qcow2, layout checks
     cryptsetup-bin mtools dosfstools binutils systemd-boot-efi qemu-utils fdisk
     # Booting images in tests
@@ -102,6 +104,42 @@ if [ "$(printf '%s\ngo1.26\n' "$go_version" | sort -V | head -n1)" != "go1.26" ]
     echo "install-deps: $go_version is older than go1.26" >&2
     exit 1
 fi
+
+# mkfs.erofs: Debian 12's erofs-utils 1.5 compresses on one core; 1.8
+# compresses in 16 MiB segments on every core (the worker tree in 2.1 s
+# instead of 4.2 s on two cores) and writes the same bytes whatever the
+# number of workers. Built from Debian 13's source package, the orig tarball
+# checked against the sha256 its Sources index gives, into /usr/local
+# (ahead of /usr/bin on PATH), with Debian's own configure flags for
+# compression and threads. Skipped when that version is already there.
+erofs_version=1.8.6
+erofs_sha256=5b221dc3fd6d151425b30534ede46fb7a90dc233a8659cba0372796b0a066547
+if [ "$(/usr/local/bin/mkfs.erofs --version 2>/dev/null | head -n1)" != "mkfs.erofs (erofs-utils) $erofs_version" ]; then
+    erofs_src=$(mktemp -d)
+    tarball="$erofs_src/erofs-utils_$erofs_version.orig.tar.gz"
+    curl -fsSL --retry 3 -o "$tarball" \
+        "http://deb.debian.org/debian/pool/main/e/erofs-utils/erofs-utils_$erofs_version.orig.tar.gz"
+    if ! echo "$erofs_sha256  $tarball" | sha256sum --check --status; then
+        echo "install-deps: erofs-utils_$erofs_version.orig.tar.gz does not match its pinned sha256" >&2
+        rm -rf "$erofs_src"
+        exit 1
+    fi
+    tar -xzf "$tarball" -C "$erofs_src"
+    (
+        cd "$erofs_src/erofs-utils-$erofs_version"
+        ./autogen.sh
+        ./configure --prefix=/usr/local --enable-multithreading --with-uuid --disable-fuse
+        make -j"$(nproc)"
+        $sudo make install
+    ) > "$erofs_src/build.log" 2>&1 || {
+        echo "install-deps: building erofs-utils $erofs_version failed:" >&2
+        tail -n 30 "$erofs_src/build.log" >&2
+        rm -rf "$erofs_src"
+        exit 1
+    }
+    rm -rf "$erofs_src"
+fi
+echo "install-deps: $(/usr/local/bin/mkfs.erofs --version | head -n1) in /usr/local/bin" >&2
 
 # The host tests run the images' etcd: built from components/etcd at the
 # pinned version (cached by the builder; seconds when nothing changed) and

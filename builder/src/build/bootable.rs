@@ -225,6 +225,9 @@ pub fn initrd_entry(
     cache: &Cache,
     stage: &rootfs::PackageStage,
     force: bool,
+    progress: &crate::progress::Progress,
 ) -> anyhow::Result<rootfs::cache::Entry> {
-    cache.rootfs(&stage.key(), force, |tmp| rootfs::install(stage, &[], tmp))
+    cache.rootfs(&stage.key(), force, |tmp| {
+        rootfs::install(stage, &[], tmp, progress)
+    })
 }

@@ -125,16 +125,21 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     // package stage installs: go and cargo overlap mmdebstrap's downloads
     // and dpkg runs.
     let (entry, components, build_outputs) = std::thread::scope(|scope| {
-        let components = scope.spawn(|| checked.build(&cache, progress));
-        let scripts =
-            scope.spawn(|| run_build_scripts(&config, work.path(), &script_env, progress));
+        let components = scope.spawn(|| {
+            beside_package_stage();
+            checked.build(&cache, progress)
+        });
+        let scripts = scope.spawn(|| {
+            beside_package_stage();
+            run_build_scripts(&config, work.path(), &script_env, progress)
+        });
         let step = progress.step(&format!(
             "package stage {} ({} packages)",
             rootfs::cache::short(&key),
             stage.packages.len()
         ));
         let entry = cache.rootfs(&key, options.force, |tmp| {
-            rootfs::install(&stage, &skeletons, tmp)
+            rootfs::install(&stage, &skeletons, tmp, progress)
         });
         if entry.as_ref().is_ok_and(|e| e.built) {
             step.done();
@@ -217,6 +222,7 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
             timezone: config.text("Timezone").map(str::to_owned),
             remove_files: config.list("RemoveFiles").to_vec(),
             source_date_epoch: plan.epoch,
+            clamp_mtimes: plan.format == Format::Directory,
         },
     )?;
     step.done();
@@ -237,7 +243,7 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
             "initrd package stage {}",
             rootfs::cache::short(&initrd_stage.key())
         ));
-        let entry = bootable::initrd_entry(&cache, &initrd_stage, options.force)?;
+        let entry = bootable::initrd_entry(&cache, &initrd_stage, options.force, progress)?;
         step.done();
         let mut modules: Vec<String> = config.list("KernelModulesInitrdInclude").to_vec();
         for module in initrd_config.list("KernelModulesInclude") {
@@ -444,6 +450,16 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         manifest,
         package_stage_reused,
     })
+}
+
+/// Lowers the calling thread's priority (nice 19; the processes it starts
+/// inherit it): compiles that run beside the package stage take the CPU
+/// mmdebstrap leaves idle (downloads, fsyncs) instead of slowing it down,
+/// and the package stage is the longest stage of a cold build.
+fn beside_package_stage() {
+    if let Err(err) = rustix::process::setpriority_process(None, 19) {
+        tracing::debug!("could not lower the compiles' priority: {err}");
+    }
 }
 
 /// What `BuildScripts=` installed.

@@ -189,8 +189,12 @@ impl Staging {
         for name in names {
             let from = self.dir.join(name);
             let to = self.output_dir.join(name);
-            if to.is_dir() && !to.is_symlink() {
-                // A directory output replaces the previous one: move it aside first.
+            // The previous output is moved aside (and removed with the
+            // staging directory) rather than renamed over: a directory cannot
+            // be, and ext4 starts writing out a file renamed over another one
+            // at once (`auto_da_alloc`), which made rebuilds of the worker
+            // image 0.6-1.5 s slower.
+            if to.symlink_metadata().is_ok_and(|m| !m.is_symlink()) {
                 let old = self.dir.join(format!("{name}.old"));
                 std::fs::rename(&to, &old)
                     .with_context(|| format!("moving aside {}", to.display()))?;

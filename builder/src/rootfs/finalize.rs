@@ -1,6 +1,8 @@
 //! The last changes to a tree before it is written out: settings that become
 //! files (`Hostname=`, `Locale=`, `Timezone=`), unit presets, `RemoveFiles=`,
-//! removal of build-host traces, and timestamps clamped to SOURCE_DATE_EPOCH.
+//! removal of build-host traces, and, for a directory output, timestamps
+//! clamped to SOURCE_DATE_EPOCH (every other output's writer sets or clamps
+//! them itself: `mkfs.erofs -T`, `mksquashfs -all-time`, the archive writers).
 
 use std::path::Path;
 
@@ -19,6 +21,11 @@ pub struct Finalize {
     pub timezone: Option<String>,
     pub remove_files: Vec<String>,
     pub source_date_epoch: u64,
+    /// Clamp every timestamp of the tree (a directory output). Other
+    /// outputs leave it to their writers: walking the tree costs a fraction
+    /// of a second for the worker image, and through an overlay it would
+    /// copy up every file it changes.
+    pub clamp_mtimes: bool,
 }
 
 pub fn finalize(tree: &Path, f: &Finalize) -> anyhow::Result<()> {
@@ -69,7 +76,10 @@ pub fn finalize(tree: &Path, f: &Finalize) -> anyhow::Result<()> {
         clean::remove_glob(tree, pattern).with_context(|| format!("RemoveFiles={pattern}"))?;
     }
     clean::scrub(tree)?;
-    clamp_mtimes(tree, f.source_date_epoch)
+    if f.clamp_mtimes {
+        clamp_mtimes(tree, f.source_date_epoch)?;
+    }
+    Ok(())
 }
 
 /// Enables or disables the units named in the image's preset files

@@ -83,7 +83,12 @@ pub fn mmdebstrap_version() -> anyhow::Result<String> {
 }
 
 /// Installs the package stage into `dest` (which must not exist yet).
-pub fn install(stage: &PackageStage, skeletons: &[PathBuf], dest: &Path) -> anyhow::Result<()> {
+pub fn install(
+    stage: &PackageStage,
+    skeletons: &[PathBuf],
+    dest: &Path,
+    progress: &crate::progress::Progress,
+) -> anyhow::Result<()> {
     if !matches!(stage.distribution.as_str(), "debian" | "ubuntu" | "kali") {
         bail!(
             "Distribution={} is not supported by the package stage (debian, ubuntu)",
@@ -139,10 +144,16 @@ pub fn install(stage: &PackageStage, skeletons: &[PathBuf], dest: &Path) -> anyh
     for source in &stage.sources {
         task = task.arg(source.line());
     }
+    let step = progress.step("mmdebstrap");
     task.run()?;
+    step.done();
+    let step = progress.step("cleaning the package tree");
     clean::after_packages(&tree)?;
     clean::scrub(&tree)?;
+    step.done();
+    let step = progress.step("listing the installed packages");
     let packages = installed_packages(&tree)?;
+    step.done();
     std::fs::write(
         dest.join("packages.json"),
         serde_json::to_vec_pretty(&packages)?,

@@ -148,40 +148,26 @@ fn mount_overlay(entry: &Entry, work: &Path, merged: &Path) -> anyhow::Result<()
             bail!("{text} contains `,`, `:` or `\\`, which overlayfs options cannot hold");
         }
     }
-    // Lower files keep the mtimes finalize gives every file, so that
-    // clamping them does not copy them up.
-    clamp_once(entry)?;
-    Task::new("mounting the work tree (overlayfs)", "mount")
-        .package("mount")
-        .args(["-t", "overlay", "overlay", "-o"])
-        .arg(format!(
-            "lowerdir={},upperdir={},workdir={},index=on",
-            lower.display(),
-            upper.display(),
-            scratch.display()
-        ))
-        .arg(merged)
-        .run()?;
-    Ok(())
-}
-
-/// Clamps the mtimes of a cache entry's tree to SOURCE_DATE_EPOCH once
-/// (finalize would do it to every file of the image; through an overlay
-/// that would copy each of them up). The package stage's epoch is in its
-/// `stage.json`; `clamped` marks the entry as done. Clamping changes no
-/// image: finalize clamps the same files to the same times.
-fn clamp_once(entry: &Entry) -> anyhow::Result<()> {
-    let marker = entry.dir.join("clamped");
-    if marker.exists() {
-        return Ok(());
-    }
-    let stage = entry.dir.join("stage.json");
-    let text = std::fs::read(&stage).with_context(|| format!("reading {}", stage.display()))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&text).with_context(|| format!("parsing {}", stage.display()))?;
-    let Some(epoch) = value["source_date_epoch"].as_u64() else {
-        bail!("{} has no source_date_epoch", stage.display());
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={},index=on",
+        lower.display(),
+        upper.display(),
+        scratch.display()
+    );
+    // `volatile` (Linux 5.10+): the upper layer is thrown away with the
+    // build, so nothing needs it on disk. Without it, unmounting syncs the
+    // whole filesystem under the work directory, the image just written
+    // included (about a second for the worker image).
+    let mount = |options: &str| {
+        Task::new("mounting the work tree (overlayfs)", "mount")
+            .package("mount")
+            .args(["-t", "overlay", "overlay", "-o", options])
+            .arg(merged)
+            .run()
     };
-    super::finalize::clamp_mtimes(&entry.tree(), epoch)?;
-    std::fs::write(&marker, b"").with_context(|| format!("writing {}", marker.display()))
+    if let Err(err) = mount(&format!("{options},volatile")) {
+        tracing::debug!("overlayfs without `volatile` ({err})");
+        mount(&options)?;
+    }
+    Ok(())
 }

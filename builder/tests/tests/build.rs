@@ -420,6 +420,23 @@ fn overlay_and_copied_work_trees_build_identical_images_and_spare_the_cache() {
     assert!(!std::fs::read_to_string(cached.join("etc/debian_version"))
         .unwrap()
         .contains("appended"));
+    // The script wrote the file just now; finalize no longer clamps the
+    // tree's times (issue 21), so the writers must: tar clamps each entry,
+    // mkfs.erofs -T gives every inode SOURCE_DATE_EPOCH.
+    let listing = Task::new("listing the image", "tar")
+        .env("TZ", "UTC")
+        .args(["--zstd", "--full-time", "-tvf"])
+        .arg(overlaid.path().join("mini_1.0.tar.zst"))
+        .arg("etc/debian_version")
+        .read_string()
+        .unwrap();
+    assert!(listing.contains(" 2024-01-01 00:00:00 "), "{listing}");
+    let inode = Task::new("reading the erofs image", "dump.erofs")
+        .arg("--path=/etc/debian_version")
+        .arg(overlaid.path().join("mini_1.0.erofs"))
+        .read_string()
+        .unwrap();
+    assert!(inode.contains("Timestamp: 2024-01-01 00:00:00"), "{inode}");
 }
 
 #[test]
