@@ -23,6 +23,8 @@ mod health;
 mod images;
 #[path = "tests/kubernetes.rs"]
 mod kubernetes;
+#[path = "tests/packages.rs"]
+mod packages;
 #[path = "tests/refusals.rs"]
 mod refusals;
 #[path = "tests/reimage.rs"]

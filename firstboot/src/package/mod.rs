@@ -52,12 +52,30 @@ pub struct ApplyOptions {
 /// One thing a run changes (or, with `--plan`, would change).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Certificate { name: String, why: String },
-    File { path: PathBuf },
-    EtcdAccess { user: String },
-    Start { component: String },
-    Restart { component: String },
-    Register { service: String },
+    Certificate {
+        name: String,
+        why: String,
+    },
+    File {
+        path: PathBuf,
+    },
+    EtcdAccess {
+        user: String,
+    },
+    Start {
+        component: String,
+    },
+    Restart {
+        component: String,
+    },
+    /// A component the package no longer has: stopped, its command line
+    /// removed, so that nothing starts it again.
+    Retire {
+        component: String,
+    },
+    Register {
+        service: String,
+    },
 }
 
 impl std::fmt::Display for Change {
@@ -68,6 +86,7 @@ impl std::fmt::Display for Change {
             Change::EtcdAccess { user } => write!(f, "set etcd user {user} and its role"),
             Change::Start { component } => write!(f, "start {component}"),
             Change::Restart { component } => write!(f, "restart {component}"),
+            Change::Retire { component } => write!(f, "retire {component}"),
             Change::Register { service } => write!(f, "register {service}"),
         }
     }
@@ -236,6 +255,12 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
             report.push(opts.plan, Change::File { path });
         }
     }
+    for component in units::retired(&dir, &spec) {
+        if !opts.plan {
+            units::retire(layout, opts.manager, &dir, &component)?;
+        }
+        report.push(opts.plan, Change::Retire { component });
+    }
     if ports_changed && !opts.plan && opts.manager == Manager::Systemd {
         // The firewall opens what packages register (firewall.rs); a
         // worker's firewall is not running and reads them at boot.
@@ -274,7 +299,11 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
     }
     // A component reads the package's files when it starts: any change to
     // them restarts every running component of the package.
-    let files_changed = !report.changes.is_empty();
+    // (Retiring a component changes nothing the others read.)
+    let files_changed = report
+        .changes
+        .iter()
+        .any(|c| !matches!(c, Change::Retire { .. }));
     let mut starts = Vec::new();
     for component in &spec.components {
         let component = component.name.clone();

@@ -143,6 +143,41 @@ fn spawn(layout: &Layout, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Components with a command line in the package's directory `dir` that
+/// `spec` no longer has (dropped by a new version of the package), in name
+/// order.
+pub fn retired(dir: &std::path::Path, spec: &super::Spec) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir.join("components")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .filter(|name| !spec.components.iter().any(|c| &c.name == name))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Retires a component the package dropped: its command line goes first
+/// (the health loop starts only components that have one, and `component
+/// exec` refuses one without), then the component is stopped.
+pub fn retire(
+    layout: &Layout,
+    manager: Manager,
+    dir: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<()> {
+    let path = dir.join("components").join(format!("{name}.json"));
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    match manager {
+        Manager::Systemd => systemctl("stop", name),
+        Manager::Spawn => stop_spawned(layout, name),
+    }
+}
+
 /// Stops a spawned component as systemd stops a unit: SIGTERM, and
 /// SIGKILL for one still there after [`STOP_GRACE`] (a kube-apiserver
 /// stopped seconds after its start can hang in its shutdown).
