@@ -417,6 +417,7 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         artifacts: verified.iter().map(|v| (&v.artifact).into()).collect(),
         components: components.iter().map(|c| c.info.clone()).collect(),
         outputs,
+        tools: output::tool_versions(plan.format)?,
         disk: disk_layout,
     };
     let manifest_file = format!("{}.manifest.json", plan.name);

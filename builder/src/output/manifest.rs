@@ -25,6 +25,12 @@ pub struct Manifest {
     #[serde(default)]
     pub components: Vec<crate::components::Info>,
     pub outputs: Vec<OutputFile>,
+    /// The host programs that wrote the outputs and their versions
+    /// (`mkfs.erofs (erofs-utils) 1.8.6`): another version may write other
+    /// bytes from the same inputs. Empty for the formats the builder writes
+    /// itself (tar, cpio, oci, directory).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tools: std::collections::BTreeMap<String, String>,
     /// For `disk`/`qcow2`: the partition table, verity root hash and UKI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<serde_json::Value>,

@@ -116,6 +116,25 @@ impl Format {
     }
 }
 
+/// The first line each of `format`'s host tools prints of its version.
+pub fn tool_versions(format: Format) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (tool, package) in format.tools() {
+        let flag = if *tool == "mksquashfs" {
+            "-version"
+        } else {
+            "--version"
+        };
+        let text = globular_task::Task::new(format!("asking {tool} its version"), tool)
+            .package(package)
+            .arg(flag)
+            .read_string()?;
+        let line = text.lines().next().unwrap_or_default().trim();
+        out.insert((*tool).to_owned(), line.to_owned());
+    }
+    Ok(out)
+}
+
 const DISK_TOOLS: &[(&str, &str)] = &[
     ("mkfs.erofs", "erofs-utils"),
     ("veritysetup", "cryptsetup-bin"),

@@ -200,6 +200,28 @@ fn every_tree_format_is_readable_by_its_tool() {
             out.path(),
             &["--format", format, "--quiet"],
         ));
+        // The manifest names the program (and version) that wrote a
+        // filesystem image; the builder writes the others itself.
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.path().join("mini_1.0.manifest.json")).unwrap(),
+        )
+        .unwrap();
+        let tools = &manifest["tools"];
+        match format {
+            "erofs" => assert!(
+                tools["mkfs.erofs"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("mkfs.erofs")),
+                "{tools}"
+            ),
+            "squashfs" => assert!(
+                tools["mksquashfs"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("mksquashfs version")),
+                "{tools}"
+            ),
+            _ => assert!(tools.is_null(), "{format}: {tools}"),
+        }
     }
     let cpio = Task::new("listing cpio", "sh")
         .arg("-c")
