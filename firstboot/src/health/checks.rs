@@ -643,6 +643,51 @@ impl Loop {
                 self.published.insert(key, (health.to_owned(), count, at));
             }
         }
+        self.publish_packages(&node).await
+    }
+
+    /// Writes `health` and `checked_at` into the records this node's
+    /// applied packages registered (`globular apply` writes them once, when
+    /// the package's checks pass): `degraded` while one of the package's
+    /// components fails its check, else `running`. Never `failed`, which
+    /// takes the instance out of discovery: a spec does not say which
+    /// component serves which record (Kubernetes' apiserver serves without
+    /// its scheduler). A missing record is left to the next `globular
+    /// apply`, which registers it.
+    async fn publish_packages(&mut self, node: &str) -> anyhow::Result<()> {
+        let etcd = self.local_etcd()?;
+        let at = self.state.checked_at;
+        for package in crate::package::units::applied_packages(&self.layout) {
+            let failing = package.components.iter().any(|c| {
+                self.state
+                    .checks
+                    .iter()
+                    .any(|check| &check.name == c && check.status == Status::Failing)
+            });
+            let health = if failing { "degraded" } else { "running" };
+            for service in &package.services {
+                let key = registry::service_key(service, node);
+                let unchanged = self
+                    .published
+                    .get(&key)
+                    .is_some_and(|(last, _, when)| last == health && at - when < REPUBLISH);
+                if unchanged {
+                    continue;
+                }
+                let Some((bytes, revision)) =
+                    tokio::time::timeout(ETCD_ANSWER, etcd.get(&key)).await??
+                else {
+                    continue;
+                };
+                let mut record: ServiceRecord = serde_json::from_slice(&bytes)?;
+                record.metadata.insert("health".into(), health.into());
+                record.metadata.insert("checked_at".into(), at.to_string());
+                let value = serde_json::to_vec(&record)?;
+                if tokio::time::timeout(ETCD_ANSWER, etcd.replace(&key, &value, revision)).await?? {
+                    self.published.insert(key, (health.to_owned(), 0, at));
+                }
+            }
+        }
         Ok(())
     }
 }

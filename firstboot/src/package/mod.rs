@@ -492,11 +492,15 @@ async fn register(
         ]);
         let listed = client.services(Some(&r.service)).await?;
         let current = listed.services.iter().find(|s| s.node == node.name);
+        // `health` and `checked_at` are the health loop's to keep current
+        // (once registered, a record is the package's only in the rest).
         let same = current.is_some_and(|s| {
             s.address == address
                 && s.port == port
                 && s.protocol == r.protocol
-                && s.metadata == metadata
+                && ["package", "version"]
+                    .iter()
+                    .all(|k| s.metadata.get(*k) == metadata.get(*k))
         });
         if same {
             continue;

@@ -40,27 +40,63 @@ pub const APPLIED: &str = "applied";
 /// The components of every package applied on this node whose checks
 /// passed once ([`APPLIED`]), in name order.
 pub fn applied_components(layout: &Layout) -> Vec<String> {
+    let mut out: Vec<String> = applied_packages(layout)
+        .into_iter()
+        .flat_map(|p| p.components)
+        .collect();
+    out.sort();
+    out
+}
+
+/// An applied package as the health loop reports it: its components and
+/// the services it registered (`ports.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedPackage {
+    pub name: String,
+    pub components: Vec<String>,
+    pub services: Vec<String>,
+}
+
+/// Every package applied on this node whose checks passed once
+/// ([`APPLIED`]), in name order; a `ports.json` that does not parse counts
+/// as no services.
+pub fn applied_packages(layout: &Layout) -> Vec<AppliedPackage> {
     let mut out = Vec::new();
     let Ok(packages) = std::fs::read_dir(layout.package_dir("")) else {
         return out;
     };
     for package in packages.flatten() {
-        if !package.path().join(APPLIED).is_file() {
+        let dir = package.path();
+        if !dir.join(APPLIED).is_file() {
             continue;
         }
-        let Ok(components) = std::fs::read_dir(package.path().join("components")) else {
-            continue;
-        };
-        for c in components.flatten() {
-            let path = c.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                if let Some(stem) = path.file_stem() {
-                    out.push(stem.to_string_lossy().into_owned());
+        let mut components = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(dir.join("components")) {
+            for path in entries.flatten().map(|e| e.path()) {
+                if path.extension().is_some_and(|e| e == "json") {
+                    if let Some(stem) = path.file_stem() {
+                        components.push(stem.to_string_lossy().into_owned());
+                    }
                 }
             }
         }
+        components.sort();
+        let services = std::fs::read(dir.join(crate::firewall::PORTS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Vec<crate::firewall::PackagePort>>(&b).ok())
+            .map(|ports| {
+                let mut names: Vec<String> = ports.into_iter().map(|p| p.service).collect();
+                names.dedup();
+                names
+            })
+            .unwrap_or_default();
+        out.push(AppliedPackage {
+            name: package.file_name().to_string_lossy().into_owned(),
+            components,
+            services,
+        });
     }
-    out.sort();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
 

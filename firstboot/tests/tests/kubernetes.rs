@@ -403,6 +403,39 @@ fn kubernetes_control_plane_package_on_the_substrate() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // The loop keeps the package's record current (`apply` wrote it once):
+    // its `checked_at` comes from the loop, and `apply` does not count the
+    // loop's metadata as drift (the last apply below prints no changes).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = Task::new("globular service list", AGENT)
+            .args([
+                "service",
+                "list",
+                "--name",
+                "kubernetes.KubernetesService",
+                "--json",
+                "--root",
+            ])
+            .arg(&cp1.root)
+            .read_string()
+            .unwrap();
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        let metadata = &listed["services"][0]["metadata"];
+        let checked = metadata["checked_at"]
+            .as_str()
+            .and_then(|t| t.parse::<i64>().ok());
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if checked.is_some_and(|t| now - t < 120) && metadata["health"] == "running" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the loop did not refresh the package's record: {metadata}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
     // A rotation covers the package's certificates: `globular cert
     // rotate` renews the node's and marks the package's, and the next
     // apply issues every one of them again (new keys, new serials) and
