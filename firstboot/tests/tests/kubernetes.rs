@@ -76,6 +76,25 @@ impl Apply {
     }
 }
 
+/// This node's `kubernetes.KubernetesService` record, as `globular service
+/// list --json` prints it.
+fn kubernetes_record(node: &Node) -> serde_json::Value {
+    let listed = Task::new("globular service list", AGENT)
+        .args([
+            "service",
+            "list",
+            "--name",
+            "kubernetes.KubernetesService",
+            "--json",
+            "--root",
+        ])
+        .arg(&node.root)
+        .read_string()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    listed["services"][0].clone()
+}
+
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
     Task::new("kubectl", "/usr/local/bin/kubectl")
         .arg("--kubeconfig")
@@ -295,20 +314,7 @@ fn kubernetes_control_plane_package_on_the_substrate() {
     }
 
     // Kubernetes is in discovery.
-    let services = Task::new("globular service list", AGENT)
-        .args([
-            "service",
-            "list",
-            "--name",
-            "kubernetes.KubernetesService",
-            "--json",
-            "--root",
-        ])
-        .arg(&cp1.root)
-        .read_string()
-        .unwrap();
-    let services: serde_json::Value = serde_json::from_str(&services).unwrap();
-    let record = &services["services"][0];
+    let record = kubernetes_record(&cp1);
     assert_eq!(record["node"], "cp1");
     assert_eq!(record["port"], apiserver_port);
     assert_eq!(record["metadata"]["health"], "running");
@@ -408,20 +414,8 @@ fn kubernetes_control_plane_package_on_the_substrate() {
     // loop's metadata as drift (the last apply below prints no changes).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let listed = Task::new("globular service list", AGENT)
-            .args([
-                "service",
-                "list",
-                "--name",
-                "kubernetes.KubernetesService",
-                "--json",
-                "--root",
-            ])
-            .arg(&cp1.root)
-            .read_string()
-            .unwrap();
-        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
-        let metadata = &listed["services"][0]["metadata"];
+        let record = kubernetes_record(&cp1);
+        let metadata = &record["metadata"];
         let checked = metadata["checked_at"]
             .as_str()
             .and_then(|t| t.parse::<i64>().ok());
