@@ -70,17 +70,7 @@ pub fn applied_packages(layout: &Layout) -> Vec<AppliedPackage> {
         if !dir.join(APPLIED).is_file() {
             continue;
         }
-        let mut components = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(dir.join("components")) {
-            for path in entries.flatten().map(|e| e.path()) {
-                if path.extension().is_some_and(|e| e == "json") {
-                    if let Some(stem) = path.file_stem() {
-                        components.push(stem.to_string_lossy().into_owned());
-                    }
-                }
-            }
-        }
-        components.sort();
+        let components = command_lines(&dir);
         let services = std::fs::read(dir.join(crate::firewall::PORTS_FILE))
             .ok()
             .and_then(|b| serde_json::from_slice::<Vec<crate::firewall::PackagePort>>(&b).ok())
@@ -183,6 +173,15 @@ fn spawn(layout: &Layout, name: &str) -> anyhow::Result<()> {
 /// `spec` no longer has (dropped by a new version of the package), in name
 /// order.
 pub fn retired(dir: &std::path::Path, spec: &super::Spec) -> Vec<String> {
+    command_lines(dir)
+        .into_iter()
+        .filter(|name| !spec.components.iter().any(|c| &c.name == name))
+        .collect()
+}
+
+/// The components with a command line (`components/NAME.json`) in the
+/// package directory `dir`, in name order.
+fn command_lines(dir: &std::path::Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir.join("components")) else {
         return Vec::new();
     };
@@ -191,7 +190,6 @@ pub fn retired(dir: &std::path::Path, spec: &super::Spec) -> Vec<String> {
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .filter(|name| !spec.components.iter().any(|c| &c.name == name))
         .collect();
     out.sort();
     out
