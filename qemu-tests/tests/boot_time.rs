@@ -28,8 +28,9 @@ const EXEC: Duration = Duration::from_secs(120);
 /// monotonic timestamps, in `dir`.
 fn analyze(vm: &mut Vm, what: &str, dir: &Path) {
     let mut text = format!("=== {what}\n");
-    // The guest's CPU time so far (all vCPUs, idle excluded): under TCG a
-    // boot is CPU-bound, and this is steadier than its wall-clock time.
+    // The guest's CPU time so far (all vCPUs, idle excluded): the work the
+    // boot did, however well it ran in parallel. Under TCG it drifts with
+    // the host's speed like the wall clock does.
     if let Ok(out) = vm.exec("/usr/bin/cat", &["/proc/stat"], EXEC) {
         if let Some(busy) = busy_seconds(&out.stdout) {
             text += &format!("--- guest CPU time since the kernel started: {busy:.1} s\n");
@@ -82,12 +83,12 @@ fn busy_seconds(stat: &str) -> Option<f64> {
     Some(busy as f64 / 100.0)
 }
 
-/// Whether the boot `name` is to run (`GLOBULAR_BOOT_TIME=worker-uefi,cp`
-/// picks some; unset, all).
 /// The package run's log line once kube-apiserver's `/readyz` said ok
 /// (firstboot/src/package/health.rs), on the console.
 const KUBERNETES_READY: &str = "health check kube-apiserver passed";
 
+/// Whether the boot `name` is to run (`GLOBULAR_BOOT_TIME=worker-uefi,cp`
+/// picks some; unset, all).
 fn wanted(name: &str) -> bool {
     std::env::var("GLOBULAR_BOOT_TIME").map_or(true, |v| v.split(',').any(|w| w == name))
 }
