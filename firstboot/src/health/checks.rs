@@ -1,7 +1,7 @@
 //! One round of the health loop: the checks, their corrections, and what
 //! the registry records of this node say about them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use globular_cluster::registry::{self, ServiceRecord, API_SERVICE, ETCD_SERVICE};
@@ -10,7 +10,7 @@ use super::units::{Tracked, Unit};
 use super::{Check, Incident, State, Status, KEPT_INCIDENTS};
 use crate::layout::Layout;
 use crate::renew;
-use crate::services::{Manager, Service};
+use crate::services::{Manager, Observed, Service};
 
 /// How long etcd may take to answer a check.
 const ETCD_ANSWER: Duration = Duration::from_secs(5);
@@ -36,6 +36,9 @@ pub struct Loop {
     pub(super) state: State,
     /// Per unit name (`etcd`, `kube-apiserver`): what the loop knows of it.
     pub(super) units: BTreeMap<String, Tracked>,
+    /// Per systemd unit: what systemd said of it at the start of this
+    /// round (one `systemctl show` for all of them).
+    pub(super) seen: HashMap<String, Observed>,
     /// Per registry key: the health and incident count last written, and
     /// when.
     published: BTreeMap<String, (String, usize, i64)>,
@@ -85,6 +88,7 @@ impl Loop {
             manager,
             state: State::default(),
             units: BTreeMap::new(),
+            seen: HashMap::new(),
             published: BTreeMap::new(),
             etcd: None,
             node: None,
@@ -121,6 +125,7 @@ impl Loop {
         }
         // Control planes hold etcd's configuration; workers run neither.
         let control_plane = self.layout.etcd_config().exists();
+        self.look(control_plane);
         if control_plane {
             for service in [Service::Etcd, Service::Api] {
                 checks.push(self.keep_running(Unit::Service(service), correct));

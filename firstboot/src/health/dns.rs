@@ -109,9 +109,8 @@ impl Loop {
         let since = *self.dns.failing_since.get_or_insert_with(Instant::now);
         let failures = failures.join("; ");
         // An API that is not running is the `api` check's to start.
-        let api_running = self
-            .manager
-            .observe(&self.layout, Service::Api)
+        let api_running = Unit::Service(Service::Api)
+            .observe(self)
             .is_ok_and(|o| o.running);
         let restart_allowed = self
             .dns

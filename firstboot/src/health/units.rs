@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::checks::Loop;
 use super::{Check, Status};
 use crate::package::units as components;
-use crate::services::{Observed, Service};
+use crate::services::{self, Manager, Observed, Service};
 
 /// The longest wait between two starts of a unit that keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -32,7 +32,24 @@ impl Unit {
         }
     }
 
-    fn observe(&self, health: &Loop) -> anyhow::Result<Observed> {
+    /// What the round's look at systemd saw of it, or asked now.
+    pub(super) fn observe(&self, health: &Loop) -> anyhow::Result<Observed> {
+        match health.seen.get(&self.systemd_unit()) {
+            Some(seen) => Ok(seen.clone()),
+            None => self.observe_now(health),
+        }
+    }
+
+    /// The unit's systemd name.
+    fn systemd_unit(&self) -> String {
+        match self {
+            Unit::Service(s) => s.unit().to_owned(),
+            Unit::Component(c) => components::unit(c),
+        }
+    }
+
+    /// Asks the service manager now.
+    fn observe_now(&self, health: &Loop) -> anyhow::Result<Observed> {
         match self {
             Unit::Service(s) => health.manager.observe(&health.layout, *s),
             Unit::Component(c) => components::observe(&health.layout, health.manager, c),
@@ -112,7 +129,7 @@ impl Loop {
         }
         self.incident(&name, "not running; starting it".into());
         self.count(&format!("start {name}"));
-        let started = unit.start(self).and_then(|()| unit.observe(self));
+        let started = unit.start(self).and_then(|()| unit.observe_now(self));
         let tracked = self.units.entry(name.clone()).or_default();
         match started {
             Ok(observed) if observed.running => {
@@ -144,9 +161,37 @@ impl Loop {
     /// Records the unit's current generation: the loop started it, so its
     /// next round sees no restart behind its back.
     pub(super) fn note_started(&mut self, unit: &Unit) {
-        if let Ok(observed) = unit.observe(self) {
+        if let Ok(observed) = unit.observe_now(self) {
             let tracked = self.units.entry(unit.name()).or_default();
             tracked.generation = Some(observed.generation);
+        }
+    }
+
+    /// Asks systemd about every unit this round keeps running, at once
+    /// (spawned services are looked at one by one: a pid file each).
+    pub(super) fn look(&mut self, control_plane: bool) {
+        self.seen.clear();
+        if self.manager != Manager::Systemd {
+            return;
+        }
+        let services: &[Service] = if control_plane {
+            &[Service::Etcd, Service::Api]
+        } else {
+            &[]
+        };
+        let units: Vec<String> = services
+            .iter()
+            .map(|s| s.unit().to_owned())
+            .chain(
+                components::applied_components(&self.layout)
+                    .iter()
+                    .map(|c| components::unit(c)),
+            )
+            .collect();
+        // Unanswered, each check asks for itself (and reports the error).
+        match services::observe_units(&units) {
+            Ok(seen) => self.seen = seen,
+            Err(err) => tracing::debug!("{err:#}"),
         }
     }
 

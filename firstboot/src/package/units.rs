@@ -24,7 +24,8 @@ pub struct CommandLine {
     pub args: Vec<String>,
 }
 
-fn unit(name: &str) -> String {
+/// The systemd unit of component `name`.
+pub fn unit(name: &str) -> String {
     format!("globular-component@{name}.service")
 }
 
