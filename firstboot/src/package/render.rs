@@ -8,6 +8,7 @@
 //! | `pki` | the node's `pki/` |
 //! | `ca.kubernetes`, `ca.front_proxy`, `ca.etcd` | the CA certificates' paths |
 //! | `etcd.endpoints` | the etcd client URLs, comma-separated |
+//! | `etcd.local` | this node's own etcd member's client URL (control planes only) |
 //! | `version` | the package's version |
 //!
 //! Filter `first_ip`: the first address of a CIDR (`10.96.0.0/12` ->
@@ -54,7 +55,7 @@ impl Facts {
                 "front_proxy": ca(CaName::FrontProxy),
                 "etcd": ca(CaName::Etcd),
             },
-            "etcd": {"endpoints": node.etcd_endpoints.join(",")},
+            "etcd": etcd_facts(node, &ips),
             "version": version,
         });
         let context = tera::Context::from_value(value).context("building the template context")?;
@@ -94,6 +95,35 @@ impl Facts {
     }
 }
 
+/// `etcd.endpoints`, and `etcd.local` where one endpoint is on one of this
+/// node's addresses (a control plane's own member; a worker has none, and
+/// a template that asks for it fails with the field's name).
+fn etcd_facts(node: &NodeConfig, ips: &[String]) -> Value {
+    let mut etcd = json!({"endpoints": node.etcd_endpoints.join(",")});
+    let local = node
+        .etcd_endpoints
+        .iter()
+        .find(|url| url_host(url).is_some_and(|host| ips.iter().any(|ip| ip == host)));
+    if let Some(local) = local {
+        etcd["local"] = Value::String(local.clone());
+    }
+    etcd
+}
+
+/// The host of `scheme://host:port/...` (an IPv6 one without brackets).
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map(|(host, _)| host),
+        None => Some(
+            authority
+                .rsplit_once(':')
+                .map_or(authority, |(host, _)| host),
+        ),
+    }
+}
+
 /// A tera error with its causes (tera puts the useful part in `source`).
 fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
@@ -129,20 +159,28 @@ mod tests {
     use globular_cluster::Role;
 
     fn facts() -> Facts {
-        let node = NodeConfig {
+        facts_of(node())
+    }
+
+    fn node() -> NodeConfig {
+        NodeConfig {
             name: "cp1".into(),
             role: Role::ControlPlane,
             cluster_name: "c".into(),
             addresses: vec!["10.0.0.1/24".into(), "10.0.1.1/24".into()],
             api_listen: None,
+            // Its own member second: `etcd.local` goes by address.
             etcd_endpoints: vec![
-                "https://10.0.0.1:2379".into(),
                 "https://10.0.0.2:2379".into(),
+                "https://10.0.0.1:2379".into(),
             ],
             api_endpoints: vec![],
             image_version: "0".into(),
             certificate_lifetime: globular_cluster::pki::default_lifetime_seconds(),
-        };
+        }
+    }
+
+    fn facts_of(node: NodeConfig) -> Facts {
         let settings = BTreeMap::from([("service_cidr".to_owned(), "10.96.0.0/12".to_owned())]);
         Facts::new(
             &Layout::new("/var/lib/globular"),
@@ -172,7 +210,11 @@ mod tests {
         );
         assert_eq!(
             f.render("{{ etcd.endpoints }}", "x").unwrap(),
-            "https://10.0.0.1:2379,https://10.0.0.2:2379"
+            "https://10.0.0.2:2379,https://10.0.0.1:2379"
+        );
+        assert_eq!(
+            f.render("{{ etcd.local }}", "x").unwrap(),
+            "https://10.0.0.1:2379"
         );
         assert_eq!(
             f.render("{{ dir }}/a.crt {{ ca.front_proxy }}", "x")
@@ -186,5 +228,29 @@ mod tests {
             format!("{err}").starts_with("components[0].args[2]"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_node_without_its_own_etcd_member_has_no_local_endpoint() {
+        let mut worker = node();
+        worker.role = Role::Worker;
+        worker.etcd_endpoints = vec![
+            "https://10.0.0.2:2379".into(),
+            "https://[fd00::2]:2379".into(),
+        ];
+        let err = facts_of(worker)
+            .render("--etcd-servers={{ etcd.local }}", "components[0].args[4]")
+            .unwrap_err();
+        let err = format!("{err}");
+        assert!(err.starts_with("components[0].args[4]"), "{err}");
+        assert!(err.contains("etcd.local"), "{err}");
+    }
+
+    #[test]
+    fn url_hosts() {
+        assert_eq!(url_host("https://10.0.0.1:2379"), Some("10.0.0.1"));
+        assert_eq!(url_host("https://[fd00::1]:2379/x"), Some("fd00::1"));
+        assert_eq!(url_host("https://cp1"), Some("cp1"));
+        assert_eq!(url_host("10.0.0.1:2379"), None);
     }
 }
