@@ -127,6 +127,15 @@ impl Etcd {
         holder: &str,
         lease: i64,
     ) -> anyhow::Result<Option<String>> {
+        // Waiting costs a read, not a write: a transaction that may write
+        // goes through Raft (a log entry and an fsync on every member)
+        // even when its comparison fails.
+        if let Some((other, _)) = self.get(key).await? {
+            let other = String::from_utf8_lossy(&other).into_owned();
+            if other != holder {
+                return Ok(Some(other));
+            }
+        }
         let put = [(key.to_owned(), holder.as_bytes().to_vec())];
         let read = [key.to_owned()];
         let absent = Condition::Absent(key.to_owned());
