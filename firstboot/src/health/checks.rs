@@ -125,7 +125,8 @@ impl Loop {
         }
         // Control planes hold etcd's configuration; workers run neither.
         let control_plane = self.layout.etcd_config().exists();
-        self.look(control_plane);
+        let components = crate::package::units::applied_components(&self.layout);
+        self.look(control_plane, &components);
         if control_plane {
             for service in [Service::Etcd, Service::Api] {
                 checks.push(self.keep_running(Unit::Service(service), correct));
@@ -138,7 +139,7 @@ impl Loop {
             checks.push(self.etcd(correct).await);
             checks.push(self.dns(correct).await);
         }
-        checks.extend(self.components(correct));
+        checks.extend(self.components(components, correct));
         self.state.checks = checks;
         self.state.checked_at = now();
         self.state.rounds += 1;

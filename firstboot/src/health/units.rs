@@ -169,7 +169,7 @@ impl Loop {
 
     /// Asks systemd about every unit this round keeps running, at once
     /// (spawned services are looked at one by one: a pid file each).
-    pub(super) fn look(&mut self, control_plane: bool) {
+    pub(super) fn look(&mut self, control_plane: bool, components: &[String]) {
         self.seen.clear();
         if self.manager != Manager::Systemd {
             return;
@@ -182,11 +182,7 @@ impl Loop {
         let units: Vec<String> = services
             .iter()
             .map(|s| s.unit().to_owned())
-            .chain(
-                components::applied_components(&self.layout)
-                    .iter()
-                    .map(|c| components::unit(c)),
-            )
+            .chain(components.iter().map(|c| components::unit(c)))
             .collect();
         // Unanswered, each check asks for itself (and reports the error).
         match services::observe_units(&units) {
@@ -195,10 +191,10 @@ impl Loop {
         }
     }
 
-    /// Every applied package's components run
-    /// ([`components::applied_components`]).
-    pub(super) fn components(&mut self, correct: bool) -> Vec<Check> {
-        components::applied_components(&self.layout)
+    /// Every applied package's components run (`components`, from
+    /// [`components::applied_components`]).
+    pub(super) fn components(&mut self, components: Vec<String>, correct: bool) -> Vec<Check> {
+        components
             .into_iter()
             .map(|c| self.keep_running(Unit::Component(c), correct))
             .collect()
