@@ -55,6 +55,14 @@ pub mod routes {
     pub const SERVICES: Route = get("/api/services");
     /// mTLS: the cluster's DNS zone as the authority serves it.
     pub const DNS: Route = get("/v1/dns");
+    /// mTLS: a CSR for the caller's Kubernetes node identity
+    /// (`system:node:<name>`) -> a certificate from Kubernetes' CA.
+    /// Repeatable: it writes nothing, and a second certificate for the
+    /// same key and names is as good as the first.
+    pub const KUBERNETES_NODE_CERTIFICATE: Route = Route {
+        repeatable: true,
+        ..post("/v1/kubernetes/node-certificate")
+    };
     /// Liveness.
     pub const HEALTHZ: Route = get("/healthz");
 }
@@ -119,6 +127,39 @@ pub struct EnrollResponse {
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     pub csr: String,
+}
+
+/// `POST /v1/kubernetes/node-certificate` (mTLS): a certificate of the
+/// caller's Kubernetes node identity, signed by Kubernetes' client CA. The
+/// server issues exactly what is asked or refuses: the common name must be
+/// `system:node:<caller>`, the group `system:nodes`, and the names among
+/// those the caller's node certificate carries (its name, its addresses).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesCertRequest {
+    /// PEM certificate signing request, made on the node; its common name
+    /// is `common_name`.
+    pub csr: String,
+    pub common_name: String,
+    /// The subject organization (Kubernetes' group).
+    pub group: String,
+    #[serde(default)]
+    pub client: bool,
+    #[serde(default)]
+    pub server: bool,
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    #[serde(default)]
+    pub ips: Vec<std::net::IpAddr>,
+}
+
+/// Answer to [`KubernetesCertRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KubernetesCertResponse {
+    /// The certificate (PEM).
+    pub certificate: String,
+    /// Kubernetes' client CA (PEM): an intermediate of the cluster CA.
+    pub ca_certificate: String,
 }
 
 /// `POST /v1/tokens` (control-plane identities only).

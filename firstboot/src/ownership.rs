@@ -11,6 +11,7 @@
 //! |---|---|---|---|
 //! | the state directory, `pki/` | root:root | 0711 | anyone who knows a name (no listing) |
 //! | `pki/node.key`, `pki/ca.key`, `pki/etcd-client.key`, `pki/etcd-client.password` | root:globular | 0640 | the API |
+//! | `pki/kubernetes-ca.key` (control planes whose seed has it) | root:globular | 0640 | the API (it signs Kubernetes node certificates) |
 //! | `pki/etcd-server.key`, `pki/etcd-peer.key` | root:etcd | 0640 | etcd |
 //! | `etcd/` | root:etcd | 0750 | etcd |
 //! | `etcd/etcd.conf.yml` | root:etcd | 0640 | etcd |
@@ -84,6 +85,7 @@ pub fn grants(layout: &Layout, service: Service, ids: Ids) -> Vec<Grant> {
                 layout.ca_key(),
                 layout.etcd_key("client"),
                 layout.etcd_password(),
+                kubernetes_ca_key(layout),
             ] {
                 out.push(root_group(key, 0o640));
             }
@@ -105,6 +107,12 @@ pub fn grants(layout: &Layout, service: Service, ids: Ids) -> Vec<Grant> {
     out
 }
 
+/// Kubernetes' client CA key: only where the seed had it (a cluster made
+/// before Kubernetes has none), so its grant is skipped when it is missing.
+fn kubernetes_ca_key(layout: &Layout) -> PathBuf {
+    layout.kubernetes_secret("kubernetes-ca", "key")
+}
+
 /// Hands `service` what it reads, if the image has its user (`sysroot` is
 /// `/` on a node). Creates etcd's data directory for it.
 pub fn prepare(layout: &Layout, sysroot: &Path, service: Service) -> anyhow::Result<()> {
@@ -122,6 +130,9 @@ pub fn prepare(layout: &Layout, sysroot: &Path, service: Service) -> anyhow::Res
             .with_context(|| format!("creating {}", layout.etcd_data().display()))?;
     }
     for grant in grants(layout, service, ids) {
+        if grant.path == kubernetes_ca_key(layout) && !grant.path.exists() {
+            continue;
+        }
         apply(&grant)?;
     }
     if service == Service::Etcd {
@@ -199,6 +210,9 @@ mod tests {
         let etcd = grants(&layout, Service::Etcd, ids);
         let paths = |g: &[Grant]| g.iter().map(|g| g.path.clone()).collect::<Vec<_>>();
         assert!(paths(&api).contains(&layout.ca_key()));
+        assert!(paths(&api).contains(&layout.kubernetes_secret("kubernetes-ca", "key")));
+        assert!(!paths(&api).contains(&layout.kubernetes_secret("front-proxy-ca", "key")));
+        assert!(!paths(&api).contains(&layout.kubernetes_secret("service-account", "key")));
         assert!(!paths(&api).contains(&layout.etcd_key("server")));
         assert!(paths(&etcd).contains(&layout.etcd_key("peer")));
         assert!(!paths(&etcd).contains(&layout.node_key()));

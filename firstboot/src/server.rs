@@ -43,8 +43,18 @@ pub fn load(layout: &Layout) -> anyhow::Result<Loaded> {
     // etcd client certificate and user, never with the node certificate.
     let etcd = crate::etcd_client::substrate(layout, config.etcd_endpoints.clone())?;
     let tls = tls::server_config(&layout.node_cert(), &layout.node_key(), &ca_pem)?;
+    let mut api = Api::new(ca, etcd.clone(), config.cluster_name);
+    // Kubernetes' client CA, when the seed had it: the API signs Kubernetes
+    // node certificates with it (workers hold no CA key).
+    let kubernetes_key = layout.kubernetes_secret("kubernetes-ca", "key");
+    if kubernetes_key.exists() {
+        let cert = layout.kubernetes_secret("kubernetes-ca", "crt");
+        let kubernetes = Ca::from_pem(&layout.read(&cert)?, &layout.read(&kubernetes_key)?)
+            .with_context(|| format!("loading {}", cert.display()))?;
+        api = api.with_kubernetes_ca(kubernetes);
+    }
     Ok(Loaded {
-        api: Arc::new(Api::new(ca, etcd.clone(), config.cluster_name)),
+        api: Arc::new(api),
         tls: Arc::new(tls),
         listen,
         etcd,

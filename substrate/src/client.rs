@@ -15,8 +15,9 @@ use std::time::Duration;
 use anyhow::anyhow;
 use globular_cluster::protocol::routes::{self, Route};
 use globular_cluster::protocol::{
-    DnsZone, EnrollRequest, EnrollResponse, ErrorBody, NodeList, RegisterRequest, RenewRequest,
-    ServiceList, TokenRequest, TokenResponse,
+    DnsZone, EnrollRequest, EnrollResponse, ErrorBody, KubernetesCertRequest,
+    KubernetesCertResponse, NodeList, RegisterRequest, RenewRequest, ServiceList, TokenRequest,
+    TokenResponse,
 };
 use globular_cluster::registry::{NodeRecord, ServiceRecord};
 use globular_cluster::Role;
@@ -293,6 +294,14 @@ impl Client {
             csr: csr.to_owned(),
         };
         self.post(routes::RENEW, &req).await
+    }
+
+    /// Asks for a certificate of this node's Kubernetes identity.
+    pub async fn kubernetes_node_certificate(
+        &self,
+        req: &KubernetesCertRequest,
+    ) -> anyhow::Result<KubernetesCertResponse> {
+        self.post(routes::KUBERNETES_NODE_CERTIFICATE, req).await
     }
 
     pub async fn create_token(

@@ -15,6 +15,8 @@ mod dns;
 
 #[path = "tests/abuse.rs"]
 mod abuse;
+#[path = "tests/kubernetes.rs"]
+mod kubernetes;
 #[path = "tests/locks.rs"]
 mod locks;
 #[path = "tests/space.rs"]

@@ -8,9 +8,11 @@
 //! role: control-plane            # the nodes it is for
 //! settings: {secure_port: 6443}   # defaults a user may override (--set)
 //! etcd: {user: U, role: R, prefix: /registry/}   # an etcd user limited to a prefix
-//! certificates:                   # issued on the node, files DIR/NAME.{crt,key}
+//! certificates:                   # keys made on the node, files DIR/NAME.{crt,key}
 //!   - {name: apiserver, ca: kubernetes, common_name: kube-apiserver,
 //!      usage: [server], dns: [...], ips: [...]}
+//!   - {name: kubelet, ca: kubernetes, issuer: substrate,   # signed by the API
+//!      common_name: "system:node:{{ node.name }}", group: system:nodes, usage: [client]}
 //! kubeconfigs:                    # DIR/NAME.kubeconfig
 //!   - {name: scheduler, certificate: scheduler, server: "https://127.0.0.1:6443"}
 //! components:                     # long-running programs (absolute paths)
@@ -92,6 +94,20 @@ impl CaName {
     }
 }
 
+/// Who signs a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Issuer {
+    /// This node, with the CA's key from its seed (control planes).
+    #[default]
+    Node,
+    /// The substrate API (`POST /v1/kubernetes/node-certificate`), for a
+    /// node without Kubernetes' CA key: only the node's own Kubernetes
+    /// identity, `system:node:<name>` in `system:nodes`, with names its node
+    /// certificate carries.
+    Substrate,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Usage {
@@ -104,6 +120,8 @@ pub enum Usage {
 pub struct Certificate {
     pub name: String,
     pub ca: CaName,
+    #[serde(default)]
+    pub issuer: Issuer,
     pub common_name: String,
     /// The subject organization (Kubernetes' group).
     #[serde(default)]
@@ -217,6 +235,11 @@ impl Spec {
             }
             if c.usage.is_empty() {
                 bail!("field `certificates[{i}].usage`: say server, client or both");
+            }
+            if c.issuer == Issuer::Substrate && c.ca != CaName::Kubernetes {
+                bail!(
+                    "field `certificates[{i}].issuer`: the substrate signs with Kubernetes' CA only (ca: kubernetes)"
+                );
             }
             names.push(&c.name);
         }
@@ -350,6 +373,18 @@ mod tests {
                     "{MINIMAL}health: [{{name: h, url: 'http://x', ca: kubernetes, expect: ok}}]\n"
                 ),
                 "health[0].url",
+            ),
+            (
+                format!(
+                    "{MINIMAL}certificates: [{{name: c, ca: etcd, issuer: substrate, common_name: x, usage: [client]}}]\n"
+                ),
+                "certificates[0].issuer",
+            ),
+            (
+                format!(
+                    "{MINIMAL}certificates: [{{name: c, ca: kubernetes, issuer: anyone, common_name: x, usage: [client]}}]\n"
+                ),
+                "issuer",
             ),
         ];
         for (text, field) in cases {

@@ -475,4 +475,157 @@ fn kubernetes_control_plane_package_on_the_substrate() {
     }
     assert!(apply.run(&cp1, &[]).unwrap().starts_with("no changes\n"));
     assert_eq!(colour(), "blue");
+
+    worker_identity(&cluster, &cp1, apiserver_port, &admin);
+}
+
+/// Issue 14: a worker (no Kubernetes CA key) gets its kubelet's client and
+/// serving certificates from the substrate API through `globular apply`,
+/// and the real apiserver takes the client one for the node it names and
+/// nothing else (Node authorization, NodeRestriction).
+fn worker_identity(cluster: &Cluster, cp1: &Node, apiserver_port: u16, admin: &Path) {
+    let w1 = cluster.node("w1", Role::Worker, false, &[cp1.api()]);
+    cluster.run_agent(&w1).unwrap();
+    let pki = w1.layout().pki();
+    assert!(!pki.join("kubernetes-ca.key").exists());
+    assert!(!pki.join("kubernetes-ca.crt").exists());
+    let spec = cluster.dir.path().join("kubelet-identity.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"apiVersion: globular/v1
+kind: Package
+name: kubelet-identity
+version: "1"
+role: worker
+certificates:
+  - name: kubelet
+    ca: kubernetes
+    issuer: substrate
+    common_name: "system:node:{{{{ node.name }}}}"
+    group: system:nodes
+    usage: [client]
+  - name: kubelet-serving
+    ca: kubernetes
+    issuer: substrate
+    common_name: "system:node:{{{{ node.name }}}}"
+    group: system:nodes
+    usage: [server]
+    dns: ["{{{{ node.name }}}}"]
+    ips: ["{{{{ node.ips | join(sep=',') }}}}"]
+kubeconfigs:
+  - name: kubelet
+    certificate: kubelet
+    server: "https://127.0.0.1:{apiserver_port}"
+"#
+        ),
+    )
+    .unwrap();
+    let apply = Apply {
+        spec,
+        settings: vec![],
+    };
+    let plan = apply.run(&w1, &["--plan"]).unwrap();
+    assert!(
+        plan.contains("would issue certificate kubelet (missing)"),
+        "{plan}"
+    );
+    assert!(!pki.join("kubernetes-ca.crt").exists(), "the plan wrote");
+    let out = apply.run(&w1, &[]).unwrap();
+    for line in [
+        "issue certificate kubelet (missing)",
+        "issue certificate kubelet-serving (missing)",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "no {line:?} in:
+{out}"
+        );
+    }
+    assert!(apply.run(&w1, &[]).unwrap().starts_with("no changes\n"));
+    // Both chain to the cluster CA through Kubernetes' CA, which the node
+    // learned from the API; the keys are the node's, 0600.
+    let dir = w1.root.join("packages/kubelet-identity");
+    let chain = cluster.dir.path().join("w1-chain.pem");
+    std::fs::write(
+        &chain,
+        std::fs::read_to_string(w1.layout().ca_cert()).unwrap()
+            + &std::fs::read_to_string(pki.join("kubernetes-ca.crt")).unwrap(),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    for name in ["kubelet", "kubelet-serving"] {
+        openssl_verify(&chain, &dir.join(format!("{name}.crt")));
+        let mode = std::fs::metadata(dir.join(format!("{name}.key")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}.key");
+    }
+    let serving =
+        pki::identity_of_pem(&std::fs::read_to_string(dir.join("kubelet-serving.crt")).unwrap())
+            .unwrap();
+    assert_eq!(serving.common_name, "system:node:w1");
+    assert_eq!(serving.dns_names, ["w1"]);
+    assert_eq!(
+        serving.ips,
+        [w1.address()
+            .split('/')
+            .next()
+            .unwrap()
+            .parse::<std::net::IpAddr>()
+            .unwrap()]
+    );
+
+    // The apiserver knows the client certificate as node w1: it may
+    // register its own Node, not another's, and read no ConfigMap.
+    let kubelet = dir.join("kubelet.kubeconfig");
+    let node = |name: &str| {
+        let path = cluster.dir.path().join(format!("node-{name}.json"));
+        std::fs::write(
+            &path,
+            format!(r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}"}}}}"#),
+        )
+        .unwrap();
+        Task::new("kubectl create node", "/usr/local/bin/kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubelet)
+            .args(["create", "-f"])
+            .arg(&path)
+            .read_string()
+    };
+    let who = kubectl(
+        &kubelet,
+        &["auth", "whoami", "-o", "jsonpath={.status.userInfo}"],
+    );
+    assert!(
+        who.contains(r#""username":"system:node:w1""#) && who.contains("system:nodes"),
+        "{who}"
+    );
+    node("w1").unwrap();
+    let listed = kubectl(admin, &["get", "node", "w1", "-o", "name"]);
+    assert_eq!(listed.trim(), "node/w1");
+    let err = node("w2").unwrap_err().to_string();
+    assert!(
+        err.contains("Forbidden") || err.contains("forbidden"),
+        "{err}"
+    );
+    let err = Task::new("kubectl get configmap", "/usr/local/bin/kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubelet)
+        .args(["-n", "demo", "get", "configmap", "settings"])
+        .read_string()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("forbidden"), "{err}");
+
+    // A deleted certificate comes back from the substrate on the next run.
+    std::fs::remove_file(dir.join("kubelet.crt")).unwrap();
+    let out = apply.run(&w1, &[]).unwrap();
+    assert!(
+        out.lines()
+            .any(|l| l == "issue certificate kubelet (missing)"),
+        "{out}"
+    );
+    assert!(kubectl(&kubelet, &["get", "node", "w1", "-o", "name"]).contains("node/w1"));
 }

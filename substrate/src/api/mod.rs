@@ -10,10 +10,11 @@
 //! | `POST /api/register` | enrolled node | register a service instance |
 //! | `GET /api/services` | enrolled node | list service instances (`?name=`) |
 //! | `GET /v1/dns` | enrolled node | the DNS zone, record by record |
+//! | `POST /v1/kubernetes/node-certificate` | enrolled node | CSR for its Kubernetes identity (`system:node:<name>`) → certificate from Kubernetes' CA |
 //! | `GET /healthz` | anyone | liveness |
 //!
 //! One module per route group: [`enroll`], [`renew`], [`nodes`], [`tokens`],
-//! [`services`], [`dns`]; [`auth`] checks callers, [`batch`] is the group commit of
+//! [`services`], [`dns`], [`kubernetes`]; [`auth`] checks callers, [`batch`] is the group commit of
 //! enrollments, [`server`] the accept loop within [`Limits`]. Route paths are
 //! [`globular_cluster::protocol::routes`].
 //!
@@ -27,6 +28,7 @@ mod batch;
 mod dns;
 mod enroll;
 mod error;
+mod kubernetes;
 mod limits;
 mod nodes;
 mod renew;
@@ -58,6 +60,8 @@ pub use tokens::{UNKNOWN_TOKEN_BURST, UNKNOWN_TOKEN_RATE};
 #[derive(Debug)]
 pub struct Api {
     ca: Ca,
+    /// Kubernetes' client CA, on control planes whose seed has it.
+    kubernetes_ca: Option<Ca>,
     etcd: Etcd,
     cluster_name: String,
     endpoints: tokio::sync::Mutex<Option<(Instant, Endpoints)>>,
@@ -91,12 +95,20 @@ impl Api {
             creates,
             creates_rx: std::sync::Mutex::new(Some(creates_rx)),
             ca,
+            kubernetes_ca: None,
             etcd,
             cluster_name,
             endpoints: tokio::sync::Mutex::new(None),
             tokens: tokens::TokenCache::new(),
             cluster: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Signs Kubernetes node certificates with `ca` (Kubernetes' client
+    /// CA); without it that route refuses.
+    pub fn with_kubernetes_ca(mut self, ca: Ca) -> Api {
+        self.kubernetes_ca = Some(ca);
+        self
     }
 
     /// The cluster record: written once at bootstrap, read once here.
@@ -126,6 +138,10 @@ impl Api {
             .route(routes::REGISTER.path, post(services::register))
             .route(routes::SERVICES.path, get(services::services))
             .route(routes::DNS.path, get(dns::zone))
+            .route(
+                routes::KUBERNETES_NODE_CERTIFICATE.path,
+                post(kubernetes::node_certificate),
+            )
             .with_state(self)
     }
 

@@ -34,6 +34,9 @@ pub struct Substrate {
     /// etcd's data and log, the API's certificate files.
     pub dir: tempfile::TempDir,
     pub ca: Ca,
+    /// Kubernetes' client CA, an intermediate of `ca` that the API signs
+    /// node certificates with (none: [`Substrate::start_without_kubernetes`]).
+    pub kubernetes_ca: Option<Ca>,
     pub etcd_ca: Ca,
     /// The substrate's own etcd client (etcd CA certificate).
     pub etcd_db: Etcd,
@@ -71,20 +74,31 @@ impl Substrate {
 
     /// [`Substrate::start`] with more etcd flags (`--quota-backend-bytes`).
     pub fn start_with_etcd_args(args: &[&str]) -> (Substrate, String) {
-        Substrate::start_etcd(lab_policy(), Limits::default(), args)
+        Substrate::start_etcd(lab_policy(), Limits::default(), args, true)
+    }
+
+    /// [`Substrate::start`] for a cluster made before Kubernetes: the API
+    /// holds no Kubernetes CA.
+    pub fn start_without_kubernetes() -> (Substrate, String) {
+        Substrate::start_etcd(lab_policy(), Limits::default(), &[], false)
     }
 
     fn start_config(policy: EnrollmentPolicy, limits: Limits) -> (Substrate, String) {
-        Substrate::start_etcd(policy, limits, &[])
+        Substrate::start_etcd(policy, limits, &[], true)
     }
 
     fn start_etcd(
         policy: EnrollmentPolicy,
         limits: Limits,
         etcd_args: &[&str],
+        kubernetes: bool,
     ) -> (Substrate, String) {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::generate("test").unwrap();
+        let kubernetes_ca = kubernetes.then(|| {
+            ca.generate_intermediate("globular-kubernetes-ca test")
+                .unwrap()
+        });
         let etcd_ca = Ca::generate_etcd("test").unwrap();
         // The control-plane identity the API serves and reaches etcd with.
         let (cp, cp_key) = ca
@@ -184,7 +198,11 @@ impl Substrate {
 
         let tls = tls::server_config(&cert_path, &key_path, ca.cert_pem()).unwrap();
         let ca_again = Ca::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
-        let api = Arc::new(Api::new(ca_again, etcd_client.clone(), "test".into()));
+        let mut api = Api::new(ca_again, etcd_client.clone(), "test".into());
+        if let Some(k) = &kubernetes_ca {
+            api = api.with_kubernetes_ca(Ca::from_pem(k.cert_pem(), k.key_pem()).unwrap());
+        }
+        let api = Arc::new(api);
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(SocketAddr::from((
                 LOOPBACK, 0,
@@ -204,6 +222,7 @@ impl Substrate {
         let substrate = Substrate {
             dir,
             ca,
+            kubernetes_ca,
             etcd_ca,
             etcd_db: etcd_client,
             cluster_id: cluster.id,
