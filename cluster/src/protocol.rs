@@ -133,7 +133,8 @@ pub struct RenewRequest {
 /// caller's Kubernetes node identity, signed by Kubernetes' client CA. The
 /// server issues exactly what is asked or refuses: the common name must be
 /// `system:node:<caller>`, the group `system:nodes`, and the names among
-/// those the caller's node certificate carries (its name, its addresses).
+/// those the caller's node certificate carries (its name, its addresses);
+/// or kube-proxy's `system:kube-proxy`, client use, no group, no names.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesCertRequest {
@@ -141,7 +142,8 @@ pub struct KubernetesCertRequest {
     /// is `common_name`.
     pub csr: String,
     pub common_name: String,
-    /// The subject organization (Kubernetes' group).
+    /// The subject organization (Kubernetes' group); empty for none.
+    #[serde(default)]
     pub group: String,
     #[serde(default)]
     pub client: bool,

@@ -1204,3 +1204,111 @@ fn three_control_planes_run_kubernetes() {
         seconds(started.elapsed())
     ));
 }
+
+/// Issue 14: a worker seeded like any other (every package of its image:
+/// the Kubernetes node) joins a control plane running Kubernetes with no
+/// human step: its kubelet gets its certificates from the substrate, finds
+/// the API servers through the substrate's DNS, registers its Node, and
+/// the Node turns Ready at the pinned version.
+#[test]
+fn kubernetes_worker_node_turns_ready() {
+    let cp = image("control-plane", "0.1.0");
+    let worker = image("worker", "0.1.0");
+    let _vm = vm_lock();
+    let mut c = Cluster::new();
+    c.packages = None;
+    c.cp_memory_mib = 2048;
+    c.scenario = "kubernetes worker: form";
+    c.add("cp-1", Role::ControlPlane, 11, &cp, None);
+    c.add("worker-1", Role::Worker, 21, &worker, None);
+    let started = Instant::now();
+    c.boot_two_at_a_time(&["cp-1", "worker-1"]);
+    let enrolled = started.elapsed();
+    if let Err(err) = c
+        .vm("cp-1")
+        .wait_for(KUBERNETES_HEALTHY, KUBERNETES_TIMEOUT)
+    {
+        let journal = c.kubernetes_journal("cp-1");
+        panic!("scenario {}: cp-1: {err:#}\n{journal}", c.scenario);
+    }
+    let apiserver = started.elapsed();
+    if let Err(err) = c
+        .vm("worker-1")
+        .wait_for(KUBELET_HEALTHY, KUBERNETES_TIMEOUT)
+    {
+        let journal = c.worker_journal("worker-1");
+        panic!("scenario {}: worker-1: {err:#}\n{journal}", c.scenario);
+    }
+    let kubelet = started.elapsed();
+
+    c.scenario = "kubernetes worker: Ready";
+    let make = format!("umask 077; /usr/bin/globular kubeconfig --ttl 1h > {KUBECONFIG}");
+    c.exec("cp-1", "/bin/sh", &["-c", &make]);
+    let pins = builder::pins::Pins::load(&repo_root().join("profiles/versions.toml")).unwrap();
+    let pinned = format!("v{}", pins.version("kubernetes").expect("a Kubernetes pin"));
+    let jsonpath = r#"jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.nodeInfo.kubeletVersion} {.spec.podCIDR}"#;
+    let deadline = Instant::now() + NODE_READY;
+    let status = loop {
+        let got = c.kubectl("cp-1", "cp-1", &["get", "node", "worker-1", "-o", jsonpath]);
+        match got {
+            Ok(status) if status.starts_with("True ") => break status,
+            Ok(_) | Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_secs(5))
+            }
+            Ok(status) => {
+                let journal = c.worker_journal("worker-1");
+                panic!("worker-1 is not Ready: {status}\n{journal}")
+            }
+            Err(err) => {
+                let journal = c.worker_journal("worker-1");
+                panic!("kubectl get node worker-1: {err:#}\n{journal}")
+            }
+        }
+    };
+    let ready = started.elapsed();
+    let fields: Vec<&str> = status.split_whitespace().collect();
+    assert_eq!(fields.get(1), Some(&pinned.as_str()), "{status}");
+    assert!(
+        fields
+            .get(2)
+            .is_some_and(|cidr| cidr.starts_with("10.244.")),
+        "{status}"
+    );
+    record(&format!(
+        "kubernetes worker: enrolled {} after the first QEMU start, cp-1's apiserver ready after {}, worker-1's kubelet healthy after {}, Node Ready after {}; whole test {}",
+        seconds(enrolled),
+        seconds(apiserver),
+        seconds(kubelet),
+        seconds(ready),
+        seconds(started.elapsed())
+    ));
+}
+
+/// The package run's log line once the kubelet's `/healthz` said ok.
+const KUBELET_HEALTHY: &str = "health check kubelet passed";
+/// From the kubelet's health to its Node's Ready condition: containerd's
+/// network configuration waits for the Node's pod range.
+const NODE_READY: Duration = Duration::from_secs(600);
+
+impl Cluster {
+    /// The last lines of a worker's Kubernetes journals.
+    fn worker_journal(&mut self, name: &str) -> String {
+        let args = [
+            "--no-pager",
+            "-n",
+            "200",
+            "-u",
+            "globular-component@kubelet",
+            "-u",
+            "globular-component@kube-proxy",
+            "-u",
+            "containerd",
+            "-u",
+            "globular-packages",
+        ];
+        match self.vm(name).exec("/usr/bin/journalctl", &args, EXEC) {
+            Ok(out) => format!("journal of {name}:\n{}{}", out.stdout, out.stderr),
+            Err(err) => format!("no journal of {name}: {err:#}"),
+        }
+    }
+}

@@ -382,8 +382,8 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// The files the package owns besides certificates: kubeconfigs and the
-/// components' command lines.
+/// The files the package owns besides certificates: kubeconfigs, its
+/// `files`, and the components' command lines.
 fn files(
     layout: &Layout,
     spec: &Spec,
@@ -402,6 +402,10 @@ fn files(
             &dir.join(format!("{}.key", k.certificate)),
         );
         out.push((dir.join(format!("{}.kubeconfig", k.name)), text));
+    }
+    for (i, f) in spec.files.iter().enumerate() {
+        let content = facts.render(&f.content, &format!("files[{i}].content"))?;
+        out.push((dir.join(&f.name), content));
     }
     for (i, c) in spec.components.iter().enumerate() {
         let mut args = Vec::new();

@@ -3,6 +3,7 @@
 //! | variable | value |
 //! |---|---|
 //! | `node.name`, `node.ip`, `node.ips` | the node's name, first address, all addresses (a list) |
+//! | `cluster.name`, `cluster.zone` | the cluster's name and its DNS zone (`<name>.<domain>`, docs/dns.md; from the node's seed) |
 //! | `settings.NAME` | the package's settings after `--set` |
 //! | `dir` | the package's directory on the node (`packages/NAME/`) |
 //! | `pki` | the node's `pki/` |
@@ -18,6 +19,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use anyhow::Context as _;
+use globular_cluster::registry;
+use globular_cluster::seed::Seed;
 use serde_json::{json, Value};
 
 use super::spec::CaName;
@@ -45,8 +48,19 @@ impl Facts {
             .map(|a| a.split('/').next().unwrap_or(a).to_owned())
             .collect();
         let ca = |name: CaName| layout.pki().join(format!("{}.crt", name.file()));
+        let mut cluster = json!({"name": node.cluster_name});
+        // The zone is the seed's (a node without one, as in unit tests, has
+        // no `cluster.zone`: a template that uses it fails naming its field).
+        if let Ok(text) = std::fs::read_to_string(layout.seed()) {
+            let seed = Seed::parse(&text, &layout.seed().display().to_string())?;
+            cluster["zone"] = Value::String(registry::zone_name(
+                &seed.cluster.name,
+                &seed.cluster.domain,
+            ));
+        }
         let value = json!({
             "node": {"name": node.name, "ip": ips.first(), "ips": ips},
+            "cluster": cluster,
             "settings": settings,
             "dir": layout.package_dir(package),
             "pki": layout.pki(),

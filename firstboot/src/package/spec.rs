@@ -54,6 +54,8 @@ pub struct Spec {
     #[serde(default)]
     pub kubeconfigs: Vec<Kubeconfig>,
     #[serde(default)]
+    pub files: Vec<File>,
+    #[serde(default)]
     pub components: Vec<Component>,
     #[serde(default)]
     pub health: Vec<Health>,
@@ -142,6 +144,15 @@ pub struct Kubeconfig {
     pub server: String,
 }
 
+/// A file the package writes into its directory (`DIR/NAME`, 0600): a
+/// component's configuration. `content` is a template.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub name: String,
+    pub content: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Component {
@@ -155,12 +166,16 @@ pub struct Component {
 #[serde(deny_unknown_fields)]
 pub struct Health {
     pub name: String,
-    /// An `https://` URL.
+    /// An `https://` URL, or an `http://` one on a loopback address (a
+    /// component's local health port, the kubelet's 10248).
     pub url: String,
-    /// The CA that signed the server's certificate.
-    pub ca: CaName,
-    /// The body the check expects (trimmed).
-    pub expect: String,
+    /// The CA that signed the server's certificate (`https://` only).
+    #[serde(default)]
+    pub ca: Option<CaName>,
+    /// The body the check expects (trimmed); without it any 2xx answer
+    /// passes (kube-proxy's `/healthz` answers JSON with a time in it).
+    #[serde(default)]
+    pub expect: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +190,20 @@ pub struct Registration {
 
 fn default_protocol() -> String {
     "tcp".into()
+}
+
+/// Whether `rest` (a URL after `http://`) starts with a loopback host:
+/// 127.0.0.1, \[::1\] or localhost.
+fn loopback_authority(rest: &str) -> bool {
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A name that is safe as a file name and a systemd instance name: a
@@ -267,12 +296,37 @@ impl Spec {
             }
             components.push(&c.name);
         }
-        for (i, h) in self.health.iter().enumerate() {
-            if !h.url.starts_with("https://") {
+        for (i, k) in self.files.iter().enumerate() {
+            let taken = names.contains(&k.name.as_str())
+                || self.kubeconfigs.iter().any(|c| c.name == k.name);
+            let name_ok = !k.name.is_empty()
+                && !k.name.starts_with('.')
+                && k.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+            if !name_ok || taken {
                 bail!(
-                    "field `health[{i}].url`: {:?} is not an https:// URL",
+                    "field `files[{i}].name`: {:?} is not a new file name (lowercase letters, digits, `-`, `_`, `.`)",
+                    k.name
+                );
+            }
+        }
+        for (i, h) in self.health.iter().enumerate() {
+            let plain = h.url.strip_prefix("http://");
+            if !(h.url.starts_with("https://") || plain.is_some_and(loopback_authority)) {
+                bail!(
+                    "field `health[{i}].url`: {:?} is not an https:// URL or an http:// one on a loopback address",
                     h.url
                 );
+            }
+            match (plain, h.ca) {
+                (None, None) => {
+                    bail!("field `health[{i}].ca`: an https:// check names the CA of its server")
+                }
+                (Some(_), Some(_)) => {
+                    bail!("field `health[{i}].ca`: a plain http:// check has no CA")
+                }
+                _ => {}
             }
         }
         if let Some(etcd) = &self.etcd {
@@ -373,6 +427,26 @@ mod tests {
                     "{MINIMAL}health: [{{name: h, url: 'http://x', ca: kubernetes, expect: ok}}]\n"
                 ),
                 "health[0].url",
+            ),
+            (
+                format!("{MINIMAL}health: [{{name: h, url: 'http://10.0.0.1:10248/healthz', expect: ok}}]\n"),
+                "health[0].url",
+            ),
+            (
+                format!("{MINIMAL}health: [{{name: h, url: 'http://127.0.0.1.example:1/', expect: ok}}]\n"),
+                "health[0].url",
+            ),
+            (
+                format!("{MINIMAL}health: [{{name: h, url: 'https://127.0.0.1/', expect: ok}}]\n"),
+                "health[0].ca",
+            ),
+            (
+                format!("{MINIMAL}health: [{{name: h, url: 'http://127.0.0.1:1/', ca: etcd, expect: ok}}]\n"),
+                "health[0].ca",
+            ),
+            (
+                format!("{MINIMAL}files: [{{name: ../x, content: y}}]\n"),
+                "files[0].name",
             ),
             (
                 format!(

@@ -115,10 +115,14 @@ pub fn running(layout: &Layout, manager: Manager, name: &str) -> bool {
 pub fn log_hint(layout: &Layout, manager: Manager, name: &str) -> String {
     match manager {
         Manager::Systemd => format!("journalctl -u {}", unit(name)),
-        Manager::Spawn => format!(
-            "see {}",
-            layout.log_dir().join(format!("{name}.log")).display()
-        ),
+        Manager::Spawn => {
+            let log = layout.log_dir().join(format!("{name}.log"));
+            // Its last words: the log may be gone with a test's directory.
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(5)..].join("\n");
+            format!("see {}; it ends:\n{tail}", log.display())
+        }
     }
 }
 

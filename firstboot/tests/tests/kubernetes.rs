@@ -14,13 +14,19 @@ use globular_task::Task;
 
 use crate::harness::{etcdctl, etcdctl_as, free_port, openssl_verify, Cluster, Node, AGENT};
 
-/// The package spec as the image carries it: the overlay template with the
-/// pinned version filled in by tera, as the builder renders overlays.
+/// The control-plane package spec as the image carries it.
 fn spec(dir: &Path) -> PathBuf {
+    overlay_spec(dir, "control-plane", "kubernetes-control-plane")
+}
+
+/// A package spec as an image of `role` carries it: the overlay template
+/// with the pinned version filled in by tera, as the builder renders
+/// overlays.
+fn overlay_spec(dir: &Path, role: &str, name: &str) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let template = std::fs::read_to_string(repo.join(
-        "overlays/control-plane/usr/share/globular/packages/kubernetes-control-plane.yaml.tera",
-    ))
+    let template = std::fs::read_to_string(repo.join(format!(
+        "overlays/{role}/usr/share/globular/packages/{name}.yaml.tera"
+    )))
     .unwrap();
     let mut context = tera::Context::new();
     context.insert(
@@ -28,7 +34,7 @@ fn spec(dir: &Path) -> PathBuf {
         &serde_json::json!({"kubernetes": {"version": "test"}}),
     );
     let text = tera::Tera::one_off(&template, &context, false).unwrap();
-    let path = dir.join("kubernetes-control-plane.yaml");
+    let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -489,41 +495,38 @@ fn worker_identity(cluster: &Cluster, cp1: &Node, apiserver_port: u16, admin: &P
     let pki = w1.layout().pki();
     assert!(!pki.join("kubernetes-ca.key").exists());
     assert!(!pki.join("kubernetes-ca.crt").exists());
+    // The worker package as the image carries it: its plan renders
+    // everything (the kubelet's configuration, the components' command
+    // lines with the API servers' DNS name).
+    let worker = overlay_spec(cluster.dir.path(), "worker", "kubernetes-worker-node");
+    let whole = Apply {
+        spec: worker.clone(),
+        settings: vec![format!("apiserver_port={apiserver_port}")],
+    };
+    let plan = whole.run(&w1, &["--plan"]).unwrap();
+    for line in [
+        "would issue certificate kubelet (missing)",
+        "would issue certificate kubelet-serving (missing)",
+        "would issue certificate kube-proxy (missing)",
+        "would start kubelet",
+        "would start kube-proxy",
+    ] {
+        assert!(plan.lines().any(|l| l == line), "no {line:?} in:\n{plan}");
+    }
+    // This host runs no kubelet (it would take over the host's cgroups
+    // and network): the package's identities only, applied for real.
+    let mut doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&worker).unwrap()).unwrap();
+    let map = doc.as_mapping_mut().unwrap();
+    for key in ["files", "components", "health", "register"] {
+        map.remove(key).unwrap();
+    }
+    map.insert("name".into(), "kubelet-identity".into());
     let spec = cluster.dir.path().join("kubelet-identity.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            r#"apiVersion: globular/v1
-kind: Package
-name: kubelet-identity
-version: "1"
-role: worker
-certificates:
-  - name: kubelet
-    ca: kubernetes
-    issuer: substrate
-    common_name: "system:node:{{{{ node.name }}}}"
-    group: system:nodes
-    usage: [client]
-  - name: kubelet-serving
-    ca: kubernetes
-    issuer: substrate
-    common_name: "system:node:{{{{ node.name }}}}"
-    group: system:nodes
-    usage: [server]
-    dns: ["{{{{ node.name }}}}"]
-    ips: ["{{{{ node.ips | join(sep=',') }}}}"]
-kubeconfigs:
-  - name: kubelet
-    certificate: kubelet
-    server: "https://127.0.0.1:{apiserver_port}"
-"#
-        ),
-    )
-    .unwrap();
+    std::fs::write(&spec, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
     let apply = Apply {
         spec,
-        settings: vec![],
+        settings: vec![format!("apiserver_port={apiserver_port}")],
     };
     let plan = apply.run(&w1, &["--plan"]).unwrap();
     assert!(
@@ -535,6 +538,7 @@ kubeconfigs:
     for line in [
         "issue certificate kubelet (missing)",
         "issue certificate kubelet-serving (missing)",
+        "issue certificate kube-proxy (missing)",
     ] {
         assert!(
             out.lines().any(|l| l == line),
@@ -554,7 +558,7 @@ kubeconfigs:
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt as _;
-    for name in ["kubelet", "kubelet-serving"] {
+    for name in ["kubelet", "kubelet-serving", "kube-proxy"] {
         openssl_verify(&chain, &dir.join(format!("{name}.crt")));
         let mode = std::fs::metadata(dir.join(format!("{name}.key")))
             .unwrap()
@@ -577,9 +581,31 @@ kubeconfigs:
             .unwrap()]
     );
 
+    // The kubeconfigs name the API servers by their name in the
+    // substrate's DNS, which the apiserver's certificate carries; this
+    // host does not resolve the cluster's zone, so kubectl is sent to the
+    // apiserver's address under that name.
+    let kubelet = dir.join("kubelet.kubeconfig");
+    let name = "kubernetes-kubernetesservice.test.globular.internal";
+    let text = std::fs::read_to_string(&kubelet).unwrap();
+    assert!(
+        text.contains(&format!("server: https://{name}:{apiserver_port}")),
+        "{text}"
+    );
+    let as_node = |what: &str, args: &[&str]| {
+        Task::new(
+            format!("kubectl {what} as the node"),
+            "/usr/local/bin/kubectl",
+        )
+        .arg("--kubeconfig")
+        .arg(&kubelet)
+        .arg(format!("--server=https://127.0.0.1:{apiserver_port}"))
+        .arg(format!("--tls-server-name={name}"))
+        .args(args)
+        .read_string()
+    };
     // The apiserver knows the client certificate as node w1: it may
     // register its own Node, not another's, and read no ConfigMap.
-    let kubelet = dir.join("kubelet.kubeconfig");
     let node = |name: &str| {
         let path = cluster.dir.path().join(format!("node-{name}.json"));
         std::fs::write(
@@ -587,17 +613,13 @@ kubeconfigs:
             format!(r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}"}}}}"#),
         )
         .unwrap();
-        Task::new("kubectl create node", "/usr/local/bin/kubectl")
-            .arg("--kubeconfig")
-            .arg(&kubelet)
-            .args(["create", "-f"])
-            .arg(&path)
-            .read_string()
+        as_node("create node", &["create", "-f", path.to_str().unwrap()])
     };
-    let who = kubectl(
-        &kubelet,
+    let who = as_node(
+        "auth whoami",
         &["auth", "whoami", "-o", "jsonpath={.status.userInfo}"],
-    );
+    )
+    .unwrap();
     assert!(
         who.contains(r#""username":"system:node:w1""#) && who.contains("system:nodes"),
         "{who}"
@@ -610,14 +632,26 @@ kubeconfigs:
         err.contains("Forbidden") || err.contains("forbidden"),
         "{err}"
     );
-    let err = Task::new("kubectl get configmap", "/usr/local/bin/kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubelet)
-        .args(["-n", "demo", "get", "configmap", "settings"])
-        .read_string()
-        .unwrap_err()
-        .to_string();
+    let err = as_node(
+        "get configmap",
+        &["-n", "demo", "get", "configmap", "settings"],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("forbidden"), "{err}");
+    // kube-proxy's identity reads what kube-proxy needs (Kubernetes'
+    // default binding to system:node-proxier), and writes no Node.
+    let proxy = |args: &[&str]| {
+        Task::new("kubectl as kube-proxy", "/usr/local/bin/kubectl")
+            .arg("--kubeconfig")
+            .arg(dir.join("kube-proxy.kubeconfig"))
+            .arg(format!("--server=https://127.0.0.1:{apiserver_port}"))
+            .arg(format!("--tls-server-name={name}"))
+            .args(args)
+            .read_string()
+    };
+    proxy(&["get", "endpointslices", "-A", "-o", "name"]).unwrap();
+    assert!(proxy(&["delete", "node", "w1"]).is_err());
 
     // A deleted certificate comes back from the substrate on the next run.
     std::fs::remove_file(dir.join("kubelet.crt")).unwrap();
@@ -627,5 +661,7 @@ kubeconfigs:
             .any(|l| l == "issue certificate kubelet (missing)"),
         "{out}"
     );
-    assert!(kubectl(&kubelet, &["get", "node", "w1", "-o", "name"]).contains("node/w1"));
+    assert!(as_node("get node", &["get", "node", "w1", "-o", "name"])
+        .unwrap()
+        .contains("node/w1"));
 }

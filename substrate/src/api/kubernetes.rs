@@ -18,6 +18,12 @@
 //! | IP addresses | among the caller's certificate's (its addresses at enrollment) |
 //! | the CSR | signed by its key, with the same common name |
 //!
+//! The one other identity a node may have is kube-proxy's,
+//! `system:kube-proxy`: client use only, no group, no names. Every node's
+//! kube-proxy shares it, and Kubernetes binds it to `system:node-proxier`
+//! out of the box (read services, endpoint slices and nodes; write events),
+//! which a node's own identity cannot do (it cannot list endpoint slices).
+//!
 //! Its validity is the cluster's certificate lifetime. Anything else is
 //! refused (403) and nothing is issued.
 
@@ -37,6 +43,8 @@ use super::{Api, ApiError};
 pub const NODE_PREFIX: &str = "system:node:";
 /// The group of every node's Kubernetes identity.
 pub const NODES_GROUP: &str = "system:nodes";
+/// kube-proxy's user, bound to `system:node-proxier` by Kubernetes' defaults.
+pub const KUBE_PROXY: &str = "system:kube-proxy";
 
 pub(super) async fn node_certificate(
     State(api): State<Arc<Api>>,
@@ -81,6 +89,22 @@ pub(super) async fn node_certificate(
 
 /// What the caller `id` may have of `req`, or why not.
 pub fn allowed(id: &CertIdentity, req: &KubernetesCertRequest) -> Result<LeafSpec, String> {
+    if req.common_name == KUBE_PROXY {
+        if !req.group.is_empty() {
+            return Err(format!("group: {KUBE_PROXY} has none, not {:?}", req.group));
+        }
+        if req.server || !req.client {
+            return Err(format!("{KUBE_PROXY} is for client use only"));
+        }
+        if !req.dns_names.is_empty() || !req.ips.is_empty() {
+            return Err(format!("dns_names, ips: {KUBE_PROXY} has no names"));
+        }
+        return Ok(LeafSpec {
+            common_name: KUBE_PROXY.to_owned(),
+            client: true,
+            ..LeafSpec::default()
+        });
+    }
     let node = &id.common_name;
     let want = format!("{NODE_PREFIX}{node}");
     if req.common_name != want {
@@ -225,6 +249,41 @@ mod tests {
                 ..request()
             },
             "neither",
+        );
+        // kube-proxy's identity, and nothing more of it.
+        let proxy = KubernetesCertRequest {
+            common_name: KUBE_PROXY.into(),
+            group: String::new(),
+            client: true,
+            server: false,
+            dns_names: vec![],
+            ips: vec![],
+            ..request()
+        };
+        let spec = allowed(&caller(), &proxy).unwrap();
+        assert_eq!(spec.common_name, KUBE_PROXY);
+        assert_eq!(spec.organization(), None);
+        assert!(spec.client && !spec.server);
+        refused(
+            KubernetesCertRequest {
+                group: "system:masters".into(),
+                ..proxy.clone()
+            },
+            "group",
+        );
+        refused(
+            KubernetesCertRequest {
+                server: true,
+                ..proxy.clone()
+            },
+            "system:kube-proxy is for client",
+        );
+        refused(
+            KubernetesCertRequest {
+                ips: vec!["10.0.0.5".parse().unwrap()],
+                ..proxy
+            },
+            "dns_names, ips",
         );
     }
 }
