@@ -325,8 +325,9 @@ impl Loop {
         Ok((record.rotate_requested > record.renewed_at).then_some(record.rotate_requested))
     }
 
-    /// The packages' certificate files that are due for renewal, or were
-    /// issued before the rotation last asked of this node.
+    /// The packages' certificate files that are due for renewal, were
+    /// issued before the rotation last asked of this node, or are missing
+    /// beside their key.
     fn package_certificates_due(&self) -> Vec<String> {
         let lifetime = match self.layout.load_node_config() {
             Ok(config) => config.certificate_lifetime(),
@@ -343,7 +344,7 @@ impl Loop {
             }
         };
         let now = now();
-        certs
+        let mut out: Vec<String> = certs
             .into_iter()
             .filter(|c| {
                 let not_after = c.not_after.unix_timestamp();
@@ -357,7 +358,9 @@ impl Loop {
                     .display()
                     .to_string()
             })
-            .collect()
+            .collect();
+        out.extend(missing_certificates(&packages));
+        out
     }
 
     /// Records the other etcd members' client URLs (`etcd_peers`).
@@ -695,5 +698,62 @@ impl Loop {
             }
         }
         Ok(())
+    }
+}
+
+/// The certificates of applied packages whose key is there and whose
+/// certificate is not (deleted: `globular apply` issues it again), as
+/// `PACKAGE/NAME.crt`.
+fn missing_certificates(packages: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(packages) else {
+        return out;
+    };
+    for package in dirs.flatten().map(|d| d.path()) {
+        if !package.join(crate::package::units::APPLIED).is_file() {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&package) else {
+            continue;
+        };
+        for path in entries.flatten().map(|e| e.path()) {
+            let crt = path.with_extension("crt");
+            if path.extension().is_some_and(|e| e == "key") && !crt.exists() {
+                out.push(
+                    crt.strip_prefix(packages)
+                        .unwrap_or(&crt)
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    /// A deleted certificate of an applied package is found by its key;
+    /// packages not applied yet, and pairs that are whole, are not listed.
+    #[test]
+    fn a_deleted_package_certificate_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |path: &str| {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "x").unwrap();
+        };
+        write("worker/applied");
+        write("worker/kubelet.key");
+        write("worker/kube-proxy.key");
+        write("worker/kube-proxy.crt");
+        write("worker/kubelet.kubeconfig");
+        write("new/kubelet.key");
+        assert_eq!(
+            super::missing_certificates(dir.path()),
+            ["worker/kubelet.crt"]
+        );
+        assert!(super::missing_certificates(&dir.path().join("none")).is_empty());
     }
 }
