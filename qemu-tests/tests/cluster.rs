@@ -1274,12 +1274,50 @@ fn kubernetes_worker_node_turns_ready() {
             .is_some_and(|cidr| cidr.starts_with("10.244.")),
         "{status}"
     );
+    // The kubelet's client certificate deleted: the health loop finds it
+    // missing beside its key and runs the packages again, which get a new
+    // one from the substrate and restart the kubelet; nobody acts.
+    c.scenario = "kubernetes worker: a deleted kubelet certificate";
+    let cert = "/var/lib/globular/packages/kubernetes-worker-node/kubelet.crt";
+    let serial = |c: &mut Cluster| {
+        c.exec(
+            "worker-1",
+            "/usr/bin/openssl",
+            &["x509", "-noout", "-serial", "-in", cert],
+        )
+    };
+    let before = serial(&mut c);
+    c.exec("worker-1", "/bin/rm", &[cert]);
+    let deleted = Instant::now();
+    let deadline = deleted + CONVERGE;
+    while !c.exists("worker-1", cert) {
+        if Instant::now() > deadline {
+            let journal = c.worker_journal("worker-1");
+            panic!("{cert} did not come back\n{journal}");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let back = deleted.elapsed();
+    assert_ne!(serial(&mut c), before, "the same certificate came back");
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let got = c.kubectl("cp-1", "cp-1", &["get", "node", "worker-1", "-o", jsonpath]);
+        match got {
+            Ok(status) if status.starts_with("True ") => break,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(5)),
+            other => {
+                let journal = c.worker_journal("worker-1");
+                panic!("worker-1 after its new certificate: {other:?}\n{journal}")
+            }
+        }
+    }
     record(&format!(
-        "kubernetes worker: enrolled {} after the first QEMU start, cp-1's apiserver ready after {}, worker-1's kubelet healthy after {}, Node Ready after {}; whole test {}",
+        "kubernetes worker: enrolled {} after the first QEMU start, cp-1's apiserver ready after {}, worker-1's kubelet healthy after {}, Node Ready after {}; a deleted kubelet certificate back after {}; whole test {}",
         seconds(enrolled),
         seconds(apiserver),
         seconds(kubelet),
         seconds(ready),
+        seconds(back),
         seconds(started.elapsed())
     ));
 }
