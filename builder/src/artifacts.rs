@@ -14,6 +14,17 @@
 //! Every artifact is fetched and verified before anything is built; a
 //! mismatch stops the build. Downloads are kept in the cache under their
 //! sha256 and only ever stored there after verification.
+//!
+//! An image is a container image the builder makes from another profile
+//! (`Format=oci`) and installs as its archive:
+//!
+//! ```toml
+//! [[image]]
+//! name = "pause"
+//! profile = "pause"                     # a profile directory, relative to this file
+//! install = "/usr/share/globular/images/globular-pause.oci.tar"
+//! roles = ["worker"]
+//! ```
 
 use std::io::{Read as _, Write as _};
 use std::path::{Component, Path, PathBuf};
@@ -36,14 +47,30 @@ struct LockFile {
     artifacts: Vec<Artifact>,
     #[serde(default, rename = "component")]
     components: Vec<crate::components::Entry>,
+    #[serde(default, rename = "image")]
+    images: Vec<Image>,
 }
 
-/// What the lock file gives a role: downloaded artifacts and components
-/// built from source.
+/// What the lock file gives a role: downloaded artifacts, components
+/// built from source and container images built from profiles.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lock {
     pub artifacts: Vec<Artifact>,
     pub components: Vec<crate::components::Entry>,
+    pub images: Vec<Image>,
+}
+
+/// A container image made from a profile (`Format=oci`) and installed as
+/// its OCI archive.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    pub name: String,
+    /// The profile's directory, relative to the lock file.
+    pub profile: PathBuf,
+    pub install: PathBuf,
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
 }
 
 /// One pinned artifact from the lock file.
@@ -108,6 +135,26 @@ pub fn load(path: &Path, role: Option<&str>) -> anyhow::Result<Lock> {
         check_install_path(&artifact.install).with_context(at)?;
         parse_mode(&artifact.mode).with_context(at)?;
     }
+    for image in &lock.images {
+        let at = || format!("{}: image {:?}", path.display(), image.name);
+        if !seen.insert(image.name.clone()) {
+            bail!("{}: listed twice", at());
+        }
+        check_install_path(&image.install).with_context(at)?;
+        let dir = path.parent().unwrap_or(Path::new(".")).join(&image.profile);
+        if !dir.is_dir() {
+            bail!("{}: profile {} is not a directory", at(), dir.display());
+        }
+    }
+    let for_role = |roles: &Option<Vec<String>>| match (roles, role) {
+        (Some(roles), Some(role)) => roles.iter().any(|r| r == role),
+        _ => true,
+    };
+    let images = lock
+        .images
+        .into_iter()
+        .filter(|i| for_role(&i.roles))
+        .collect();
     let artifacts = lock
         .artifacts
         .into_iter()
@@ -119,6 +166,7 @@ pub fn load(path: &Path, role: Option<&str>) -> anyhow::Result<Lock> {
     Ok(Lock {
         artifacts,
         components: crate::components::for_role(lock.components, role),
+        images,
     })
 }
 
@@ -292,6 +340,38 @@ mod tests {
         assert!(err.contains("artifacts.toml:"), "{err}");
         let mode = format!("[[artifact]]\nname = \"a\"\npath = \"a\"\nsha256 = \"{SHA}\"\ninstall = \"/a\"\nmode = \"rwx\"\n");
         assert!(format!("{:#}", lock(&mode).unwrap_err()).contains("octal"));
+    }
+
+    /// `[[image]]`: for the roles it names, its profile a directory, its
+    /// name unique among everything the lock file lists.
+    #[test]
+    fn images_are_checked_and_given_to_their_roles() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("pause")).unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let load_text = |text: &str, role: &str| {
+            std::fs::write(&path, text).unwrap();
+            load(&path, Some(role))
+        };
+        let image = "[[image]]\nname = \"pause\"\nprofile = \"pause\"\ninstall = \"/usr/lib/p.oci.tar\"\nroles = [\"worker\"]\n";
+        assert_eq!(load_text(image, "worker").unwrap().images.len(), 1);
+        assert!(load_text(image, "control-plane").unwrap().images.is_empty());
+        let err = load_text(
+            &image.replace("profile = \"pause\"", "profile = \"nope\""),
+            "worker",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("image \"pause\"") && err.contains("not a directory"),
+            "{err}"
+        );
+        let err = load_text(&format!("{image}{image}"), "worker")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listed twice"), "{err}");
+        let err = load_text(&image.replace("/usr/lib/p.oci.tar", "usr/p"), "worker").unwrap_err();
+        assert!(format!("{err:#}").contains("must be absolute"), "{err:#}");
     }
 
     #[test]

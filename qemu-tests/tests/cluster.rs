@@ -1221,6 +1221,26 @@ fn kubernetes_worker_node_turns_ready() {
     c.scenario = "kubernetes worker: form";
     c.add("cp-1", Role::ControlPlane, 11, &cp, None);
     c.add("worker-1", Role::Worker, 21, &worker, None);
+    // A workload the builder made (qemu-tests/fixtures/web), on a disk
+    // plugged into the worker: no registry anywhere.
+    let web = crate::images::container_image("web", "0.1.0");
+    let disk = c.dir.path().join("images-disk.img");
+    globular_task::Task::new("formatting the images disk", "mkfs.vfat")
+        .package("dosfstools")
+        .args(["-C", "-n", "IMAGES"])
+        .arg(&disk)
+        .arg("65536")
+        .run()
+        .unwrap();
+    globular_task::Task::new("copying the web image", "mcopy")
+        .package("mtools")
+        .arg("-i")
+        .arg(&disk)
+        .arg(&web)
+        .arg("::web.oci.tar")
+        .run()
+        .unwrap();
+    c.node("worker-1").usb = Some(disk);
     let started = Instant::now();
     c.boot_two_at_a_time(&["cp-1", "worker-1"]);
     let enrolled = started.elapsed();
@@ -1274,6 +1294,70 @@ fn kubernetes_worker_node_turns_ready() {
             .is_some_and(|cidr| cidr.starts_with("10.244.")),
         "{status}"
     );
+    // A pod of the builder-made image on the worker: imported from the
+    // disk, run by a Deployment, serving (through the kubelet: exec).
+    c.scenario = "kubernetes worker: a pod";
+    c.exec(
+        "worker-1",
+        "/usr/bin/mount",
+        &[
+            "-t",
+            "vfat",
+            "-o",
+            "ro",
+            "/dev/disk/by-label/IMAGES",
+            "/mnt",
+        ],
+    );
+    let imported = c.exec_within(
+        "worker-1",
+        "/usr/bin/globular",
+        &["image", "import", "/mnt/web.oci.tar"],
+        FIRST_RUN,
+    );
+    assert!(imported.contains("localhost/web:0.1.0"), "{imported}");
+    c.kubectl(
+        "cp-1",
+        "cp-1",
+        &["create", "deployment", "web", "--image=localhost/web:0.1.0"],
+    )
+    .unwrap_or_else(|e| panic!("kubectl create deployment: {e:#}"));
+    let pod_path = "jsonpath={.items[0].status.phase} {.items[0].spec.nodeName}";
+    let deadline = Instant::now() + POD_RUNNING;
+    loop {
+        let got = c.kubectl(
+            "cp-1",
+            "cp-1",
+            &["get", "pods", "-l", "app=web", "-o", pod_path],
+        );
+        match got {
+            Ok(status) if status.trim() == "Running worker-1" => break,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(5)),
+            other => {
+                let pods = c.kubectl("cp-1", "cp-1", &["describe", "pods", "-l", "app=web"]);
+                let journal = c.worker_journal("worker-1");
+                panic!("the web pod: {other:?}\n{pods:?}\n{journal}")
+            }
+        }
+    }
+    let running = started.elapsed();
+    let page = c
+        .kubectl(
+            "cp-1",
+            "cp-1",
+            &[
+                "exec",
+                "deploy/web",
+                "--",
+                "/usr/bin/busybox",
+                "wget",
+                "-qO-",
+                "http://127.0.0.1:8080/",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("kubectl exec into the web pod: {e:#}"));
+    assert_eq!(page.trim(), "served by a builder-made image");
+
     // The kubelet's client certificate deleted: the health loop finds it
     // missing beside its key and runs the packages again, which get a new
     // one from the substrate and restart the kubelet; nobody acts.
@@ -1312,11 +1396,12 @@ fn kubernetes_worker_node_turns_ready() {
         }
     }
     record(&format!(
-        "kubernetes worker: enrolled {} after the first QEMU start, cp-1's apiserver ready after {}, worker-1's kubelet healthy after {}, Node Ready after {}; a deleted kubelet certificate back after {}; whole test {}",
+        "kubernetes worker: enrolled {} after the first QEMU start, cp-1's apiserver ready after {}, worker-1's kubelet healthy after {}, Node Ready after {}, the web pod Running after {}; a deleted kubelet certificate back after {}; whole test {}",
         seconds(enrolled),
         seconds(apiserver),
         seconds(kubelet),
         seconds(ready),
+        seconds(running),
         seconds(back),
         seconds(started.elapsed())
     ));
@@ -1327,6 +1412,8 @@ const KUBELET_HEALTHY: &str = "health check kubelet passed";
 /// From the kubelet's health to its Node's Ready condition: containerd's
 /// network configuration waits for the Node's pod range.
 const NODE_READY: Duration = Duration::from_secs(600);
+/// From a Deployment's creation to its pod Running on the worker.
+const POD_RUNNING: Duration = Duration::from_secs(600);
 
 impl Cluster {
     /// The last lines of a worker's Kubernetes journals.

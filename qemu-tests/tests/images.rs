@@ -110,25 +110,7 @@ fn build_image(role: &str, version: &str) -> anyhow::Result<Image> {
     // times are measured.
     let _vms = vm_lock();
     let started = std::time::Instant::now();
-    let report = build(&BuildOptions {
-        resolve: ResolveOptions {
-            pins: Pins::discover(&directory)?,
-            directory,
-            role: Some(role.to_owned()),
-            profiles: Vec::new(),
-            image_version: Some(version.to_owned()),
-            environment: Vec::new(),
-        },
-        format: None,
-        compression: None,
-        output_dir: Some(out.clone()),
-        cache_dir: None,
-        artifacts: None,
-        force: false,
-        work_tree: Default::default(),
-        progress: builder::progress::Progress::new(true),
-        source_root: repo,
-    })?;
+    let report = build_profile(directory, Some(role), version, out)?;
     tracing::info!(
         "built {} in {:.1?} (package stage reused: {})",
         report.name,
@@ -148,6 +130,51 @@ fn build_image(role: &str, version: &str) -> anyhow::Result<Image> {
         disk,
         inspection: Arc::new(inspection),
     })
+}
+
+/// `builder build` of the profile in `directory` at `version` into `out`,
+/// with the default cache.
+fn build_profile(
+    directory: PathBuf,
+    role: Option<&str>,
+    version: &str,
+    out: PathBuf,
+) -> anyhow::Result<builder::build::BuildReport> {
+    build(&BuildOptions {
+        resolve: ResolveOptions {
+            pins: Pins::discover(&directory)?,
+            directory,
+            role: role.map(str::to_owned),
+            profiles: Vec::new(),
+            image_version: Some(version.to_owned()),
+            environment: Vec::new(),
+        },
+        format: None,
+        compression: None,
+        output_dir: Some(out),
+        cache_dir: None,
+        artifacts: None,
+        force: false,
+        work_tree: Default::default(),
+        progress: builder::progress::Progress::new(true),
+        source_root: repo_root(),
+    })
+}
+
+/// The OCI archive of a fixture profile (`qemu-tests/fixtures/NAME`,
+/// `Format=oci`) at `version`, built with the images' cache.
+pub fn container_image(name: &str, version: &str) -> PathBuf {
+    let directory = repo_root().join("qemu-tests/fixtures").join(name);
+    let out = cache_root()
+        .join("images")
+        .join(format!("oci-{name}_{version}"));
+    let built = build_profile(directory, None, version, out);
+    let report = built.unwrap_or_else(|e| panic!("building the {name} image: {e:#}"));
+    report
+        .outputs
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".oci.tar"))
+        .unwrap_or_else(|| panic!("no OCI archive for {name}"))
 }
 
 /// A private directory for one test's VM files (serial logs, QEMU's output,

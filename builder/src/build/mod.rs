@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 mod bootable;
+mod images;
 
 use crate::artifacts;
 use crate::components;
@@ -110,6 +111,15 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         &options.resolve.pins,
         plan.epoch,
     )?;
+    // Container images the image carries, each a build of its own (small
+    // profiles: the pod sandbox).
+    let built_images = images::build(
+        &lock.images,
+        lock_dir,
+        &plan.version,
+        options,
+        &plan.cache_dir,
+    )?;
 
     let stage = plan.package_stage(&config)?;
     let key = stage.key();
@@ -197,6 +207,7 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     for component in &components {
         component.install(&tree)?;
     }
+    images::install(&built_images, &tree)?;
     step.done();
 
     for script in config.list("PostInstallationScripts") {
@@ -283,7 +294,7 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         &key,
         extra_key,
         build_digest.as_deref(),
-        (&verified, &components),
+        (&verified, &components, &built_images),
         options,
     )?;
     let staging = Staging::new(&plan.output_dir)?;
@@ -326,6 +337,7 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
                 name: config.text("ImageId").unwrap_or(&plan.name),
                 version: &plan.version,
                 dpkg_architecture: &stage.architecture,
+                entrypoint: config.list("OciEntrypoint"),
             },
         )?,
         Format::Disk | Format::Qcow2 => {
@@ -702,10 +714,14 @@ impl Plan {
         package_key: &str,
         initrd_key: Option<&str>,
         build_outputs: Option<&str>,
-        pinned: (&[artifacts::Verified], &[components::Built]),
+        pinned: (
+            &[artifacts::Verified],
+            &[components::Built],
+            &[images::Built],
+        ),
         options: &BuildOptions,
     ) -> anyhow::Result<String> {
-        let (verified, components) = pinned;
+        let (verified, components, built_images) = pinned;
         let mut trees = Vec::new();
         for item in config.list("ExtraTrees") {
             let source = item.split_once(':').map_or(item.as_str(), |(s, _)| s);
@@ -719,7 +735,7 @@ impl Plan {
             .iter()
             .map(|v| (v.artifact.name.as_str(), v.artifact.sha256.as_str()))
             .collect();
-        Ok(digest::json(&serde_json::json!({
+        let mut inputs = serde_json::json!({
             "builder": env!("CARGO_PKG_VERSION"),
             "profile": self.relative_profile(config, &options.source_root),
             "package_stage": package_key,
@@ -733,7 +749,16 @@ impl Plan {
             "format": format!("{:?}", self.format),
             "compression": self.compression,
             "epoch": self.epoch,
-        })))
+        });
+        // Only where there are some: the digest of an image without them
+        // stays what it was before images existed.
+        if !built_images.is_empty() {
+            inputs["images"] = serde_json::json!(built_images
+                .iter()
+                .map(|i| (&i.image.name, &i.sha256))
+                .collect::<Vec<_>>());
+        }
+        Ok(digest::json(&inputs))
     }
 
     /// The summary JSON with paths under `root` made relative, so the manifest

@@ -33,6 +33,9 @@ pub struct ImageRef<'a> {
     pub version: &'a str,
     /// The Debian architecture of the tree (`amd64`).
     pub dpkg_architecture: &'a str,
+    /// The program a container runs when its pod gives none
+    /// (`OciEntrypoint=`, a Globular extension); empty: none.
+    pub entrypoint: &'a [String],
 }
 
 impl ImageRef<'_> {
@@ -244,6 +247,9 @@ pub fn write(
     if let Some(variant) = variant {
         config["variant"] = json!(variant);
     }
+    if !image.entrypoint.is_empty() {
+        config["config"]["Entrypoint"] = json!(image.entrypoint);
+    }
     let config = serde_json::to_vec(&config)?;
     let config_blob = Blob::of(&config);
     let manifest = serde_json::to_vec(&json!({
@@ -379,6 +385,7 @@ mod tests {
             name,
             version,
             dpkg_architecture: "amd64",
+            entrypoint: &[],
         };
         let err = check_reference(&image("Web", "1")).unwrap_err().to_string();
         assert!(err.starts_with("ImageId=Web: "), "{err}");

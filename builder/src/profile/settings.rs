@@ -260,6 +260,8 @@ settings! {
         ImageVersion: TEXT, YES;
         ImageId: TEXT, YES;
         SplitArtifacts: NAMES, NO;
+        // Globular extension: the OCI image's Entrypoint (Format=oci).
+        OciEntrypoint: NAMES, YES;
         RepartDirectories: PATHS, NO;
         SectorSize: INT, NO;
         Overlay: BOOL, NO;

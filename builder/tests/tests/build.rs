@@ -678,3 +678,72 @@ fn write_failure_leaves_no_output_and_a_sound_cache() {
     assert!(stderr.contains("reused from the cache"), "{stderr}");
     assert_eq!(stage_key(full.path()), key);
 }
+
+/// `[[image]]` in the lock file: a container image built from its own
+/// profile (`Format=oci`, with `OciEntrypoint=`) at the carrying image's
+/// version and installed as its archive; a profile whose lock file would
+/// carry the image again is refused.
+#[test]
+fn an_image_carries_a_container_image_built_from_its_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |name: &str| {
+        let profile = mini();
+        let to = dir.path().join(name);
+        Task::new("moving the profile", "cp")
+            .arg("-a")
+            .arg(profile.path())
+            .arg(&to)
+            .run()
+            .unwrap();
+        to
+    };
+    let main = copy("main");
+    let boxed = copy("box");
+    std::fs::create_dir_all(boxed.join("mkosi.conf.d")).unwrap();
+    std::fs::write(
+        boxed.join("mkosi.conf.d/90-oci.conf"),
+        "[Output]\nImageId=box\nOciEntrypoint=/usr/bin/env true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("artifacts.toml"),
+        "[[image]]\nname = \"box\"\nprofile = \"box\"\ninstall = \"/usr/share/images/box.oci.tar\"\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+
+    // box/ finds ../artifacts.toml, which lists box again: refused.
+    let stderr = failed(&build(&main, out.path(), &["--format", "directory"]));
+    assert!(
+        stderr.contains("lists images too") && stderr.contains("image \"box\""),
+        "{stderr}"
+    );
+
+    std::fs::write(boxed.join("artifacts.toml"), "# none\n").unwrap();
+    ok(&build(&main, out.path(), &["--format", "directory"]));
+    let archive = out.path().join("mini_1.0/usr/share/images/box.oci.tar");
+    let config = Task::new("skopeo inspect --config", "skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .read_string()
+        .unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/usr/bin/env", "true"]),
+        "{config}"
+    );
+    let index = Task::new("reading index.json", "tar")
+        .arg("-xOf")
+        .arg(&archive)
+        .arg("index.json")
+        .read_string()
+        .unwrap();
+    assert!(
+        index.contains(r#""io.containerd.image.name":"localhost/box:1.0""#),
+        "{index}"
+    );
+    // The installed archive is the one the builder wrote for the image.
+    let built = std::fs::read(cache_dir().join("images/box/box_1.0.oci.tar")).unwrap();
+    assert!(built == std::fs::read(&archive).unwrap());
+}

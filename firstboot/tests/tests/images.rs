@@ -88,6 +88,7 @@ fn an_oci_archive_is_imported_into_containerd_and_runs() {
             name: "tiny",
             version: "1",
             dpkg_architecture: "amd64",
+            entrypoint: &[],
         },
     )
     .unwrap();

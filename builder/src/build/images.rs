@@ -1,0 +1,106 @@
+//! Container images an image carries (`[[image]]` in `artifacts.toml`):
+//! each built from its own profile with `Format=oci`, by the same pipeline
+//! and cache as any build, before the image that installs its archive.
+//! The worker's pod sandbox (`profiles/pause`) is one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+
+use super::{build_inner, BuildOptions};
+use crate::artifacts;
+use crate::profile::ResolveOptions;
+
+/// An image built for the one being built.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub image: artifacts::Image,
+    /// Its OCI archive (in the cache's `images/NAME/`).
+    pub archive: PathBuf,
+    pub sha256: String,
+}
+
+/// Builds every image of `images` (profiles relative to `lock_dir`) at
+/// `version` (the carrying image's: its configuration can name them) with
+/// the build's pins and cache; their outputs go to `cache_dir/images/NAME/`.
+pub fn build(
+    images: &[artifacts::Image],
+    lock_dir: &Path,
+    version: &str,
+    options: &BuildOptions,
+    cache_dir: &Path,
+) -> anyhow::Result<Vec<Built>> {
+    let mut out = Vec::new();
+    for image in images {
+        let directory = lock_dir.join(&image.profile);
+        let what = || format!("image {:?} (profile {})", image.name, directory.display());
+        // Its own lock file (artifacts.toml next to or above its profile)
+        // must carry no images: an image that carried itself would never end.
+        let lock = directory
+            .ancestors()
+            .map(|d| d.join(artifacts::FILE_NAME))
+            .find(|p| p.is_file());
+        if let Some(lock) = &lock {
+            if !artifacts::load(lock, None)
+                .with_context(what)?
+                .images
+                .is_empty()
+            {
+                bail!(
+                    "{}: its lock file {} lists images too (give the profile an artifacts.toml of its own)",
+                    what(),
+                    lock.display()
+                );
+            }
+        }
+        let sub = BuildOptions {
+            resolve: ResolveOptions {
+                directory: directory.clone(),
+                role: None,
+                profiles: Vec::new(),
+                image_version: Some(version.to_owned()),
+                ..options.resolve.clone()
+            },
+            format: Some("oci".to_owned()),
+            compression: None,
+            output_dir: Some(cache_dir.join("images").join(&image.name)),
+            cache_dir: Some(cache_dir.to_owned()),
+            artifacts: None,
+            force: options.force,
+            work_tree: options.work_tree,
+            progress: options.progress.clone(),
+            source_root: options.source_root.clone(),
+        };
+        let report = build_inner(&sub).with_context(what)?;
+        let archive = report
+            .outputs
+            .iter()
+            .find(|p| p.to_string_lossy().ends_with(".oci.tar"))
+            .with_context(|| format!("{}: no OCI archive among {:?}", what(), report.outputs))?
+            .clone();
+        let sha256 = crate::digest::file(&archive).with_context(what)?;
+        out.push(Built {
+            image: image.clone(),
+            archive,
+            sha256,
+        });
+    }
+    Ok(out)
+}
+
+/// Installs each image's archive into `tree` (0644).
+pub fn install(built: &[Built], tree: &Path) -> anyhow::Result<()> {
+    for b in built {
+        let bytes = std::fs::read(&b.archive)
+            .with_context(|| format!("reading {}", b.archive.display()))?;
+        if crate::digest::bytes(&bytes) != b.sha256 {
+            bail!(
+                "image {:?} changed on disk after it was built",
+                b.image.name
+            );
+        }
+        crate::overlay::write_file(tree, &b.image.install, &bytes, 0o644)
+            .with_context(|| format!("installing image {:?}", b.image.name))?;
+    }
+    Ok(())
+}
