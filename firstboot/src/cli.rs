@@ -11,8 +11,8 @@ use globular_cluster::Role;
 use crate::layout::{Layout, DEFAULT_ROOT};
 use crate::runtime::{self, Threads};
 use crate::{
-    agent, backup, certs, firewall, health, images, kubeconfig, node_cli, package, renew, rotation,
-    server, services,
+    agent, backup, certs, firewall, health, images, kubeconfig, node_cli, package, pod_routes,
+    renew, rotation, server, services,
 };
 
 #[derive(Debug, Parser)]
@@ -55,6 +55,9 @@ enum Command {
     Component(ComponentCommand),
     /// Print a short-lived administrator kubeconfig (control-plane nodes).
     Kubeconfig(KubeconfigArgs),
+    /// Keep routes to the other Kubernetes nodes' pod ranges (a component
+    /// of the Kubernetes node package; docs/kubernetes.md).
+    PodRoutes(PodRoutesArgs),
     /// Backups of the cluster: etcd snapshots with the cluster's secrets,
     /// encrypted to the operators (docs/backup.md).
     #[command(subcommand)]
@@ -163,6 +166,19 @@ struct KubeconfigArgs {
     /// in the registry).
     #[arg(long)]
     server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct PodRoutesArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// A kubeconfig whose identity may list Nodes (the package's
+    /// kube-proxy.kubeconfig).
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Seconds between two readings of the Nodes.
+    #[arg(long, default_value_t = 5)]
+    interval: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -614,6 +630,14 @@ pub fn run() -> anyhow::Result<()> {
             args.ttl,
             args.server,
         )?),
+        Command::PodRoutes(args) => {
+            let layout = Layout::new(args.root.root);
+            let own = layout.load_node_config()?.name;
+            let interval = Duration::from_secs(args.interval.max(1));
+            runtime::block_on(Threads::One, async move {
+                pod_routes::run(&args.kubeconfig, &own, interval).await
+            })
+        }
         Command::Backup(command) => run_backup(command),
         Command::Health(args) => run_health(args),
         Command::Image(ImageCommand::Import(args)) => {

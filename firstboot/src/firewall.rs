@@ -445,13 +445,23 @@ pub fn run(layout: &Layout) -> anyhow::Result<()> {
     runtime::block_on(Threads::One, async {
         let seed = wait_for_seed(layout).await?;
         if seed.node.role == Role::Worker {
+            let ports = package_ports(layout);
             System.apply(
                 "loading the firewall ruleset",
-                &first_ruleset(&seed, &package_ports(layout)),
+                &first_ruleset(&seed, &ports),
             )?;
+            let open: Vec<String> = ports
+                .iter()
+                .map(|p| format!("{}/{} ({})", p.port, p.protocol, p.service))
+                .collect();
             tracing::info!(
-                "firewall loaded for worker {}: nothing open inbound",
-                seed.node.name
+                "firewall loaded for worker {}: open inbound: {}",
+                seed.node.name,
+                if open.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    open.join(", ")
+                }
             );
             notify_ready();
             return Ok(());

@@ -35,6 +35,7 @@ pub mod layout;
 pub mod node_cli;
 pub mod ownership;
 pub mod package;
+pub mod pod_routes;
 pub mod renew;
 pub mod rotation;
 pub mod runtime;

@@ -1205,44 +1205,50 @@ fn three_control_planes_run_kubernetes() {
     ));
 }
 
-/// Issue 14: a worker seeded like any other (every package of its image:
-/// the Kubernetes node) joins a control plane running Kubernetes with no
-/// human step: its kubelet gets its certificates from the substrate, finds
-/// the API servers through the substrate's DNS, registers its Node, and
-/// the Node turns Ready at the pinned version.
+/// Issue 14: workers seeded like any other (every package of their image:
+/// the Kubernetes node) join a control plane running Kubernetes with no
+/// human step: each kubelet gets its certificates from the substrate, finds
+/// the API servers through the substrate's DNS and registers its Node,
+/// which turns Ready at the pinned version. A Deployment of a builder-made
+/// image, carried on a disk and imported with `globular image import`,
+/// runs on worker-1 (its sandbox the image's pause image) and answers
+/// through its ClusterIP Service from a pod on worker-2. A deleted kubelet
+/// certificate comes back from the substrate by itself.
 #[test]
 fn kubernetes_worker_node_turns_ready() {
     let cp = image("control-plane", "0.1.0");
     let worker = image("worker", "0.1.0");
+    let web = crate::images::container_image("web", "0.1.0");
     let _vm = vm_lock();
     let mut c = Cluster::new();
     c.packages = None;
     c.cp_memory_mib = 2048;
-    c.scenario = "kubernetes worker: form";
+    c.scenario = "kubernetes workers: form";
     c.add("cp-1", Role::ControlPlane, 11, &cp, None);
-    c.add("worker-1", Role::Worker, 21, &worker, None);
-    // A workload the builder made (qemu-tests/fixtures/web), on a disk
-    // plugged into the worker: no registry anywhere.
-    let web = crate::images::container_image("web", "0.1.0");
-    let disk = c.dir.path().join("images-disk.img");
-    globular_task::Task::new("formatting the images disk", "mkfs.vfat")
-        .package("dosfstools")
-        .args(["-C", "-n", "IMAGES"])
-        .arg(&disk)
-        .arg("65536")
-        .run()
-        .unwrap();
-    globular_task::Task::new("copying the web image", "mcopy")
-        .package("mtools")
-        .arg("-i")
-        .arg(&disk)
-        .arg(&web)
-        .arg("::web.oci.tar")
-        .run()
-        .unwrap();
-    c.node("worker-1").usb = Some(disk);
+    for (name, host) in [("worker-1", 21), ("worker-2", 22)] {
+        c.add(name, Role::Worker, host, &worker, None);
+        // The workload (qemu-tests/fixtures/web) on a disk plugged into
+        // the worker: no registry anywhere.
+        let disk = c.dir.path().join(format!("{name}-images.img"));
+        globular_task::Task::new("formatting the images disk", "mkfs.vfat")
+            .package("dosfstools")
+            .args(["-C", "-n", "IMAGES"])
+            .arg(&disk)
+            .arg("65536")
+            .run()
+            .unwrap();
+        globular_task::Task::new("copying the web image", "mcopy")
+            .package("mtools")
+            .arg("-i")
+            .arg(&disk)
+            .arg(&web)
+            .arg("::web.oci.tar")
+            .run()
+            .unwrap();
+        c.node(name).usb = Some(disk);
+    }
     let started = Instant::now();
-    c.boot_two_at_a_time(&["cp-1", "worker-1"]);
+    c.boot_two_at_a_time(&["cp-1", "worker-1", "worker-2"]);
     let enrolled = started.elapsed();
     if let Err(err) = c
         .vm("cp-1")
@@ -1252,116 +1258,135 @@ fn kubernetes_worker_node_turns_ready() {
         panic!("scenario {}: cp-1: {err:#}\n{journal}", c.scenario);
     }
     let apiserver = started.elapsed();
-    if let Err(err) = c
-        .vm("worker-1")
-        .wait_for(KUBELET_HEALTHY, KUBERNETES_TIMEOUT)
-    {
-        let journal = c.worker_journal("worker-1");
-        panic!("scenario {}: worker-1: {err:#}\n{journal}", c.scenario);
+    for name in ["worker-1", "worker-2"] {
+        if let Err(err) = c.vm(name).wait_for(KUBELET_HEALTHY, KUBERNETES_TIMEOUT) {
+            let journal = c.worker_journal(name);
+            panic!("scenario {}: {name}: {err:#}\n{journal}", c.scenario);
+        }
     }
-    let kubelet = started.elapsed();
 
-    c.scenario = "kubernetes worker: Ready";
+    c.scenario = "kubernetes workers: Ready";
     let make = format!("umask 077; /usr/bin/globular kubeconfig --ttl 1h > {KUBECONFIG}");
     c.exec("cp-1", "/bin/sh", &["-c", &make]);
     let pins = builder::pins::Pins::load(&repo_root().join("profiles/versions.toml")).unwrap();
     let pinned = format!("v{}", pins.version("kubernetes").expect("a Kubernetes pin"));
-    let jsonpath = r#"jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.nodeInfo.kubeletVersion} {.spec.podCIDR}"#;
-    let deadline = Instant::now() + NODE_READY;
-    let status = loop {
-        let got = c.kubectl("cp-1", "cp-1", &["get", "node", "worker-1", "-o", jsonpath]);
-        match got {
-            Ok(status) if status.starts_with("True ") => break status,
-            Ok(_) | Err(_) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_secs(5))
-            }
-            Ok(status) => {
-                let journal = c.worker_journal("worker-1");
-                panic!("worker-1 is not Ready: {status}\n{journal}")
-            }
-            Err(err) => {
-                let journal = c.worker_journal("worker-1");
-                panic!("kubectl get node worker-1: {err:#}\n{journal}")
-            }
-        }
-    };
-    let ready = started.elapsed();
-    let fields: Vec<&str> = status.split_whitespace().collect();
-    assert_eq!(fields.get(1), Some(&pinned.as_str()), "{status}");
-    assert!(
-        fields
-            .get(2)
-            .is_some_and(|cidr| cidr.starts_with("10.244.")),
-        "{status}"
-    );
-    // A pod of the builder-made image on the worker: imported from the
-    // disk, run by a Deployment, serving (through the kubelet: exec).
-    c.scenario = "kubernetes worker: a pod";
-    c.exec(
-        "worker-1",
-        "/usr/bin/mount",
-        &[
-            "-t",
-            "vfat",
-            "-o",
-            "ro",
-            "/dev/disk/by-label/IMAGES",
-            "/mnt",
-        ],
-    );
-    let imported = c.exec_within(
-        "worker-1",
-        "/usr/bin/globular",
-        &["image", "import", "/mnt/web.oci.tar"],
-        FIRST_RUN,
-    );
-    assert!(imported.contains("localhost/web:0.1.0"), "{imported}");
-    c.kubectl(
-        "cp-1",
-        "cp-1",
-        &["create", "deployment", "web", "--image=localhost/web:0.1.0"],
-    )
-    .unwrap_or_else(|e| panic!("kubectl create deployment: {e:#}"));
-    let pod_path = "jsonpath={.items[0].status.phase} {.items[0].spec.nodeName}";
-    let deadline = Instant::now() + POD_RUNNING;
-    loop {
-        let got = c.kubectl(
-            "cp-1",
-            "cp-1",
-            &["get", "pods", "-l", "app=web", "-o", pod_path],
+    for name in ["worker-1", "worker-2"] {
+        let status = c.node_ready(name);
+        let fields: Vec<&str> = status.split_whitespace().collect();
+        assert_eq!(fields.get(1), Some(&pinned.as_str()), "{name}: {status}");
+        assert!(
+            fields
+                .get(2)
+                .is_some_and(|cidr| cidr.starts_with("10.244.")),
+            "{name}: {status}"
         );
-        match got {
-            Ok(status) if status.trim() == "Running worker-1" => break,
-            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(5)),
-            other => {
-                let pods = c.kubectl("cp-1", "cp-1", &["describe", "pods", "-l", "app=web"]);
-                let journal = c.worker_journal("worker-1");
-                panic!("the web pod: {other:?}\n{pods:?}\n{journal}")
-            }
-        }
     }
+    let ready = started.elapsed();
+
+    // The builder-made image on both workers, a Deployment of it on
+    // worker-1, served (through worker-1's kubelet: exec).
+    c.scenario = "kubernetes workers: a Deployment";
+    for name in ["worker-1", "worker-2"] {
+        c.exec(
+            name,
+            "/usr/bin/mount",
+            &[
+                "-t",
+                "vfat",
+                "-o",
+                "ro",
+                "/dev/disk/by-label/IMAGES",
+                "/mnt",
+            ],
+        );
+        let imported = c.exec_within(
+            name,
+            "/usr/bin/globular",
+            &["image", "import", "/mnt/web.oci.tar"],
+            FIRST_RUN,
+        );
+        assert!(imported.contains("localhost/web:0.1.0"), "{imported}");
+    }
+    c.kubectl_ok(&["create", "deployment", "web", "--image=localhost/web:0.1.0"]);
+    c.kubectl_ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"nodeSelector":{"kubernetes.io/hostname":"worker-1"}}}}}"#,
+    ]);
+    c.pod_running("-l app=web", "worker-1");
     let running = started.elapsed();
-    let page = c
-        .kubectl(
+    let page = c.kubectl_ok(&[
+        "exec",
+        "deploy/web",
+        "--",
+        "/usr/bin/busybox",
+        "wget",
+        "-qO-",
+        "http://127.0.0.1:8080/",
+    ]);
+    assert_eq!(page.trim(), "served by a builder-made image");
+
+    // Its ClusterIP Service from a pod on worker-2: kube-proxy there sends
+    // it to the pod on worker-1, reached through worker-2's route to
+    // worker-1's pod range (globular pod-routes).
+    c.scenario = "kubernetes workers: a Service from another node";
+    c.kubectl_ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port=80",
+        "--target-port=8080",
+    ]);
+    let ip = c.kubectl_ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    c.kubectl_ok(&[
+        "run",
+        "client",
+        "--image=localhost/web:0.1.0",
+        r#"--overrides={"apiVersion":"v1","spec":{"nodeName":"worker-2"}}"#,
+        "--command",
+        "--",
+        "/usr/bin/busybox",
+        "sleep",
+        "3600",
+    ]);
+    c.pod_running("client", "worker-2");
+    let url = format!("http://{}/", ip.trim());
+    let deadline = Instant::now() + CONVERGE;
+    let through_service = loop {
+        let got = c.kubectl(
             "cp-1",
             "cp-1",
             &[
                 "exec",
-                "deploy/web",
+                "client",
                 "--",
                 "/usr/bin/busybox",
                 "wget",
                 "-qO-",
-                "http://127.0.0.1:8080/",
+                "-T",
+                "10",
+                &url,
             ],
-        )
-        .unwrap_or_else(|e| panic!("kubectl exec into the web pod: {e:#}"));
-    assert_eq!(page.trim(), "served by a builder-made image");
+        );
+        match got {
+            Ok(page) => break page,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(5)),
+            Err(err) => {
+                let routes = c.exec("worker-2", "/usr/bin/ip", &["route"]);
+                let journal = c.worker_journal("worker-2");
+                panic!("{url} from worker-2: {err:#}\nroutes:\n{routes}\n{journal}")
+            }
+        }
+    };
+    assert_eq!(through_service.trim(), "served by a builder-made image");
+    let service = started.elapsed();
 
     // The kubelet's client certificate deleted: the health loop finds it
     // missing beside its key and runs the packages again, which get a new
     // one from the substrate and restart the kubelet; nobody acts.
-    c.scenario = "kubernetes worker: a deleted kubelet certificate";
+    c.scenario = "kubernetes workers: a deleted kubelet certificate";
     let cert = "/var/lib/globular/packages/kubernetes-worker-node/kubelet.crt";
     let serial = |c: &mut Cluster| {
         c.exec(
@@ -1383,26 +1408,23 @@ fn kubernetes_worker_node_turns_ready() {
     }
     let back = deleted.elapsed();
     assert_ne!(serial(&mut c), before, "the same certificate came back");
-    let deadline = Instant::now() + CONVERGE;
-    loop {
-        let got = c.kubectl("cp-1", "cp-1", &["get", "node", "worker-1", "-o", jsonpath]);
-        match got {
-            Ok(status) if status.starts_with("True ") => break,
-            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(5)),
-            other => {
-                let journal = c.worker_journal("worker-1");
-                panic!("worker-1 after its new certificate: {other:?}\n{journal}")
-            }
-        }
-    }
+    c.node_ready("worker-1");
+
+    // The control plane itself (qemu-tests/tests/kubernetes.rs), last: it
+    // kills etcd and stops the substrate API.
+    c.scenario = "kubernetes workers: the control plane";
+    let (etcd_back, api_back) =
+        crate::kubernetes::control_plane_checks(c.vm("cp-1"), &format!("{SUBNET}.11"));
     record(&format!(
-        "kubernetes worker: enrolled {} after the first QEMU start, cp-1's apiserver ready after {}, worker-1's kubelet healthy after {}, Node Ready after {}, the web pod Running after {}; a deleted kubelet certificate back after {}; whole test {}",
+        "kubernetes workers: enrolled {} after the first QEMU start, cp-1's apiserver ready after {}, both Nodes Ready after {}, the web pod Running after {}, its Service answered from worker-2 after {}; a deleted kubelet certificate back after {}; cp-1's health loop: etcd healthy {:.1} s after SIGKILL, the API back {:.1} s after a stop; whole test {}",
         seconds(enrolled),
         seconds(apiserver),
-        seconds(kubelet),
         seconds(ready),
         seconds(running),
+        seconds(service),
         seconds(back),
+        etcd_back.as_secs_f64(),
+        api_back.as_secs_f64(),
         seconds(started.elapsed())
     ));
 }
@@ -1416,6 +1438,57 @@ const NODE_READY: Duration = Duration::from_secs(600);
 const POD_RUNNING: Duration = Duration::from_secs(600);
 
 impl Cluster {
+    /// `kubectl` on cp-1 through cp-1's apiserver; its output, or a failure.
+    fn kubectl_ok(&mut self, args: &[&str]) -> String {
+        match self.kubectl("cp-1", "cp-1", args) {
+            Ok(out) => out,
+            Err(err) => panic!("scenario {}: kubectl {args:?}: {err:#}", self.scenario),
+        }
+    }
+
+    /// Waits until Node `name` is Ready; its status, kubelet version and
+    /// pod range.
+    fn node_ready(&mut self, name: &str) -> String {
+        let jsonpath = r#"jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.nodeInfo.kubeletVersion} {.spec.podCIDR}"#;
+        let deadline = Instant::now() + NODE_READY;
+        loop {
+            match self.kubectl("cp-1", "cp-1", &["get", "node", name, "-o", jsonpath]) {
+                Ok(status) if status.starts_with("True ") => return status,
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(5)),
+                other => {
+                    let journal = self.worker_journal(name);
+                    panic!("{name} is not Ready: {other:?}\n{journal}")
+                }
+            }
+        }
+    }
+
+    /// Waits until the pod (a name, or `-l SELECTOR`) runs on `node`.
+    fn pod_running(&mut self, pod: &str, node: &str) {
+        let mut args: Vec<&str> = vec!["get", "pods"];
+        args.extend(pod.split_whitespace());
+        let path = if pod.starts_with("-l") {
+            "jsonpath={.items[0].status.phase} {.items[0].spec.nodeName}"
+        } else {
+            "jsonpath={.status.phase} {.spec.nodeName}"
+        };
+        args.extend(["-o", path]);
+        let deadline = Instant::now() + POD_RUNNING;
+        loop {
+            match self.kubectl("cp-1", "cp-1", &args) {
+                Ok(status) if status.trim() == format!("Running {node}") => return,
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(5)),
+                other => {
+                    let mut describe = vec!["describe", "pods"];
+                    describe.extend(pod.split_whitespace());
+                    let pods = self.kubectl("cp-1", "cp-1", &describe);
+                    let journal = self.worker_journal(node);
+                    panic!("pod {pod} on {node}: {other:?}\n{pods:?}\n{journal}")
+                }
+            }
+        }
+    }
+
     /// The last lines of a worker's Kubernetes journals.
     fn worker_journal(&mut self, name: &str) -> String {
         let args = [
@@ -1426,6 +1499,8 @@ impl Cluster {
             "globular-component@kubelet",
             "-u",
             "globular-component@kube-proxy",
+            "-u",
+            "globular-component@pod-routes",
             "-u",
             "containerd",
             "-u",

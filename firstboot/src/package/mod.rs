@@ -6,12 +6,14 @@
 //! and a component whose files changed restarted; a second run changes
 //! nothing.
 //!
-//! Order of a run: certificates (`certs.rs`), kubeconfigs and component
-//! command lines (files under `packages/NAME/`), the package's etcd user,
-//! the components (`units.rs`), the health checks, the registry entries.
+//! Order of a run: certificates (`certs.rs`), kubeconfigs, files and
+//! component command lines (under `packages/NAME/`), the package's etcd
+//! user, the components (`units.rs`), the health checks, its Kubernetes
+//! objects (`manifests.rs`), the registry entries.
 
 mod certs;
 mod health;
+mod manifests;
 mod render;
 pub mod spec;
 pub mod units;
@@ -76,6 +78,10 @@ pub enum Change {
     Register {
         service: String,
     },
+    /// A Kubernetes object kubectl created or changed.
+    Manifest {
+        name: String,
+    },
 }
 
 impl std::fmt::Display for Change {
@@ -88,6 +94,7 @@ impl std::fmt::Display for Change {
             Change::Restart { component } => write!(f, "restart {component}"),
             Change::Retire { component } => write!(f, "retire {component}"),
             Change::Register { service } => write!(f, "register {service}"),
+            Change::Manifest { name } => write!(f, "apply manifest {name}"),
         }
     }
 }
@@ -262,11 +269,13 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
         report.push(opts.plan, Change::Retire { component });
     }
     if ports_changed && !opts.plan && opts.manager == Manager::Systemd {
-        // The firewall opens what packages register (firewall.rs); a
-        // worker's firewall is not running and reads them at boot.
+        // The firewall opens what packages register (firewall.rs). A
+        // control plane's keeps running and reloads; a worker's loads its
+        // ruleset and exits, so it is started again (a `try-` reload left
+        // a worker's kubelet port closed until the next boot).
         Task::new("reloading the firewall", "systemctl")
             .package("systemd")
-            .args(["try-reload-or-restart", "globular-firewall.service"])
+            .args(["reload-or-restart", "globular-firewall.service"])
             .run()?;
     }
     let rt = runtime::build(Threads::One)?;
@@ -376,6 +385,9 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
         fsutil::write_atomic(&applied, format!("{at}\n").as_bytes(), fsutil::PUBLIC)
             .with_context(|| format!("writing {}", applied.display()))?;
     }
+    for change in manifests::apply(layout, &spec, &facts, &dir)? {
+        report.push(opts.plan, change);
+    }
     for change in rt.block_on(register(layout, &spec, &facts, &node))? {
         report.push(opts.plan, change);
     }
@@ -451,6 +463,38 @@ fn registrations<'a>(
         out.push((r, port));
     }
     Ok(out)
+}
+
+/// What a kubeconfig written by [`kubeconfig`] names: the server and the
+/// files of its CA, certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeconfigFiles {
+    pub server: String,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl KubeconfigFiles {
+    /// Reads one a package wrote; a field it lacks is an error naming it.
+    pub fn load(path: &Path) -> anyhow::Result<KubeconfigFiles> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let doc: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let field = |section: &str, inner: &str, name: &str| {
+            doc[section][0][inner][name]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("{}: no {section}[0].{inner}.{name}", path.display()))
+        };
+        Ok(KubeconfigFiles {
+            server: field("clusters", "cluster", "server")?,
+            ca: field("clusters", "cluster", "certificate-authority")?.into(),
+            cert: field("users", "user", "client-certificate")?.into(),
+            key: field("users", "user", "client-key")?.into(),
+        })
+    }
 }
 
 /// A kubeconfig that names its certificate files (renewed in place).
@@ -531,6 +575,34 @@ async fn register(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What [`kubeconfig`] writes, [`KubeconfigFiles::load`] reads back
+    /// (`globular pod-routes` reads the package's kube-proxy.kubeconfig).
+    #[test]
+    fn a_written_kubeconfig_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.kubeconfig");
+        let text = kubeconfig(
+            "kube-proxy",
+            "https://api.example:6443",
+            Path::new("/pki/ca.crt"),
+            Path::new("/p/k.crt"),
+            Path::new("/p/k.key"),
+        );
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(
+            KubeconfigFiles::load(&path).unwrap(),
+            KubeconfigFiles {
+                server: "https://api.example:6443".into(),
+                ca: "/pki/ca.crt".into(),
+                cert: "/p/k.crt".into(),
+                key: "/p/k.key".into(),
+            }
+        );
+        std::fs::write(&path, "clusters: []\n").unwrap();
+        let err = KubeconfigFiles::load(&path).unwrap_err().to_string();
+        assert!(err.contains("clusters[0].cluster.server"), "{err}");
+    }
 
     fn specs() -> Vec<(PathBuf, Spec)> {
         [("a", "control-plane"), ("b", "control-plane"), ("c", "worker")]

@@ -56,6 +56,8 @@ pub struct Spec {
     #[serde(default)]
     pub files: Vec<File>,
     #[serde(default)]
+    pub manifests: Option<Manifests>,
+    #[serde(default)]
     pub components: Vec<Component>,
     #[serde(default)]
     pub health: Vec<Health>,
@@ -151,6 +153,15 @@ pub struct Kubeconfig {
 pub struct File {
     pub name: String,
     pub content: String,
+}
+
+/// Kubernetes objects applied once the health checks pass
+/// (`manifests.rs`), through `server` as an administrator made on the node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifests {
+    pub server: String,
+    pub objects: Vec<File>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -311,6 +322,23 @@ impl Spec {
                 );
             }
         }
+        if let Some(manifests) = &self.manifests {
+            if self.role != Role::ControlPlane {
+                bail!(
+                    "field `manifests`: only a control plane holds the CA an administrator needs"
+                );
+            }
+            let mut seen = Vec::new();
+            for (i, o) in manifests.objects.iter().enumerate() {
+                if !valid_name(&o.name) || seen.contains(&o.name.as_str()) {
+                    bail!(
+                        "field `manifests.objects[{i}].name`: {:?} is not a new valid name",
+                        o.name
+                    );
+                }
+                seen.push(&o.name);
+            }
+        }
         for (i, h) in self.health.iter().enumerate() {
             let plain = h.url.strip_prefix("http://");
             if !(h.url.starts_with("https://") || plain.is_some_and(loopback_authority)) {
@@ -447,6 +475,14 @@ mod tests {
             (
                 format!("{MINIMAL}files: [{{name: ../x, content: y}}]\n"),
                 "files[0].name",
+            ),
+            (
+                format!("{MINIMAL}manifests: {{server: s, objects: [{{name: a, content: x}}, {{name: a, content: y}}]}}\n"),
+                "manifests.objects[1].name",
+            ),
+            (
+                format!("{}manifests: {{server: s, objects: []}}\n", MINIMAL.replace("control-plane", "worker")),
+                "field `manifests`",
             ),
             (
                 format!(

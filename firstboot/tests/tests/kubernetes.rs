@@ -166,6 +166,7 @@ fn kubernetes_control_plane_package_on_the_substrate() {
         "healthy: kube-apiserver",
         "healthy: kube-controller-manager",
         "healthy: kube-scheduler",
+        "apply manifest apiserver-kubelet-client",
         "register kubernetes.KubernetesService",
     ] {
         assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
@@ -217,6 +218,34 @@ fn kubernetes_control_plane_package_on_the_substrate() {
     assert!(text.contains(&format!(":{apiserver_port}")), "{text}");
     std::fs::write(&admin, text).unwrap();
     assert_eq!(kubectl(&admin, &["get", "--raw", "/readyz"]).trim(), "ok");
+    // The package's manifest: the apiserver's kubelet client may use the
+    // kubelets' API (logs, exec), and nothing else it did not have.
+    let can = kubectl(
+        &admin,
+        &[
+            "auth",
+            "can-i",
+            "create",
+            "nodes",
+            "--subresource=proxy",
+            "--as",
+            "kube-apiserver-kubelet-client",
+        ],
+    );
+    assert_eq!(can.trim(), "yes");
+    let denied = Task::new("kubectl auth can-i", "/usr/local/bin/kubectl")
+        .arg("--kubeconfig")
+        .arg(&admin)
+        .args([
+            "auth",
+            "can-i",
+            "list",
+            "secrets",
+            "--as",
+            "kube-apiserver-kubelet-client",
+        ])
+        .read_string();
+    assert!(denied.is_err(), "{denied:?}");
     let colour = || {
         let jsonpath = "jsonpath={.data.colour}";
         kubectl(
