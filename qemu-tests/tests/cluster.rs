@@ -1317,15 +1317,24 @@ fn kubernetes_worker_node_turns_ready() {
     ]);
     c.pod_running("-l app=web", "worker-1");
     let running = started.elapsed();
-    let page = c.kubectl_ok(&[
-        "exec",
-        "deploy/web",
-        "--",
-        "/usr/bin/busybox",
-        "wget",
-        "-qO-",
-        "http://127.0.0.1:8080/",
-    ]);
+    // The control plane's manifest (its kubelet client's binding) is
+    // applied after its health checks; a slow kubectl may still be on it.
+    let page = c
+        .kubectl_eventually(
+            "cp-1",
+            "cp-1",
+            &[
+                "exec",
+                "deploy/web",
+                "--",
+                "/usr/bin/busybox",
+                "wget",
+                "-qO-",
+                "http://127.0.0.1:8080/",
+            ],
+            CONVERGE,
+        )
+        .unwrap_or_else(|e| panic!("kubectl exec into the web pod: {e:#}"));
     assert_eq!(page.trim(), "served by a builder-made image");
 
     // Its ClusterIP Service from a pod on worker-2: kube-proxy there sends
@@ -1365,8 +1374,7 @@ fn kubernetes_worker_node_turns_ready() {
                 "/usr/bin/busybox",
                 "wget",
                 "-qO-",
-                "-T",
-                "10",
+                // No -T: busybox-static 1.35's wget dies of SIGSEGV with it.
                 &url,
             ],
         );

@@ -8,8 +8,8 @@
 //!
 //! Order of a run: certificates (`certs.rs`), kubeconfigs, files and
 //! component command lines (under `packages/NAME/`), the package's etcd
-//! user, the components (`units.rs`), the health checks, its Kubernetes
-//! objects (`manifests.rs`), the registry entries.
+//! user, the components (`units.rs`), the health checks, the registry
+//! entries, its Kubernetes objects (`manifests.rs`).
 
 mod certs;
 mod health;
@@ -385,10 +385,12 @@ pub fn apply(layout: &Layout, opts: &ApplyOptions) -> anyhow::Result<Report> {
         fsutil::write_atomic(&applied, format!("{at}\n").as_bytes(), fsutil::PUBLIC)
             .with_context(|| format!("writing {}", applied.display()))?;
     }
-    for change in manifests::apply(layout, &spec, &facts, &dir)? {
+    for change in rt.block_on(register(layout, &spec, &facts, &node))? {
         report.push(opts.plan, change);
     }
-    for change in rt.block_on(register(layout, &spec, &facts, &node))? {
+    // After the registration: nodes find the API servers by it, and
+    // kubectl's start takes tens of seconds on a slow machine.
+    for change in manifests::apply(layout, &spec, &facts, &dir)? {
         report.push(opts.plan, change);
     }
     Ok(report)

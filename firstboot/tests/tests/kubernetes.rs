@@ -166,8 +166,8 @@ fn kubernetes_control_plane_package_on_the_substrate() {
         "healthy: kube-apiserver",
         "healthy: kube-controller-manager",
         "healthy: kube-scheduler",
-        "apply manifest apiserver-kubelet-client",
         "register kubernetes.KubernetesService",
+        "apply manifest apiserver-kubelet-client",
     ] {
         assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
     }
