@@ -313,16 +313,7 @@ fn oci_output_is_an_image_an_oci_client_reads() {
         .unwrap();
     assert!(files.lines().any(|l| l == "etc/hostname"), "{files}");
     // containerd's name for it, in the index.
-    let index = Task::new("reading index.json", "tar")
-        .arg("-xOf")
-        .arg(&archive)
-        .arg("index.json")
-        .read_string()
-        .unwrap();
-    assert!(
-        index.contains(r#""io.containerd.image.name":"localhost/mini:1.0""#),
-        "{index}"
-    );
+    assert_names(&archive, "localhost/mini:1.0");
     // Reproducible.
     ok(&build(
         profile.path(),
@@ -679,6 +670,19 @@ fn write_failure_leaves_no_output_and_a_sound_cache() {
     assert_eq!(stage_key(full.path()), key);
 }
 
+/// Asserts that the OCI archive's index names the image `name` for
+/// containerd.
+fn assert_names(archive: &Path, name: &str) {
+    let index = Task::new("reading index.json", "tar")
+        .arg("-xOf")
+        .arg(archive)
+        .arg("index.json")
+        .read_string()
+        .unwrap();
+    let want = format!(r#""io.containerd.image.name":"{name}""#);
+    assert!(index.contains(&want), "{index}");
+}
+
 /// `[[image]]` in the lock file: a container image built from its own
 /// profile (`Format=oci`, with `OciEntrypoint=`) at the carrying image's
 /// version and installed as its archive; a profile whose lock file would
@@ -733,16 +737,7 @@ fn an_image_carries_a_container_image_built_from_its_profile() {
         serde_json::json!(["/usr/bin/env", "true"]),
         "{config}"
     );
-    let index = Task::new("reading index.json", "tar")
-        .arg("-xOf")
-        .arg(&archive)
-        .arg("index.json")
-        .read_string()
-        .unwrap();
-    assert!(
-        index.contains(r#""io.containerd.image.name":"localhost/box:1.0""#),
-        "{index}"
-    );
+    assert_names(&archive, "localhost/box:1.0");
     // The installed archive is the one the builder wrote for the image.
     let built = std::fs::read(cache_dir().join("images/box/box_1.0.oci.tar")).unwrap();
     assert!(built == std::fs::read(&archive).unwrap());
