@@ -51,6 +51,14 @@ struct LockFile {
     images: Vec<Image>,
 }
 
+/// The lock file a profile in `dir` uses: `artifacts.toml` in `dir` or
+/// the nearest directory above it.
+pub fn discover(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .map(|d| d.join(FILE_NAME))
+        .find(|p| p.is_file())
+}
+
 /// What the lock file gives a role: downloaded artifacts, components
 /// built from source and container images built from profiles.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -36,11 +36,7 @@ pub fn build(
         let what = || format!("image {:?} (profile {})", image.name, directory.display());
         // Its own lock file (artifacts.toml next to or above its profile)
         // must carry no images: an image that carried itself would never end.
-        let lock = directory
-            .ancestors()
-            .map(|d| d.join(artifacts::FILE_NAME))
-            .find(|p| p.is_file());
-        if let Some(lock) = &lock {
+        if let Some(lock) = &artifacts::discover(&directory) {
             if !artifacts::load(lock, None)
                 .with_context(what)?
                 .images

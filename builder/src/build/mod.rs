@@ -618,11 +618,7 @@ impl Plan {
             .unwrap_or_else(default_cache_dir);
         let artifacts_lock = match &options.artifacts {
             Some(path) => Some(path.clone()),
-            None => config
-                .directory
-                .ancestors()
-                .map(|d| d.join(artifacts::FILE_NAME))
-                .find(|p| p.is_file()),
+            None => artifacts::discover(&config.directory),
         };
         Ok(Plan {
             format,

@@ -38,6 +38,9 @@ pub(super) fn converge(
 ) -> anyhow::Result<Vec<Change>> {
     let mut changes = Vec::new();
     let requested = crate::renew::rotation_requested(layout)?;
+    // The substrate API's client, made once for the run's first certificate
+    // it signs.
+    let mut substrate = None;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for (i, c) in spec.certificates.iter().enumerate() {
         let what = format!("certificates[{i}]");
@@ -121,7 +124,12 @@ pub(super) fn converge(
                     (issued.cert_pem, key)
                 }
                 _ => {
-                    let (cert, key, ca) = from_substrate(layout, &leaf)
+                    let substrate = match &mut substrate {
+                        Some(s) => s,
+                        None => substrate.insert(Substrate::new(layout)?),
+                    };
+                    let (cert, key, ca) = substrate
+                        .issue(layout, &leaf)
                         .with_context(|| format!("{what}: {} from the substrate API", c.name))?;
                     if ca_pem.as_deref() != Some(ca.as_str()) {
                         fsutil::write_atomic(&ca_cert, ca.as_bytes(), fsutil::PUBLIC)
@@ -143,26 +151,41 @@ pub(super) fn converge(
     Ok(changes)
 }
 
-/// `leaf` signed by the substrate API for a key made here: the
-/// certificate, its key and Kubernetes' CA certificate, each checked.
-fn from_substrate(layout: &Layout, leaf: &LeafSpec) -> anyhow::Result<(String, String, String)> {
-    let key = pki::generate_key_pem()?;
-    let req = KubernetesCertRequest {
-        csr: pki::create_csr(&key, &leaf.common_name)?,
-        common_name: leaf.common_name.clone(),
-        group: leaf.group.clone().unwrap_or_default(),
-        client: leaf.client,
-        server: leaf.server,
-        dns_names: leaf.dns_names.clone(),
-        ips: leaf.ips.clone(),
-    };
-    let client = crate::node_cli::client(layout)?;
-    let answer = crate::runtime::build(crate::runtime::Threads::One)?
-        .block_on(client.kubernetes_node_certificate(&req))?;
-    let cluster_ca = layout.read(&layout.ca_cert())?;
-    pki::verify_issued(&answer.ca_certificate, &cluster_ca)
-        .context("the Kubernetes CA of the answer does not chain to the cluster CA")?;
-    pki::check_issued(&answer.certificate, &key, &answer.ca_certificate, leaf)
-        .map_err(|why| anyhow::anyhow!("the answer is not what was asked: {why}"))?;
-    Ok((answer.certificate, key, answer.ca_certificate))
+/// The substrate API's client of a run, with its runtime.
+struct Substrate {
+    client: globular_substrate::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Substrate {
+    fn new(layout: &Layout) -> anyhow::Result<Substrate> {
+        Ok(Substrate {
+            client: crate::node_cli::client(layout)?,
+            runtime: crate::runtime::build(crate::runtime::Threads::One)?,
+        })
+    }
+
+    /// `leaf` signed by the substrate API for a key made here: the
+    /// certificate, its key and Kubernetes' CA certificate, each checked.
+    fn issue(&self, layout: &Layout, leaf: &LeafSpec) -> anyhow::Result<(String, String, String)> {
+        let key = pki::generate_key_pem()?;
+        let req = KubernetesCertRequest {
+            csr: pki::create_csr(&key, &leaf.common_name)?,
+            common_name: leaf.common_name.clone(),
+            group: leaf.group.clone().unwrap_or_default(),
+            client: leaf.client,
+            server: leaf.server,
+            dns_names: leaf.dns_names.clone(),
+            ips: leaf.ips.clone(),
+        };
+        let answer = self
+            .runtime
+            .block_on(self.client.kubernetes_node_certificate(&req))?;
+        let cluster_ca = layout.read(&layout.ca_cert())?;
+        pki::verify_issued(&answer.ca_certificate, &cluster_ca)
+            .context("the Kubernetes CA of the answer does not chain to the cluster CA")?;
+        pki::check_issued(&answer.certificate, &key, &answer.ca_certificate, leaf)
+            .map_err(|why| anyhow::anyhow!("the answer is not what was asked: {why}"))?;
+        Ok((answer.certificate, key, answer.ca_certificate))
+    }
 }
