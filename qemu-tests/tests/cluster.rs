@@ -1028,9 +1028,12 @@ fn disaster_recovery(
     ));
 }
 
-/// The package run's log line once kube-apiserver's `/readyz` said ok
-/// (firstboot/src/package/health.rs), on the console.
-const KUBERNETES_HEALTHY: &str = "health check kube-apiserver passed";
+/// What a control plane's package run logs once every Kubernetes health
+/// check passed and the apiserver is registered in discovery, which
+/// `globular kubeconfig` reads (its health checks pass earlier, while the
+/// run still waits for the others). On the console: Report::push in
+/// firstboot/src/package/mod.rs.
+const KUBERNETES_SERVING: &str = "register kubernetes.KubernetesService";
 const KUBECONFIG: &str = "/run/test-admin.kubeconfig";
 
 impl Cluster {
@@ -1115,7 +1118,7 @@ fn three_control_planes_run_kubernetes() {
     c.boot_two_at_a_time(&["cp-1", "cp-2", "cp-3"]);
     let enrolled = started.elapsed();
     for name in ["cp-1", "cp-2", "cp-3"] {
-        if let Err(err) = c.vm(name).wait_for(KUBERNETES_HEALTHY, KUBERNETES_TIMEOUT) {
+        if let Err(err) = c.vm(name).wait_for(KUBERNETES_SERVING, KUBERNETES_TIMEOUT) {
             let journal = c.kubernetes_journal(name);
             panic!("scenario {}: {name}: {err:#}\n{journal}", c.scenario);
         }
@@ -1252,7 +1255,7 @@ fn kubernetes_worker_node_turns_ready() {
     let enrolled = started.elapsed();
     if let Err(err) = c
         .vm("cp-1")
-        .wait_for(KUBERNETES_HEALTHY, KUBERNETES_TIMEOUT)
+        .wait_for(KUBERNETES_SERVING, KUBERNETES_TIMEOUT)
     {
         let journal = c.kubernetes_journal("cp-1");
         panic!("scenario {}: cp-1: {err:#}\n{journal}", c.scenario);
