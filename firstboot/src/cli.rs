@@ -12,7 +12,7 @@ use crate::layout::{Layout, DEFAULT_ROOT};
 use crate::runtime::{self, Threads};
 use crate::{
     agent, backup, certs, firewall, health, images, kubeconfig, node_cli, package, pod_routes,
-    renew, rotation, server, services,
+    renew, rotation, server, services, upgrade,
 };
 
 #[derive(Debug, Parser)]
@@ -301,6 +301,31 @@ struct FirstbootArgs {
 enum NodeCommand {
     /// List the enrolled nodes.
     List(NodeListArgs),
+    /// Wait until a reimaged node is back: enrolled from the image
+    /// version given, its services checked healthy since, and (with
+    /// --kubeconfig) its Kubernetes Node Ready. Fails naming what is
+    /// missing after --timeout: the gate between two nodes of an upgrade.
+    Wait(NodeWaitArgs),
+}
+
+#[derive(Debug, Args)]
+struct NodeWaitArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// The node's name.
+    node: String,
+    /// The image version it must run (the new image's).
+    #[arg(long)]
+    image_version: String,
+    /// Also wait for its Kubernetes Node (a worker's) to be Ready.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The Node's kubelet version (`v1.37.2`), with --kubeconfig.
+    #[arg(long, requires = "kubeconfig")]
+    kubelet_version: Option<String>,
+    /// How long to wait (`20m`).
+    #[arg(long, default_value = "20m", value_parser = globular_cluster::token::parse_ttl)]
+    timeout: time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -541,6 +566,20 @@ pub fn run() -> anyhow::Result<()> {
             &Layout::new(args.root.root),
             node_cli::Command::NodeList { json: args.json },
         ),
+        Command::Node(NodeCommand::Wait(args)) => {
+            let want = upgrade::Want {
+                node: args.node,
+                image_version: args.image_version,
+                kubeconfig: args.kubeconfig,
+                kubelet_version: args.kubelet_version,
+            };
+            let timeout = Duration::from_secs(args.timeout.whole_seconds().unsigned_abs());
+            print(&upgrade::wait(
+                &Layout::new(args.root.root),
+                &want,
+                timeout,
+            )?)
+        }
         Command::Service(ServiceCommand::List(args)) => node_cli::run(
             &Layout::new(args.root.root),
             node_cli::Command::ServiceList {

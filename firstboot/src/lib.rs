@@ -41,3 +41,4 @@ pub mod rotation;
 pub mod runtime;
 pub mod server;
 pub mod services;
+pub mod upgrade;

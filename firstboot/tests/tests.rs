@@ -31,3 +31,5 @@ mod refusals;
 mod reimage;
 #[path = "tests/rotation.rs"]
 mod rotation;
+#[path = "tests/upgrade.rs"]
+mod upgrade;

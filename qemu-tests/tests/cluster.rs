@@ -163,6 +163,22 @@ impl Cluster {
         }
     }
 
+    /// A joining seed for `name` in place of its bootstrap seed: the
+    /// bootstrap control plane, reimaged, enrolls again with its ticket
+    /// (a bootstrap seed would start a new cluster).
+    fn reseed_joining(&mut self, name: &str) {
+        let (role, ip) = {
+            let node = self.node(name);
+            (node.role, node.ip.clone())
+        };
+        let mut options = self.seed_options(name, role, &ip, None);
+        options.bootstrap = false;
+        let seed = self.dir.path().join(format!("{name}.joining.seed.img"));
+        secrets::write_seed(&self.bundle, &options, SeedFormat::Cidata, &seed)
+            .expect("builder seed");
+        self.node(name).seed = seed;
+    }
+
     /// A new disk for `name` from `image` (the old one is dropped).
     fn reimage(&mut self, name: &str, image: &Image) {
         let dir = self.dir.path().to_owned();
@@ -1046,6 +1062,18 @@ impl Cluster {
         Ok(out.success("kubectl")?.stdout)
     }
 
+    /// The API server's version (`kubectl version`'s `serverVersion`).
+    fn server_version(&mut self, via: &str, server: &str) -> String {
+        let out = self
+            .kubectl_eventually(via, server, &["version", "-o", "json"], READYZ)
+            .unwrap_or_else(|e| panic!("kubectl version through {server}: {e:#}"));
+        let version: Value = serde_json::from_str(&out).expect("kubectl version's JSON");
+        version["serverVersion"]["gitVersion"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no serverVersion: {out}"))
+            .to_owned()
+    }
+
     /// `kubectl` until it succeeds or `timeout` passes, for what is a
     /// moving status rather than a stored object: an apiserver's `/readyz`
     /// includes a 2 s etcd probe, which a loaded TCG host can miss once.
@@ -1103,7 +1131,10 @@ impl Cluster {
 // failing the RBAC bootstrap hook for 5 to over 18 minutes.
 #[test]
 fn three_control_planes_run_kubernetes() {
-    let cp = image("control-plane", "0.1.0");
+    // The cluster starts at the previous Kubernetes release and is upgraded
+    // to this checkout's by reimaging (issue 14).
+    let cp = crate::images::previous_image("control-plane", PREVIOUS_VERSION);
+    let cp_next = image("control-plane", "0.1.0");
     let _vm = vm_lock();
     let mut c = Cluster::new();
     c.packages = None;
@@ -1128,6 +1159,9 @@ fn three_control_planes_run_kubernetes() {
     c.scenario = "kubernetes: every control plane";
     let make = format!("umask 077; /usr/bin/globular kubeconfig --ttl 1h > {KUBECONFIG}");
     c.exec("cp-1", "/bin/sh", &["-c", &make]);
+    c.exec("cp-2", "/bin/sh", &["-c", &make]);
+    let previous = format!("v{}", crate::images::previous_kubernetes());
+    assert_eq!(c.server_version("cp-1", "cp-1"), previous);
     for server in ["cp-1", "cp-2", "cp-3"] {
         let readyz =
             match c.kubectl_eventually("cp-1", server, &["get", "--raw", "/readyz"], READYZ) {
@@ -1200,13 +1234,67 @@ fn three_control_planes_run_kubernetes() {
         .kubectl_eventually("cp-1", "cp-1", &["get", "--raw", "/readyz"], READYZ)
         .unwrap_or_else(|e| panic!("/readyz through cp-1 with cp-3 off: {e:#}"));
     assert_eq!(readyz.trim(), "ok");
+    let lost = started.elapsed();
+
+    // The upgrade (docs/kubernetes.md, "Upgrading"): each control plane in
+    // turn gets a new disk from the image of this checkout's Kubernetes and
+    // its seed, and the next goes only when `globular node wait` on
+    // another control plane says it is back. cp-3 first (it is off); cp-1,
+    // which bootstrapped the cluster, gets a joining seed (its ticket).
+    c.scenario = "kubernetes: upgrade by reimaging";
+    let pins = builder::pins::Pins::load(&repo_root().join("profiles/versions.toml")).unwrap();
+    let pinned = format!("v{}", pins.version("kubernetes").expect("a Kubernetes pin"));
+    let mut per_node = Vec::new();
+    for (name, via) in [("cp-3", "cp-1"), ("cp-2", "cp-1"), ("cp-1", "cp-2")] {
+        let t = Instant::now();
+        c.power_off(name);
+        if name == "cp-1" {
+            c.reseed_joining(name);
+        }
+        c.reimage(name, &cp_next);
+        c.boot(name);
+        let wait = format!(
+            "/usr/bin/globular node wait {name} --image-version {} --timeout 20m",
+            cp_next.version
+        );
+        c.exec_within(via, "/bin/sh", &["-c", &wait], UPGRADE_NODE);
+        per_node.push(format!("{name} {}", seconds(t.elapsed())));
+    }
+    c.exec("cp-1", "/bin/sh", &["-c", &make]);
+    for server in ["cp-1", "cp-2", "cp-3"] {
+        assert_eq!(c.server_version("cp-2", server), pinned, "through {server}");
+    }
+    // What was written before the upgrade is there.
+    let read = c
+        .kubectl(
+            "cp-1",
+            "cp-3",
+            &[
+                "get",
+                "configmap",
+                "written",
+                "-o",
+                "jsonpath={.data.through}",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("the ConfigMap after the upgrade: {e:#}"));
+    assert_eq!(read.trim(), "cp-1");
     record(&format!(
-        "kubernetes on three control planes: enrolled {} after the first QEMU start, every apiserver ready after {}; whole test {}",
+        "kubernetes on three control planes: enrolled {} after the first QEMU start, every apiserver ready after {}, one off {}; upgrade {previous} to {pinned} by reimaging: {} (node by node: {}); whole test {}",
         seconds(enrolled),
         seconds(ready),
+        seconds(lost),
+        seconds(started.elapsed() - lost),
+        per_node.join(", "),
         seconds(started.elapsed())
     ));
 }
+
+/// The image version of the images at the previous Kubernetes release.
+const PREVIOUS_VERSION: &str = "0.0.1";
+/// How long `globular node wait` may take for one node of an upgrade
+/// (its own `--timeout` is 20 minutes).
+const UPGRADE_NODE: Duration = Duration::from_secs(1260);
 
 /// Issue 14: workers seeded like any other (every package of their image:
 /// the Kubernetes node) join a control plane running Kubernetes with no
@@ -1220,7 +1308,11 @@ fn three_control_planes_run_kubernetes() {
 #[test]
 fn kubernetes_worker_node_turns_ready() {
     let cp = image("control-plane", "0.1.0");
-    let worker = image("worker", "0.1.0");
+    // The workers start at the previous Kubernetes release: the second half
+    // of an upgrade (control planes first, as the three control planes'
+    // test does), done by reimaging at the end.
+    let worker = crate::images::previous_image("worker", PREVIOUS_VERSION);
+    let worker_next = image("worker", "0.1.0");
     let web = crate::images::container_image("web", "0.1.0");
     let _vm = vm_lock();
     let mut c = Cluster::new();
@@ -1273,10 +1365,11 @@ fn kubernetes_worker_node_turns_ready() {
     c.exec("cp-1", "/bin/sh", &["-c", &make]);
     let pins = builder::pins::Pins::load(&repo_root().join("profiles/versions.toml")).unwrap();
     let pinned = format!("v{}", pins.version("kubernetes").expect("a Kubernetes pin"));
+    let previous = format!("v{}", crate::images::previous_kubernetes());
     for name in ["worker-1", "worker-2"] {
         let status = c.node_ready(name);
         let fields: Vec<&str> = status.split_whitespace().collect();
-        assert_eq!(fields.get(1), Some(&pinned.as_str()), "{name}: {status}");
+        assert_eq!(fields.get(1), Some(&previous.as_str()), "{name}: {status}");
         assert!(
             fields
                 .get(2)
@@ -1290,25 +1383,7 @@ fn kubernetes_worker_node_turns_ready() {
     // worker-1, served (through worker-1's kubelet: exec).
     c.scenario = "kubernetes workers: a Deployment";
     for name in ["worker-1", "worker-2"] {
-        c.exec(
-            name,
-            "/usr/bin/mount",
-            &[
-                "-t",
-                "vfat",
-                "-o",
-                "ro",
-                "/dev/disk/by-label/IMAGES",
-                "/mnt",
-            ],
-        );
-        let imported = c.exec_within(
-            name,
-            "/usr/bin/globular",
-            &["image", "import", "/mnt/web.oci.tar"],
-            FIRST_RUN,
-        );
-        assert!(imported.contains("localhost/web:0.1.0"), "{imported}");
+        c.import_web_image(name);
     }
     c.kubectl_ok(&["create", "deployment", "web", "--image=localhost/web:0.1.0"]);
     c.kubectl_ok(&[
@@ -1421,19 +1496,55 @@ fn kubernetes_worker_node_turns_ready() {
     assert_ne!(serial(&mut c), before, "the same certificate came back");
     c.node_ready("worker-1");
 
+    // The upgrade's second half (docs/kubernetes.md, "Upgrading"): each
+    // worker in turn gets a new disk from this checkout's image and its
+    // seed; the next goes only when `globular node wait` says its Node is
+    // Ready at the new kubelet version. The objects stay, and the web pod
+    // runs again on the new worker-1 once its image is there.
+    c.scenario = "kubernetes workers: upgrade by reimaging";
+    let upgrade = Instant::now();
+    let mut per_node = Vec::new();
+    for name in ["worker-1", "worker-2"] {
+        let t = Instant::now();
+        c.power_off(name);
+        c.reimage(name, &worker_next);
+        c.boot(name);
+        let wait = format!(
+            "/usr/bin/globular node wait {name} --image-version {} --kubeconfig {KUBECONFIG} \
+             --kubelet-version {pinned} --timeout 20m",
+            worker_next.version
+        );
+        c.exec_within("cp-1", "/bin/sh", &["-c", &wait], UPGRADE_NODE);
+        per_node.push(format!("{name} {}", seconds(t.elapsed())));
+    }
+    for name in ["worker-1", "worker-2"] {
+        let status = c.node_ready(name);
+        assert!(status.contains(&pinned), "{name}: {status}");
+    }
+    c.import_web_image("worker-1");
+    // The pod from before waits out the image's pull back-off; a new one
+    // starts at once.
+    c.kubectl_ok(&["delete", "pod", "-l", "app=web", "--wait=false"]);
+    c.pod_running("-l app=web", "worker-1");
+    let kept = c.kubectl_ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert_eq!(kept, ip, "the Service after the upgrade");
+    let upgraded = upgrade.elapsed();
+
     // The control plane itself (qemu-tests/tests/kubernetes.rs), last: it
     // kills etcd and stops the substrate API.
     c.scenario = "kubernetes workers: the control plane";
     let (etcd_back, api_back) =
         crate::kubernetes::control_plane_checks(c.vm("cp-1"), &format!("{SUBNET}.11"));
     record(&format!(
-        "kubernetes workers: enrolled {} after the first QEMU start, cp-1's apiserver ready after {}, both Nodes Ready after {}, the web pod Running after {}, its Service answered from worker-2 after {}; a deleted kubelet certificate back after {}; cp-1's health loop: etcd healthy {:.1} s after SIGKILL, the API back {:.1} s after a stop; whole test {}",
+        "kubernetes workers: enrolled {} after the first QEMU start, cp-1's apiserver ready after {}, both Nodes Ready after {}, the web pod Running after {}, its Service answered from worker-2 after {}; a deleted kubelet certificate back after {}; workers upgraded {previous} to {pinned} by reimaging in {} ({}), the web pod Running again; cp-1's health loop: etcd healthy {:.1} s after SIGKILL, the API back {:.1} s after a stop; whole test {}",
         seconds(enrolled),
         seconds(apiserver),
         seconds(ready),
         seconds(running),
         seconds(service),
         seconds(back),
+        seconds(upgraded),
+        per_node.join(", "),
         etcd_back.as_secs_f64(),
         api_back.as_secs_f64(),
         seconds(started.elapsed())
@@ -1449,6 +1560,30 @@ const NODE_READY: Duration = Duration::from_secs(600);
 const POD_RUNNING: Duration = Duration::from_secs(600);
 
 impl Cluster {
+    /// Mounts the worker's images disk and imports the web image
+    /// (`globular image import`).
+    fn import_web_image(&mut self, name: &str) {
+        self.exec(
+            name,
+            "/usr/bin/mount",
+            &[
+                "-t",
+                "vfat",
+                "-o",
+                "ro",
+                "/dev/disk/by-label/IMAGES",
+                "/mnt",
+            ],
+        );
+        let imported = self.exec_within(
+            name,
+            "/usr/bin/globular",
+            &["image", "import", "/mnt/web.oci.tar"],
+            FIRST_RUN,
+        );
+        assert!(imported.contains("localhost/web:0.1.0"), "{imported}");
+    }
+
     /// `kubectl` on cp-1 through cp-1's apiserver; its output, or a failure.
     fn kubectl_ok(&mut self, args: &[&str]) -> String {
         match self.kubectl("cp-1", "cp-1", args) {

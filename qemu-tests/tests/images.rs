@@ -117,6 +117,14 @@ fn build_image(role: &str, version: &str) -> anyhow::Result<Image> {
         started.elapsed(),
         report.package_stage_reused
     );
+    image_of(role, version, &report)
+}
+
+fn image_of(
+    role: &str,
+    version: &str,
+    report: &builder::build::BuildReport,
+) -> anyhow::Result<Image> {
     let disk = report
         .outputs
         .iter()
@@ -132,6 +140,132 @@ fn build_image(role: &str, version: &str) -> anyhow::Result<Image> {
     })
 }
 
+/// The image of `role` at `version` carrying the previous Kubernetes
+/// release (qemu-tests/fixtures/kubernetes-previous), built on first use in
+/// this process: what a cluster runs before an upgrade to this checkout's
+/// pinned release.
+pub fn previous_image(role: &str, version: &str) -> Image {
+    static BUILT: OnceLock<Mutex<HashMap<(String, String), Image>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let key = (role.to_owned(), version.to_owned());
+    if let Some(image) = built.get(&key) {
+        return image.clone();
+    }
+    let image = match build_previous(role, version) {
+        Ok(image) => image,
+        Err(err) => panic!("building the {role} image at the previous Kubernetes: {err:#}"),
+    };
+    built.insert(key, image.clone());
+    image
+}
+
+/// The Kubernetes release of `qemu-tests/fixtures/kubernetes-previous`
+/// (its go.mod's `k8s.io/kubernetes` requirement), without the `v`.
+pub fn previous_kubernetes() -> String {
+    let go_mod = repo_root().join("qemu-tests/fixtures/kubernetes-previous/go.mod");
+    let text = std::fs::read_to_string(&go_mod).expect("the previous Kubernetes go.mod");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("k8s.io/kubernetes v"))
+        .unwrap_or_else(|| panic!("{} requires no k8s.io/kubernetes", go_mod.display()))
+        .to_owned()
+}
+
+/// Builds with this checkout's profiles, but the Kubernetes component made
+/// of `components/kubernetes` (component.toml, the multicall program) and
+/// the fixture's go.mod and go.sum, and the pins with the fixture's
+/// release: what `scripts/bump-component.sh kubernetes VERSION` would give.
+fn build_previous(role: &str, version: &str) -> anyhow::Result<Image> {
+    let repo = repo_root();
+    let work = cache_root().join("kubernetes-previous");
+    if work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
+    let component = work.join("component");
+    copy_tree(&repo.join("components/kubernetes"), &component)?;
+    for file in ["go.mod", "go.sum"] {
+        let from = repo
+            .join("qemu-tests/fixtures/kubernetes-previous")
+            .join(file);
+        std::fs::copy(&from, component.join(file))
+            .with_context(|| format!("copying {}", from.display()))?;
+    }
+    // The pins: versions.toml with [kubernetes] at the previous release.
+    let pins_text = std::fs::read_to_string(repo.join("profiles/versions.toml"))?;
+    let mut pins: toml::Table = pins_text.parse()?;
+    pins.get_mut("kubernetes")
+        .and_then(|t| t.as_table_mut())
+        .context("versions.toml has no [kubernetes]")?
+        .insert("version".into(), previous_kubernetes().into());
+    let pins_file = work.join("versions.toml");
+    std::fs::write(&pins_file, toml::to_string(&pins)?)?;
+    // The lock: every path absolute (it no longer sits in profiles/), the
+    // Kubernetes component's the assembled one.
+    let profiles = repo.join("profiles");
+    let mut lock: toml::Table =
+        std::fs::read_to_string(profiles.join("artifacts.toml"))?.parse()?;
+    for (kind, key) in [
+        ("artifact", "path"),
+        ("component", "path"),
+        ("image", "profile"),
+    ] {
+        let Some(entries) = lock.get_mut(kind).and_then(|v| v.as_array_mut()) else {
+            continue;
+        };
+        for entry in entries.iter_mut().filter_map(|e| e.as_table_mut()) {
+            let name = entry
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default();
+            let path = if kind == "component" && name == "kubernetes" {
+                component.clone()
+            } else if let Some(relative) = entry.get(key).and_then(|p| p.as_str()) {
+                profiles.join(relative)
+            } else {
+                continue;
+            };
+            entry.insert(key.into(), path.display().to_string().into());
+        }
+    }
+    let lock_file = work.join("artifacts.toml");
+    std::fs::write(&lock_file, toml::to_string(&lock)?)?;
+
+    let directory = repo.join("profiles").join(role);
+    let out = cache_root().join("images").join(format!(
+        "{role}_{version}_kubernetes-{}",
+        previous_kubernetes()
+    ));
+    let _vms = vm_lock();
+    let started = std::time::Instant::now();
+    let report = build(&BuildOptions {
+        artifacts: Some(lock_file),
+        ..options(directory, Some(role), version, out, Pins::load(&pins_file)?)
+    })?;
+    tracing::info!(
+        "built {} at Kubernetes {} in {:.1?}",
+        report.name,
+        previous_kubernetes(),
+        started.elapsed()
+    );
+    image_of(role, version, &report)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry?;
+        let target = to.join(entry.path().strip_prefix(from)?);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// `builder build` of the profile in `directory` at `version` into `out`,
 /// with the default cache.
 fn build_profile(
@@ -140,9 +274,20 @@ fn build_profile(
     version: &str,
     out: PathBuf,
 ) -> anyhow::Result<builder::build::BuildReport> {
-    build(&BuildOptions {
+    let pins = Pins::discover(&directory)?;
+    build(&options(directory, role, version, out, pins))
+}
+
+fn options(
+    directory: PathBuf,
+    role: Option<&str>,
+    version: &str,
+    out: PathBuf,
+    pins: Pins,
+) -> BuildOptions {
+    BuildOptions {
         resolve: ResolveOptions {
-            pins: Pins::discover(&directory)?,
+            pins,
             directory,
             role: role.map(str::to_owned),
             profiles: Vec::new(),
@@ -158,7 +303,7 @@ fn build_profile(
         work_tree: Default::default(),
         progress: builder::progress::Progress::new(true),
         source_root: repo_root(),
-    })
+    }
 }
 
 /// The OCI archive of a fixture profile (`qemu-tests/fixtures/NAME`,
