@@ -87,6 +87,16 @@ while read -r module module_version; do
         targets+=("$module@v$version")
     fi
 done <<<"$modules"
+# Indirect requirements go: tidy puts back those the new release needs, at
+# the versions its own graph asks for. Kept, the old release's would stay
+# wherever they are higher (Go's minimal version selection never lowers
+# one): moving Kubernetes from 1.37 to 1.36 kept 1.37's CSI spec, which
+# 1.36's kubelet does not compile against.
+indirect=()
+for module in $(go mod edit -json | awk '/"Path":/ { path = $2 } /"Indirect": true/ { print path }' | tr -d '",'); do
+    indirect+=("-droprequire=$module")
+done
+[ "${#indirect[@]}" -eq 0 ] || go mod edit "${indirect[@]}"
 go get "${targets[@]}"
 go mod tidy
 cd - >/dev/null
