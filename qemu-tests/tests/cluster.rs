@@ -516,7 +516,9 @@ fn seconds(d: Duration) -> String {
 fn cluster_forms_survives_loss_reimages_and_grows() {
     let cp = image("control-plane", "0.1.0");
     let worker = image("worker", "0.1.0");
-    let cp_next = image("control-plane", "0.2.0");
+    // Another image to reimage cp-3 with: the one the Kubernetes tests
+    // start from (another version, built once for both).
+    let cp_next = crate::images::previous_image("control-plane", PREVIOUS_VERSION);
     let _vm = vm_lock();
     // The operator's key (kept on the host) and a backup policy whose
     // target is a USB disk plugged into cp-1 (the disaster-recovery
@@ -827,7 +829,8 @@ fn cluster_forms_survives_loss_reimages_and_grows() {
         seconds(t.elapsed())
     ));
 
-    // Reimage: cp-3 gets a new disk with version 0.2.0 and its old seed.
+    // Reimage: cp-3 gets a new disk with another image version and its old
+    // seed.
     c.scenario = "reimage";
     let t = Instant::now();
     let keys_before = c.etcd_key_count("cp-1");
@@ -844,12 +847,12 @@ fn cluster_forms_survives_loss_reimages_and_grows() {
         .into_iter()
         .find(|n| n["name"] == "cp-3")
         .expect("cp-3 in the registry");
-    assert_eq!(cp3["image_version"], "0.2.0", "{cp3}");
+    assert_eq!(cp3["image_version"], PREVIOUS_VERSION, "{cp3}");
     assert_eq!(cp3["superseded"].as_array().map(Vec::len), Some(1), "{cp3}");
     let keys_after = c.etcd_key_count("cp-1");
     assert_eq!(keys_before, keys_after, "keys before and after the reimage");
     record(&format!(
-        "cluster reimage of cp-3 to 0.2.0: {} ({keys_after} keys before and after)",
+        "cluster reimage of cp-3 to {PREVIOUS_VERSION}: {} ({keys_after} keys before and after)",
         seconds(t.elapsed())
     ));
 
@@ -1262,7 +1265,7 @@ fn three_control_planes_run_kubernetes() {
     }
     c.exec("cp-1", "/bin/sh", &["-c", &make]);
     for server in ["cp-1", "cp-2", "cp-3"] {
-        assert_eq!(c.server_version("cp-2", server), pinned, "through {server}");
+        assert_eq!(c.server_version("cp-1", server), pinned, "through {server}");
     }
     // What was written before the upgrade is there.
     let read = c
