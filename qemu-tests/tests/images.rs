@@ -81,23 +81,32 @@ pub fn repo_root() -> PathBuf {
 
 /// The image of `role` at `version`, built on first use in this process.
 pub fn image(role: &str, version: &str) -> Image {
-    // One build at a time (they share the builder's cache and the two cores);
-    // each image once.
-    static BUILT: OnceLock<Mutex<HashMap<(String, String), Image>>> = OnceLock::new();
+    once("", role, version, || build_image(role, version))
+        .unwrap_or_else(|err| panic!("builder build --role {role} --version {version}: {err:#}"))
+}
+
+/// An image built by `build` the first time its key is asked for in this
+/// process: one build at a time (they share the builder's cache and the
+/// two cores), each image once.
+fn once(
+    kind: &str,
+    role: &str,
+    version: &str,
+    build: impl FnOnce() -> anyhow::Result<Image>,
+) -> anyhow::Result<Image> {
+    type Built = HashMap<(String, String, String), Image>;
+    static BUILT: OnceLock<Mutex<Built>> = OnceLock::new();
     let mut built = BUILT
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let key = (role.to_owned(), version.to_owned());
+    let key = (kind.to_owned(), role.to_owned(), version.to_owned());
     if let Some(image) = built.get(&key) {
-        return image.clone();
+        return Ok(image.clone());
     }
-    let image = match build_image(role, version) {
-        Ok(image) => image,
-        Err(err) => panic!("builder build --role {role} --version {version}: {err:#}"),
-    };
+    let image = build()?;
     built.insert(key, image.clone());
-    image
+    Ok(image)
 }
 
 fn build_image(role: &str, version: &str) -> anyhow::Result<Image> {
@@ -145,21 +154,9 @@ fn image_of(
 /// this process: what a cluster runs before an upgrade to this checkout's
 /// pinned release.
 pub fn previous_image(role: &str, version: &str) -> Image {
-    static BUILT: OnceLock<Mutex<HashMap<(String, String), Image>>> = OnceLock::new();
-    let mut built = BUILT
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let key = (role.to_owned(), version.to_owned());
-    if let Some(image) = built.get(&key) {
-        return image.clone();
-    }
-    let image = match build_previous(role, version) {
-        Ok(image) => image,
-        Err(err) => panic!("building the {role} image at the previous Kubernetes: {err:#}"),
-    };
-    built.insert(key, image.clone());
-    image
+    once("previous", role, version, || build_previous(role, version)).unwrap_or_else(|err| {
+        panic!("building the {role} image at the previous Kubernetes: {err:#}")
+    })
 }
 
 /// The Kubernetes release of `qemu-tests/fixtures/kubernetes-previous`
