@@ -179,6 +179,22 @@ impl Cluster {
         self.node(name).seed = seed;
     }
 
+    /// One node of an upgrade by reimaging: powered off, a new disk from
+    /// `image`, booted, and `globular node wait` (with `wait_args`) on
+    /// `via` until it is back. Returns "NAME SECONDS" for the record.
+    fn upgrade_node(&mut self, name: &str, image: &Image, via: &str, wait_args: &str) -> String {
+        let t = Instant::now();
+        self.power_off(name);
+        self.reimage(name, image);
+        self.boot(name);
+        let wait = format!(
+            "/usr/bin/globular node wait {name} --image-version {} {wait_args} --timeout 20m",
+            image.version
+        );
+        self.exec_within(via, "/bin/sh", &["-c", &wait], UPGRADE_NODE);
+        format!("{name} {}", seconds(t.elapsed()))
+    }
+
     /// A new disk for `name` from `image` (the old one is dropped).
     fn reimage(&mut self, name: &str, image: &Image) {
         let dir = self.dir.path().to_owned();
@@ -1245,23 +1261,13 @@ fn three_control_planes_run_kubernetes() {
     // another control plane says it is back. cp-3 first (it is off); cp-1,
     // which bootstrapped the cluster, gets a joining seed (its ticket).
     c.scenario = "kubernetes: upgrade by reimaging";
-    let pins = builder::pins::Pins::load(&repo_root().join("profiles/versions.toml")).unwrap();
-    let pinned = format!("v{}", pins.version("kubernetes").expect("a Kubernetes pin"));
+    let pinned = format!("v{}", crate::images::pinned("kubernetes"));
     let mut per_node = Vec::new();
     for (name, via) in [("cp-3", "cp-1"), ("cp-2", "cp-1"), ("cp-1", "cp-2")] {
-        let t = Instant::now();
-        c.power_off(name);
         if name == "cp-1" {
             c.reseed_joining(name);
         }
-        c.reimage(name, &cp_next);
-        c.boot(name);
-        let wait = format!(
-            "/usr/bin/globular node wait {name} --image-version {} --timeout 20m",
-            cp_next.version
-        );
-        c.exec_within(via, "/bin/sh", &["-c", &wait], UPGRADE_NODE);
-        per_node.push(format!("{name} {}", seconds(t.elapsed())));
+        per_node.push(c.upgrade_node(name, &cp_next, via, ""));
     }
     c.exec("cp-1", "/bin/sh", &["-c", &make]);
     for server in ["cp-1", "cp-2", "cp-3"] {
@@ -1366,8 +1372,7 @@ fn kubernetes_worker_node_turns_ready() {
     c.scenario = "kubernetes workers: Ready";
     let make = format!("umask 077; /usr/bin/globular kubeconfig --ttl 1h > {KUBECONFIG}");
     c.exec("cp-1", "/bin/sh", &["-c", &make]);
-    let pins = builder::pins::Pins::load(&repo_root().join("profiles/versions.toml")).unwrap();
-    let pinned = format!("v{}", pins.version("kubernetes").expect("a Kubernetes pin"));
+    let pinned = format!("v{}", crate::images::pinned("kubernetes"));
     let previous = format!("v{}", crate::images::previous_kubernetes());
     for name in ["worker-1", "worker-2"] {
         let status = c.node_ready(name);
@@ -1507,18 +1512,9 @@ fn kubernetes_worker_node_turns_ready() {
     c.scenario = "kubernetes workers: upgrade by reimaging";
     let upgrade = Instant::now();
     let mut per_node = Vec::new();
+    let kubelet = format!("--kubeconfig {KUBECONFIG} --kubelet-version {pinned}");
     for name in ["worker-1", "worker-2"] {
-        let t = Instant::now();
-        c.power_off(name);
-        c.reimage(name, &worker_next);
-        c.boot(name);
-        let wait = format!(
-            "/usr/bin/globular node wait {name} --image-version {} --kubeconfig {KUBECONFIG} \
-             --kubelet-version {pinned} --timeout 20m",
-            worker_next.version
-        );
-        c.exec_within("cp-1", "/bin/sh", &["-c", &wait], UPGRADE_NODE);
-        per_node.push(format!("{name} {}", seconds(t.elapsed())));
+        per_node.push(c.upgrade_node(name, &worker_next, "cp-1", &kubelet));
     }
     for name in ["worker-1", "worker-2"] {
         let status = c.node_ready(name);

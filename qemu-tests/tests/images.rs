@@ -159,6 +159,14 @@ pub fn previous_image(role: &str, version: &str) -> Image {
     })
 }
 
+/// This checkout's pinned version of `component` (profiles/versions.toml).
+pub fn pinned(component: &str) -> String {
+    let pins = Pins::load(&repo_root().join("profiles/versions.toml")).expect("the pins");
+    pins.version(component)
+        .unwrap_or_else(|| panic!("no {component} pin"))
+        .to_owned()
+}
+
 /// The Kubernetes release of `qemu-tests/fixtures/kubernetes-previous`
 /// (its go.mod's `k8s.io/kubernetes` requirement), without the `v`.
 pub fn previous_kubernetes() -> String {

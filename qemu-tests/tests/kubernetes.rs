@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use qemu_tests::Vm;
 use serde_json::Value;
 
-use crate::images::repo_root;
 /// One command in the guest; the Kubernetes program's start alone takes
 /// tens of seconds emulated.
 const EXEC: Duration = Duration::from_secs(300);
@@ -117,8 +116,7 @@ pub fn control_plane_checks(vm: &mut Vm, ip: &str) -> (Duration, Duration) {
     let listed: Value = serde_json::from_str(&listed).unwrap();
     let services = listed["services"].as_array().cloned().unwrap_or_default();
     assert_eq!(services.len(), 1, "{listed}");
-    let pins = builder::pins::Pins::load(&repo_root().join("profiles/versions.toml")).unwrap();
-    let pinned = pins.version("kubernetes").expect("a Kubernetes pin");
+    let pinned = crate::images::pinned("kubernetes");
     let s = &services[0];
     assert_eq!(
         (&s["address"], &s["port"], &s["metadata"]["health"]),
