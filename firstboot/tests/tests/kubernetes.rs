@@ -693,4 +693,116 @@ fn worker_identity(cluster: &Cluster, cp1: &Node, apiserver_port: u16, admin: &P
     assert!(as_node("get node", &["get", "node", "w1", "-o", "name"])
         .unwrap()
         .contains("node/w1"));
+
+    kubelet_serving_is_checked(cluster, &dir, admin);
+}
+
+/// The apiserver checks a kubelet's serving certificate against
+/// Kubernetes' CA (`--kubelet-certificate-authority`) before it sends it
+/// anything or trusts what comes back (logs, exec). Node w1 says its
+/// kubelet is at its address and a free port, where a TLS server answers
+/// with w1's substrate-issued serving certificate: the apiserver reads the
+/// pod's "logs" there. Then the same server with a certificate for the same
+/// name and address from another CA: the apiserver refuses it.
+fn kubelet_serving_is_checked(cluster: &Cluster, dir: &Path, admin: &Path) {
+    let serving =
+        pki::identity_of_pem(&std::fs::read_to_string(dir.join("kubelet-serving.crt")).unwrap())
+            .unwrap();
+    let ip = serving.ips[0].to_string();
+    let port = free_port();
+    let status = format!(
+        r#"{{"status":{{"addresses":[{{"type":"InternalIP","address":"{ip}"}}],"daemonEndpoints":{{"kubeletEndpoint":{{"Port":{port}}}}}}}}}"#
+    );
+    // What a kubelet writes in its Node's status (this host runs none).
+    kubectl(
+        admin,
+        &[
+            "patch",
+            "node",
+            "w1",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ],
+    );
+    let pod = cluster.dir.path().join("pod-on-w1.json");
+    std::fs::write(
+        &pod,
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"on-w1","namespace":"demo"},
+            "spec":{"nodeName":"w1","containers":[{"name":"c","image":"localhost/none:0"}]}}"#,
+    )
+    .unwrap();
+    kubectl(admin, &["create", "-f", pod.to_str().unwrap()]);
+
+    let kubelet = |cert: &Path, key: &Path, log: &str| -> crate::harness::KillOnDrop {
+        let server = Task::new("a TLS server in the kubelet's place", "openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("{ip}:{port}"))
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .spawn_logged(&cluster.dir.path().join(log))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect((ip.as_str(), port)).is_err() {
+            assert!(Instant::now() < deadline, "openssl s_server did not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server.into()
+    };
+    let logs = || {
+        Task::new(
+            "kubectl logs through the apiserver",
+            "/usr/local/bin/kubectl",
+        )
+        .arg("--kubeconfig")
+        .arg(admin)
+        .args(["-n", "demo", "logs", "on-w1"])
+        .read_string()
+    };
+    {
+        let _kubelet = kubelet(
+            &dir.join("kubelet-serving.crt"),
+            &dir.join("kubelet-serving.key"),
+            "kubelet-serving.log",
+        );
+        let page = logs().unwrap();
+        assert!(page.contains("s_server"), "{page}");
+    }
+    // The same name and address, another CA.
+    let other = cluster.dir.path().join("other-ca");
+    std::fs::create_dir_all(&other).unwrap();
+    let (cert, key) = (other.join("serving.crt"), other.join("serving.key"));
+    Task::new("a serving certificate from another CA", "openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/O=system:nodes/CN=system:node:w1",
+        ])
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:w1,IP:{ip}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .run()
+        .unwrap();
+    let _kubelet = kubelet(&cert, &key, "kubelet-other-ca.log");
+    let err = logs().unwrap_err().to_string();
+    assert!(
+        err.contains("certificate signed by unknown authority"),
+        "the apiserver took a kubelet certificate from another CA: {err}"
+    );
 }
