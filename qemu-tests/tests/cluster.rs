@@ -1518,13 +1518,7 @@ fn kubernetes_worker_node_turns_ready() {
     let started = Instant::now();
     c.boot_two_at_a_time(&["cp-1", "worker-1", "worker-2"]);
     let enrolled = started.elapsed();
-    if let Err(err) = c
-        .vm("cp-1")
-        .wait_for(KUBERNETES_SERVING, KUBERNETES_TIMEOUT)
-    {
-        let journal = c.kubernetes_journal("cp-1");
-        panic!("scenario {}: cp-1: {err:#}\n{journal}", c.scenario);
-    }
+    c.wait_serving("cp-1");
     let apiserver = started.elapsed();
     for name in ["worker-1", "worker-2"] {
         if let Err(err) = c.vm(name).wait_for(KUBELET_HEALTHY, KUBERNETES_TIMEOUT) {
