@@ -573,14 +573,7 @@ impl ObjectStore {
             .arg(&root)
             .spawn_logged(&dir.join("s3.log"))
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the object store did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        crate::harness::wait_listening(("127.0.0.1", port), "the object store");
         ObjectStore {
             child,
             endpoint: format!("https://127.0.0.1:{port}"),

@@ -488,6 +488,16 @@ pub fn openssl_verify(ca: &Path, cert: &Path) {
     assert!(out.trim_end().ends_with("OK"), "{out}");
 }
 
+/// Waits up to 30 s until something listens on `addr` (a server the test
+/// started); fails naming `what`.
+pub fn wait_listening(addr: (&str, u16), what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     globular_firstboot::runtime::build(globular_firstboot::runtime::Threads::One).unwrap()
 }

@@ -745,11 +745,7 @@ fn kubelet_serving_is_checked(cluster: &Cluster, dir: &Path, admin: &Path) {
             .arg(key)
             .spawn_logged(&cluster.dir.path().join(log))
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect((ip.as_str(), port)).is_err() {
-            assert!(Instant::now() < deadline, "openssl s_server did not listen");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::harness::wait_listening((ip.as_str(), port), "openssl s_server");
         server.into()
     };
     let logs = || {
