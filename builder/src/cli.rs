@@ -194,6 +194,11 @@ struct ClusterNewArgs {
     /// certificates when a third of it is left (docs/operations.md).
     #[arg(long, default_value = "30d", value_parser = globular_cluster::token::parse_ttl)]
     certificate_lifetime: time::Duration,
+    /// etcd's Raft heartbeat interval in milliseconds (10 to 5000); the
+    /// election timeout is ten of them. etcd's 100 suits a LAN of real
+    /// machines; slow or emulated machines want more (docs/operations.md).
+    #[arg(long = "etcd-heartbeat", value_name = "MS", default_value_t = globular_cluster::etcd_timing::DEFAULT_HEARTBEAT_MS)]
+    etcd_heartbeat_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -418,6 +423,7 @@ fn cluster_new(args: ClusterNewArgs) -> anyhow::Result<()> {
             backup_recipients: args.backup_recipients,
             backup_policy,
             certificate_lifetime: args.certificate_lifetime,
+            etcd_heartbeat_ms: args.etcd_heartbeat_ms,
         },
     )?;
     tracing::info!(

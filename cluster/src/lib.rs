@@ -15,6 +15,7 @@
 pub mod backup;
 pub mod cidata;
 pub mod etcd_auth;
+pub mod etcd_timing;
 pub mod fsutil;
 pub mod logging;
 pub mod pki;

@@ -59,6 +59,14 @@ pub struct ClusterInfo {
         skip_serializing_if = "crate::pki::is_default_lifetime"
     )]
     pub certificate_lifetime: u64,
+    /// etcd's Raft heartbeat interval in milliseconds; the election
+    /// timeout is ten of them (`builder cluster new --etcd-heartbeat`;
+    /// docs/operations.md).
+    #[serde(
+        default = "crate::etcd_timing::default_heartbeat_ms",
+        skip_serializing_if = "crate::etcd_timing::is_default_heartbeat"
+    )]
+    pub etcd_heartbeat_ms: u64,
 }
 
 /// One entry of `tokens.yaml`.
@@ -161,6 +169,8 @@ pub struct ClusterExtras {
     pub backup_policy: Option<Policy>,
     /// How long certificates are valid (`--certificate-lifetime`).
     pub certificate_lifetime: Duration,
+    /// etcd's heartbeat interval in milliseconds (`--etcd-heartbeat`).
+    pub etcd_heartbeat_ms: u64,
 }
 
 impl Default for ClusterExtras {
@@ -170,6 +180,7 @@ impl Default for ClusterExtras {
             backup_recipients: Vec::new(),
             backup_policy: None,
             certificate_lifetime: crate::pki::LEAF_VALIDITY,
+            etcd_heartbeat_ms: crate::etcd_timing::DEFAULT_HEARTBEAT_MS,
         }
     }
 }
@@ -208,6 +219,8 @@ pub fn create_with(opts: &NewCluster, extras: &ClusterExtras) -> anyhow::Result<
     }
     crate::pki::check_lifetime(extras.certificate_lifetime)
         .map_err(|e| anyhow::anyhow!("--certificate-lifetime: {e}"))?;
+    crate::etcd_timing::check_heartbeat(extras.etcd_heartbeat_ms)
+        .map_err(|e| anyhow::anyhow!("--etcd-heartbeat: {e}"))?;
     for ep in &opts.endpoints {
         ep.parse::<std::net::SocketAddr>()
             .map_err(|_| anyhow::anyhow!("endpoint {ep:?} is not IP:PORT"))?;
@@ -241,6 +254,7 @@ pub fn create_with(opts: &NewCluster, extras: &ClusterExtras) -> anyhow::Result<
             domain: domain.to_owned(),
             backup_recipients: extras.backup_recipients.clone(),
             certificate_lifetime: extras.certificate_lifetime.whole_seconds().unsigned_abs(),
+            etcd_heartbeat_ms: extras.etcd_heartbeat_ms,
         },
         tokens: [Role::ControlPlane, Role::Worker]
             .into_iter()
@@ -421,6 +435,7 @@ impl ClusterSecrets {
                 domain: self.info.domain.clone(),
                 backup_recipients: self.info.backup_recipients.clone(),
                 certificate_lifetime: self.info.certificate_lifetime,
+                etcd_heartbeat_ms: self.info.etcd_heartbeat_ms,
             },
             node: NodeSpec {
                 name: opts.node.clone(),

@@ -9,6 +9,7 @@
 //!   id: 5f0c...                 # 32 hex digits
 //!   ca_cert_hash: sha256:...    # pin of the CA public key
 //!   endpoints: [10.0.0.1:10016] # substrate API of control-plane nodes
+//!   etcd_heartbeat_ms: 500      # optional: etcd's Raft heartbeat (100)
 //! node:
 //!   name: cp1
 //!   role: control-plane         # or worker
@@ -132,6 +133,14 @@ pub struct ClusterRef {
         skip_serializing_if = "crate::pki::is_default_lifetime"
     )]
     pub certificate_lifetime: u64,
+    /// etcd's Raft heartbeat interval in milliseconds; the election
+    /// timeout is ten of them (`builder cluster new --etcd-heartbeat`;
+    /// docs/operations.md).
+    #[serde(
+        default = "crate::etcd_timing::default_heartbeat_ms",
+        skip_serializing_if = "crate::etcd_timing::is_default_heartbeat"
+    )]
+    pub etcd_heartbeat_ms: u64,
 }
 
 impl ClusterRef {
@@ -285,6 +294,8 @@ impl Seed {
         }
         pki::check_lifetime(self.cluster.certificate_lifetime())
             .map_err(|e| format!("field `cluster.certificate_lifetime`: {e}"))?;
+        crate::etcd_timing::check_heartbeat(self.cluster.etcd_heartbeat_ms)
+            .map_err(|e| format!("field `cluster.etcd_heartbeat_ms`: {e}"))?;
         for (i, recipient) in self.cluster.backup_recipients.iter().enumerate() {
             crate::backup::parse_recipient(recipient)
                 .map_err(|e| format!("field `cluster.backup_recipients[{i}]`: {e}"))?;
@@ -527,6 +538,7 @@ token: abcdef.0123456789abcdef
         );
         assert_eq!(seed.node.role, Role::Worker);
         assert_eq!(seed.node.ports, Ports::default());
+        assert_eq!(seed.cluster.etcd_heartbeat_ms, 100);
         assert_eq!(seed.primary_ip().to_string(), "10.0.0.5");
         // No `node.packages`: every package of the image for the role.
         assert_eq!(seed.node.packages, None);
@@ -571,6 +583,13 @@ token: abcdef.0123456789abcdef
                 "cluster.ca_cert_hash",
             ),
             (
+                WORKER.replace(
+                    "  endpoints: [10.0.0.1:10016]\n",
+                    "  endpoints: [10.0.0.1:10016]\n  etcd_heartbeat_ms: 0\n",
+                ),
+                "cluster.etcd_heartbeat_ms",
+            ),
+            (
                 WORKER.replace("  addresses:", "  colour: blue\n  addresses:"),
                 "colour",
             ),
@@ -607,6 +626,7 @@ mod robustness {
                 domain: registry::default_domain(),
                 backup_recipients: Vec::new(),
                 certificate_lifetime: pki::default_lifetime_seconds(),
+                etcd_heartbeat_ms: crate::etcd_timing::DEFAULT_HEARTBEAT_MS,
             },
             node: NodeSpec {
                 name: "cp1".into(),

@@ -287,6 +287,7 @@ mod tests {
                 domain: globular_cluster::registry::default_domain(),
                 backup_recipients: Vec::new(),
                 certificate_lifetime: globular_cluster::pki::default_lifetime_seconds(),
+                etcd_heartbeat_ms: globular_cluster::etcd_timing::DEFAULT_HEARTBEAT_MS,
             },
             node: globular_cluster::seed::NodeSpec {
                 name: "w1".into(),

@@ -417,6 +417,20 @@ fn run_dir_is_kept_when_the_test_fails() {
     }
 }
 
+/// etcd's heartbeat in the VMs' clusters, in milliseconds (election timeout
+/// 5 s). Under TCG, etcd at its 100 ms default spent about half of an idle
+/// control plane's CPU time (docs/benchmarks.md, 2026-12-07), and the idle
+/// three control planes filled both host cores.
+pub const VM_ETCD_HEARTBEAT_MS: u64 = 500;
+
+/// What `builder cluster new` gets for a cluster of VMs under TCG.
+pub fn vm_extras() -> globular_cluster::secrets::ClusterExtras {
+    globular_cluster::secrets::ClusterExtras {
+        etcd_heartbeat_ms: VM_ETCD_HEARTBEAT_MS,
+        ..Default::default()
+    }
+}
+
 /// The address of a lone bootstrap control plane ([`bootstrap_seed`]).
 pub const LONE_CP_IP: &str = "10.77.0.11";
 
@@ -425,13 +439,16 @@ pub const LONE_CP_IP: &str = "10.77.0.11";
 pub fn bootstrap_seed(dir: &Path) -> PathBuf {
     use globular_cluster::secrets::{self, NewCluster, SeedFormat, SeedOptions};
     let bundle = dir.join("cluster");
-    secrets::create(&NewCluster {
-        name: "lone".into(),
-        out: bundle.clone(),
-        endpoints: vec![format!("{LONE_CP_IP}:{}", globular_cluster::API_PORT)],
-        token_ttl: time::Duration::hours(1),
-        policy: Default::default(),
-    })
+    secrets::create_with(
+        &NewCluster {
+            name: "lone".into(),
+            out: bundle.clone(),
+            endpoints: vec![format!("{LONE_CP_IP}:{}", globular_cluster::API_PORT)],
+            token_ttl: time::Duration::hours(1),
+            policy: Default::default(),
+        },
+        &vm_extras(),
+    )
     .expect("builder cluster new");
     let seed = dir.join("cp-1.seed.img");
     secrets::write_seed(

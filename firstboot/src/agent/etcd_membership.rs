@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use globular_cluster::etcd_auth::SUBSTRATE_USER;
+use globular_cluster::etcd_timing;
 use globular_cluster::pki::{self, LeafSpec};
 use globular_cluster::seed::Seed;
 use globular_substrate::etcd::Etcd;
@@ -168,6 +169,10 @@ impl Agent {
             // minutes of history is what watchers need to resume.
             "auto-compaction-mode": "periodic",
             "auto-compaction-retention": "10m",
+            // The cluster's Raft timing (`builder cluster new
+            // --etcd-heartbeat`): every member the same.
+            "heartbeat-interval": seed.cluster.etcd_heartbeat_ms,
+            "election-timeout": etcd_timing::election_timeout_ms(seed.cluster.etcd_heartbeat_ms),
             "logger": "zap",
             "log-outputs": ["stderr"],
         });

@@ -392,3 +392,32 @@ fn five_node_cluster() {
     assert_eq!(std::fs::read(cp2.layout().state()).unwrap(), before);
     assert_eq!(std::fs::read(cp2.layout().node_cert()).unwrap(), cert);
 }
+
+/// A cluster made with a longer etcd heartbeat (`builder cluster new
+/// --etcd-heartbeat`): the bootstrap member and a joining one both run
+/// real etcd with it and its election timeout, ten heartbeats.
+#[test]
+fn etcd_members_run_with_the_clusters_raft_timing() {
+    let cluster = Cluster::new_with(&globular_cluster::secrets::ClusterExtras {
+        etcd_heartbeat_ms: 300,
+        ..globular_cluster::secrets::ClusterExtras::default()
+    });
+    let cp1 = cluster.node("cp1", Role::ControlPlane, true, &[]);
+    cluster.run_agent(&cp1).unwrap();
+    let cp2 = cluster.node("cp2", Role::ControlPlane, false, &[cp1.api()]);
+    cluster.run_agent(&cp2).unwrap();
+    for node in [&cp1, &cp2] {
+        let config = std::fs::read_to_string(node.layout().etcd_config()).unwrap();
+        assert!(config.contains("heartbeat-interval: 300\n"), "{config}");
+        assert!(config.contains("election-timeout: 3000\n"), "{config}");
+        // What etcd itself says it runs with, in its start-up line.
+        let log = node.layout().log_dir().join("etcd.log");
+        let log = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            log.contains(r#""heartbeat-interval":"300ms""#)
+                && log.contains(r#""election-timeout":"3s""#),
+            "{}: {log}",
+            node.layout().log_dir().display()
+        );
+    }
+}
