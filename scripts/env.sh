@@ -10,4 +10,7 @@ fi
 # earlier checkout are reused (cargo tells checkouts apart by their
 # sources). Set CARGO_TARGET_DIR to use another.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/globular/cargo-target}"
+# The same for the node agent the images' build script compiles
+# (profiles/base/mkosi.build).
+export GLOBULAR_AGENT_BUILD_DIR="${GLOBULAR_AGENT_BUILD_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/globular/agent-build}"
 builder="$CARGO_TARGET_DIR/release/builder"

@@ -1084,15 +1084,33 @@ fn disaster_recovery(
 /// firstboot/src/package/mod.rs.
 const KUBERNETES_SERVING: &str = "register kubernetes.KubernetesService";
 const KUBECONFIG: &str = "/run/test-admin.kubeconfig";
+/// How long [`Cluster::kubectl`] tries again a request whose connection to
+/// the apiserver failed.
+const KUBECTL_CONNECT: Duration = Duration::from_secs(180);
 
 impl Cluster {
     /// `kubectl` on `via` through the apiserver of `server` (a node name).
+    /// A request that never reached the apiserver (its connection or TLS
+    /// handshake failed: client-go gives a handshake 10 s, which three
+    /// control planes filling two TCG cores missed on 2026-12-07) is made
+    /// again for up to [`KUBECTL_CONNECT`]; any other failure is returned.
     fn kubectl(&mut self, via: &str, server: &str, args: &[&str]) -> anyhow::Result<String> {
         let url = format!("--server=https://{}:6443", self.node(server).ip);
         let mut argv = vec!["--kubeconfig", KUBECONFIG, "--request-timeout=60s", &url];
         argv.extend_from_slice(args);
-        let out = self.vm(via).exec("/usr/bin/kubectl", &argv, FIRST_RUN)?;
-        Ok(out.success("kubectl")?.stdout)
+        let deadline = Instant::now() + KUBECTL_CONNECT;
+        loop {
+            let out = self.vm(via).exec("/usr/bin/kubectl", &argv, FIRST_RUN)?;
+            let unsent = ["TLS handshake timeout", "connection refused"]
+                .iter()
+                .any(|e| out.stderr.contains(e));
+            if out.code != 0 && unsent && Instant::now() < deadline {
+                tracing::warn!("kubectl {args:?} through {server}: {}", out.stderr.trim());
+                std::thread::sleep(Duration::from_secs(5));
+                continue;
+            }
+            return Ok(out.success("kubectl")?.stdout);
+        }
     }
 
     /// The API server's version (`kubectl version`'s `serverVersion`).
