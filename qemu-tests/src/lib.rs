@@ -420,6 +420,27 @@ impl Vm {
         out
     }
 
+    /// Sets the nice value of every thread of the VM's QEMU process
+    /// (`renice`; a thread's value is its own, and the threads QEMU starts
+    /// later take their creator's).
+    pub fn set_nice(&self, nice: i32) -> anyhow::Result<()> {
+        let Some(child) = &self.child else {
+            return Ok(());
+        };
+        let dir = format!("/proc/{}/task", child.id());
+        let threads: Vec<String> = std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {dir}"))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        Task::new(format!("renicing VM {}", self.name), "renice")
+            .package("util-linux")
+            .args(["-n", &nice.to_string(), "-p"])
+            .args(&threads)
+            .run()?;
+        Ok(())
+    }
+
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child
             .as_mut()
