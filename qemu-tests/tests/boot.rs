@@ -101,6 +101,24 @@ fn disk_boots_reports_version_and_keeps_state_across_reboot() {
             .unwrap();
         assert_eq!(state.stdout.trim(), "inactive", "{unit}");
     }
+    // The OS tree's kernel modules are stored compressed
+    // (`KernelModulesCompression=zstd`) and kmod loads them as they are.
+    let loaded = vm
+        .exec(
+            "/bin/sh",
+            &[
+                "-c",
+                "/usr/sbin/modprobe dummy && /usr/sbin/modinfo -n dummy && test -d /sys/module/dummy && echo loaded",
+            ],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert!(
+        loaded
+            .stdout
+            .contains("/kernel/drivers/net/dummy.ko.zst\nloaded"),
+        "{loaded:?}"
+    );
 }
 
 #[test]

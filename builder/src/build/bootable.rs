@@ -123,10 +123,15 @@ pub fn build_initrd(input: &InitrdInput<'_>) -> anyhow::Result<()> {
         let rel = rel
             .strip_prefix("lib/")
             .map_or(rel.to_owned(), |r| format!("usr/lib/{r}"));
-        let dest = tree.join(&rel);
+        // A module the OS tree stores compressed (`KernelModulesCompression=`)
+        // goes in as it was packaged: the initrd is compressed as a whole.
+        let source = input.os_tree.join(&rel);
+        let dest = tree.join(rel.strip_suffix(".zst").unwrap_or(&rel));
         std::fs::create_dir_all(dest.parent().expect("module path has a parent"))?;
-        std::fs::copy(input.os_tree.join(&rel), &dest)
+        let bytes = rootfs::modules::read_module(&source)
             .with_context(|| format!("copying module {rel}"))?;
+        std::fs::write(&dest, bytes).with_context(|| format!("writing {}", dest.display()))?;
+        std::fs::set_permissions(&dest, std::fs::metadata(&source)?.permissions())?;
     }
     std::fs::create_dir_all(tree.join(&moddir))?;
     for file in [

@@ -20,23 +20,60 @@ pub struct Built {
     pub sha256: String,
 }
 
-/// Builds every image of `images` (profiles relative to `lock_dir`) at
-/// `version` (the carrying image's: its configuration can name them) with
-/// the build's pins and cache; their outputs go to `cache_dir/images/NAME/`.
-pub fn build(
+/// The options of the build of `image` (its profile relative to
+/// `lock_dir`) at `version`, the carrying build's pins and cache, its
+/// output in `cache_dir/images/NAME/`.
+fn sub_build(
+    image: &artifacts::Image,
+    lock_dir: &Path,
+    version: &str,
+    options: &BuildOptions,
+    cache_dir: &Path,
+) -> BuildOptions {
+    BuildOptions {
+        resolve: ResolveOptions {
+            directory: lock_dir.join(&image.profile),
+            role: None,
+            profiles: Vec::new(),
+            image_version: Some(version.to_owned()),
+            ..options.resolve.clone()
+        },
+        format: Some("oci".to_owned()),
+        compression: None,
+        output_dir: Some(cache_dir.join("images").join(&image.name)),
+        cache_dir: Some(cache_dir.to_owned()),
+        artifacts: None,
+        force: options.force,
+        work_tree: options.work_tree,
+        progress: options.progress.clone(),
+        source_root: options.source_root.clone(),
+    }
+}
+
+fn describe(image: &artifacts::Image, lock_dir: &Path) -> String {
+    format!(
+        "image {:?} (profile {})",
+        image.name,
+        lock_dir.join(&image.profile).display()
+    )
+}
+
+/// Checks every image of `images` before anything is built: its profile
+/// resolves, and its own lock file (artifacts.toml next to or above its
+/// profile) carries no images (an image that carried itself would never
+/// end). The builds themselves run beside the carrying image's package
+/// stage, so a mistake here would otherwise show only after it.
+pub fn check(
     images: &[artifacts::Image],
     lock_dir: &Path,
     version: &str,
     options: &BuildOptions,
     cache_dir: &Path,
-) -> anyhow::Result<Vec<Built>> {
-    let mut out = Vec::new();
+) -> anyhow::Result<()> {
     for image in images {
-        let directory = lock_dir.join(&image.profile);
-        let what = || format!("image {:?} (profile {})", image.name, directory.display());
-        // Its own lock file (artifacts.toml next to or above its profile)
-        // must carry no images: an image that carried itself would never end.
-        if let Some(lock) = &artifacts::discover(&directory) {
+        let what = || describe(image, lock_dir);
+        let sub = sub_build(image, lock_dir, version, options, cache_dir);
+        if let Some(lock) = &artifacts::discover(&sub.resolve.directory) {
             if !artifacts::load(lock, None)
                 .with_context(what)?
                 .images
@@ -49,25 +86,26 @@ pub fn build(
                 );
             }
         }
-        let sub = BuildOptions {
-            resolve: ResolveOptions {
-                directory: directory.clone(),
-                role: None,
-                profiles: Vec::new(),
-                image_version: Some(version.to_owned()),
-                ..options.resolve.clone()
-            },
-            format: Some("oci".to_owned()),
-            compression: None,
-            output_dir: Some(cache_dir.join("images").join(&image.name)),
-            cache_dir: Some(cache_dir.to_owned()),
-            artifacts: None,
-            force: options.force,
-            work_tree: options.work_tree,
-            progress: options.progress.clone(),
-            source_root: options.source_root.clone(),
-        };
-        let report = build_inner(&sub).with_context(what)?;
+        crate::profile::resolve(&sub.resolve).with_context(what)?;
+    }
+    Ok(())
+}
+
+/// Builds every image of `images` (checked by [`check`]) at `version` (the
+/// carrying image's: its configuration can name them) with the build's
+/// pins and cache; their outputs go to `cache_dir/images/NAME/`.
+pub fn build(
+    images: &[artifacts::Image],
+    lock_dir: &Path,
+    version: &str,
+    options: &BuildOptions,
+    cache_dir: &Path,
+) -> anyhow::Result<Vec<Built>> {
+    let mut out = Vec::new();
+    for image in images {
+        let what = || describe(image, lock_dir);
+        let sub = sub_build(image, lock_dir, version, options, cache_dir);
+        let report = build_inner(&sub, true).with_context(what)?;
         let archive = report
             .outputs
             .iter()

@@ -17,6 +17,7 @@ use anyhow::{bail, Context as _};
 
 mod bootable;
 mod images;
+mod reuse;
 
 use crate::artifacts;
 use crate::components;
@@ -68,12 +69,15 @@ pub struct BuildReport {
 
 pub fn build(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     let started = std::time::Instant::now();
-    let report = build_inner(options)?;
+    let report = build_inner(options, false)?;
     options.progress.summary(started.elapsed());
     Ok(report)
 }
 
-fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
+/// One build; with `reuse`, outputs that an earlier build made from the
+/// same inputs are kept (the container images a build carries, in the
+/// cache: reuse.rs).
+fn build_inner(options: &BuildOptions, reuse: bool) -> anyhow::Result<BuildReport> {
     let config = profile::resolve(&options.resolve)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -111,9 +115,7 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         &options.resolve.pins,
         plan.epoch,
     )?;
-    // Container images the image carries, each a build of its own (small
-    // profiles: the pod sandbox).
-    let built_images = images::build(
+    images::check(
         &lock.images,
         lock_dir,
         &plan.version,
@@ -133,8 +135,10 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
     // Components and build scripts never see the tree (build scripts get
     // $SRCDIR, $BUILDDIR and $DESTDIR only), so they compile while the
     // package stage installs: go and cargo overlap mmdebstrap's downloads
-    // and dpkg runs.
-    let (entry, components, build_outputs) = std::thread::scope(|scope| {
+    // and dpkg runs. The container images the image carries (small
+    // profiles: the pod sandbox) are builds of their own, with their own
+    // package stages, and run beside it too.
+    let (entry, components, build_outputs, built_images) = std::thread::scope(|scope| {
         let components = scope.spawn(|| {
             beside_package_stage();
             checked.build(&cache, progress)
@@ -142,6 +146,16 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         let scripts = scope.spawn(|| {
             beside_package_stage();
             run_build_scripts(&config, work.path(), &script_env, progress)
+        });
+        let images = scope.spawn(|| {
+            beside_package_stage();
+            images::build(
+                &lock.images,
+                lock_dir,
+                &plan.version,
+                options,
+                &plan.cache_dir,
+            )
         });
         let step = progress.step(&format!(
             "package stage {} ({} packages)",
@@ -162,7 +176,10 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         let outputs = scripts
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        anyhow::Ok((entry?, components?, outputs?))
+        let images = images
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        anyhow::Ok((entry?, components?, outputs?, images?))
     })?;
     let package_stage_reused = !entry.built;
     if package_stage_reused {
@@ -172,6 +189,31 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         );
     }
     let packages = rootfs::recorded_packages(&entry.dir)?;
+    let bootable_format = matches!(plan.format, Format::Disk | Format::Qcow2);
+    let build_digest = build_outputs.as_ref().map(|o| o.digest.clone());
+    let stamp = if reuse && !bootable_format {
+        let inputs_digest = plan.inputs_digest(
+            &config,
+            &key,
+            None,
+            build_digest.as_deref(),
+            (&verified, &components, &built_images),
+            options,
+        )?;
+        let stamp = reuse::Stamp::new(&inputs_digest, plan.format)?;
+        if let Some((outputs, manifest)) = reuse::reusable(&plan.output_dir, &plan.name, &stamp) {
+            tracing::info!("{}: up to date (no input changed)", plan.name);
+            return Ok(BuildReport {
+                name: plan.name,
+                outputs,
+                manifest,
+                package_stage_reused,
+            });
+        }
+        Some(stamp)
+    } else {
+        None
+    };
 
     let step = progress.step("preparing the work tree");
     let work_tree = WorkTree::new(
@@ -190,7 +232,6 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         crate::overlay::copy_tree(&outputs.dest, &tree, Path::new("/"), None)
             .context("installing what the build scripts put in $DESTDIR")?;
     }
-    let build_digest = build_outputs.map(|o| o.digest);
 
     let step = progress.step("copying extra trees");
     let context = config.template_context(&options.resolve.pins);
@@ -216,7 +257,6 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         step.done();
     }
 
-    let bootable_format = matches!(plan.format, Format::Disk | Format::Qcow2);
     let image_id = config.text("ImageId").unwrap_or("image").to_owned();
     let os_release = if bootable_format {
         Some(bootable::prepare_os_tree(&tree, &image_id, &plan.version)?)
@@ -385,78 +425,92 @@ fn build_inner(options: &BuildOptions) -> anyhow::Result<BuildReport> {
         }
     }
     step.done();
-    let step = progress.step("checksums, manifest and SBOM");
-    let (size, sha256) = if plan.format == Format::Directory {
-        (
-            rootfs::cache::disk_usage(&image_path),
-            digest::tree(&image_path)?,
-        )
-    } else {
-        (
-            std::fs::metadata(&image_path)?.len(),
-            digest::file(&image_path)?,
-        )
-    };
-    let outputs = vec![OutputFile {
-        file: image_file.clone(),
-        format: format!("{:?}", plan.format).to_lowercase(),
-        compression: plan.compression.to_owned(),
-        size,
-        sha256,
-    }];
+    // The work tree is not needed any more: it goes while the outputs are
+    // hashed and published, in a scope, so it is gone when the build
+    // returns, whether it failed or not.
+    let (outputs, manifest) = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let step = progress.step("removing the work tree");
+            drop(work_tree);
+            drop(work);
+            step.done();
+        });
+        let step = progress.step("checksums, manifest and SBOM");
+        let (size, sha256) = if plan.format == Format::Directory {
+            (
+                rootfs::cache::disk_usage(&image_path),
+                digest::tree(&image_path)?,
+            )
+        } else {
+            (
+                std::fs::metadata(&image_path)?.len(),
+                digest::file(&image_path)?,
+            )
+        };
+        let outputs = vec![OutputFile {
+            file: image_file.clone(),
+            format: format!("{:?}", plan.format).to_lowercase(),
+            compression: plan.compression.to_owned(),
+            size,
+            sha256,
+        }];
 
-    let manifest = manifest::Manifest {
-        schema: manifest::SCHEMA,
-        builder_version: env!("CARGO_PKG_VERSION").to_owned(),
-        image: manifest::Image {
-            name: plan.name.clone(),
-            id: config.text("ImageId").map(str::to_owned),
-            role: config.role.clone(),
-            version: plan.version.clone(),
-            distribution: stage.distribution.clone(),
-            release: stage.release.clone(),
-            architecture: stage.architecture.clone(),
-        },
-        inputs_digest,
-        source_date_epoch: plan.epoch,
-        package_stage: manifest::PackageStageInfo {
-            key: key.clone(),
-            mmdebstrap: stage.mmdebstrap.clone(),
-            sources: stage.sources.iter().map(|s| s.line()).collect(),
-        },
-        profile: plan.relative_profile(&config, &options.source_root),
-        packages,
-        artifacts: verified.iter().map(|v| (&v.artifact).into()).collect(),
-        components: components.iter().map(|c| c.info.clone()).collect(),
-        outputs,
-        tools: output::tool_versions(plan.format)?,
-        disk: disk_layout,
-    };
-    let manifest_file = format!("{}.manifest.json", plan.name);
-    let sbom_file = format!("{}.spdx.json", plan.name);
-    let sums_file = format!("{}.SHA256SUMS", plan.name);
-    write_json(
-        &staging.path(&manifest_file),
-        &serde_json::to_value(&manifest)?,
-    )?;
-    write_json(&staging.path(&sbom_file), &sbom::spdx(&manifest)?)?;
-    let mut sums = vec![
-        (
-            manifest_file.clone(),
-            digest::file(&staging.path(&manifest_file))?,
-        ),
-        (sbom_file.clone(), digest::file(&staging.path(&sbom_file))?),
-    ];
-    if plan.format != Format::Directory {
-        sums.push((image_file.clone(), manifest.outputs[0].sha256.clone()));
-    }
-    std::fs::write(staging.path(&sums_file), output::checksums(&sums))?;
-    let outputs = staging.publish(&[image_file, manifest_file, sbom_file, sums_file])?;
-    step.done();
-    let step = progress.step("removing the work tree");
-    drop(work_tree);
-    drop(work);
-    step.done();
+        let manifest = manifest::Manifest {
+            schema: manifest::SCHEMA,
+            builder_version: env!("CARGO_PKG_VERSION").to_owned(),
+            image: manifest::Image {
+                name: plan.name.clone(),
+                id: config.text("ImageId").map(str::to_owned),
+                role: config.role.clone(),
+                version: plan.version.clone(),
+                distribution: stage.distribution.clone(),
+                release: stage.release.clone(),
+                architecture: stage.architecture.clone(),
+            },
+            inputs_digest,
+            source_date_epoch: plan.epoch,
+            package_stage: manifest::PackageStageInfo {
+                key: key.clone(),
+                mmdebstrap: stage.mmdebstrap.clone(),
+                sources: stage.sources.iter().map(|s| s.line()).collect(),
+            },
+            profile: plan.relative_profile(&config, &options.source_root),
+            packages,
+            artifacts: verified.iter().map(|v| (&v.artifact).into()).collect(),
+            components: components.iter().map(|c| c.info.clone()).collect(),
+            outputs,
+            tools: output::tool_versions(plan.format)?,
+            disk: disk_layout,
+        };
+        let manifest_file = format!("{}.manifest.json", plan.name);
+        let sbom_file = format!("{}.spdx.json", plan.name);
+        let sums_file = format!("{}.SHA256SUMS", plan.name);
+        write_json(
+            &staging.path(&manifest_file),
+            &serde_json::to_value(&manifest)?,
+        )?;
+        write_json(&staging.path(&sbom_file), &sbom::spdx(&manifest)?)?;
+        let mut sums = vec![
+            (
+                manifest_file.clone(),
+                digest::file(&staging.path(&manifest_file))?,
+            ),
+            (sbom_file.clone(), digest::file(&staging.path(&sbom_file))?),
+        ];
+        if plan.format != Format::Directory {
+            sums.push((image_file.clone(), manifest.outputs[0].sha256.clone()));
+        }
+        std::fs::write(staging.path(&sums_file), output::checksums(&sums))?;
+        if stamp.is_some() {
+            reuse::forget(&plan.output_dir, &plan.name)?;
+        }
+        let outputs = staging.publish(&[image_file, manifest_file, sbom_file, sums_file])?;
+        if let Some(stamp) = &stamp {
+            stamp.record(&plan.output_dir, &plan.name)?;
+        }
+        step.done();
+        anyhow::Ok((outputs, manifest))
+    })?;
     Ok(BuildReport {
         name: plan.name,
         outputs,
@@ -665,6 +719,10 @@ impl Plan {
             skeleton_trees,
             source_date_epoch: self.epoch,
             mmdebstrap: rootfs::mmdebstrap_version()?,
+            kernel_modules_compression: config
+                .text("KernelModulesCompression")
+                .filter(|a| *a != "none")
+                .map(str::to_owned),
         })
     }
 

@@ -144,7 +144,8 @@ pub fn check(
 }
 
 impl Checked {
-    /// Builds each component (or finds it in the cache).
+    /// Builds each component (or finds it in the cache) and checks the
+    /// programs' digests.
     pub fn build(&self, cache: &Cache, progress: &Progress) -> anyhow::Result<Vec<Built>> {
         let Some(toolchain) = &self.toolchain else {
             return Ok(Vec::new());
@@ -153,6 +154,7 @@ impl Checked {
             .iter()
             .map(|one| {
                 one.build(toolchain, cache, progress)
+                    .and_then(|built| built.verify().map(|()| built))
                     .with_context(|| format!("component {:?} ({})", one.name, one.dir.display()))
             })
             .collect()
@@ -454,9 +456,10 @@ impl Built {
         })
     }
 
-    /// Copies the programs into the image tree (checking their digests once
-    /// more) and makes their links.
-    pub fn install(&self, tree: &Path) -> anyhow::Result<()> {
+    /// Checks the programs' digests once more: what the cache holds is
+    /// what was built. [`Checked::build`] does, beside the package stage,
+    /// so that installing is a copy alone.
+    fn verify(&self) -> anyhow::Result<()> {
         for binary in &self.info.binaries {
             let file = self.file(binary);
             if crate::digest::file(&file)? != binary.sha256 {
@@ -466,6 +469,15 @@ impl Built {
                     file.display()
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// Copies the programs (verified by [`Checked::build`]) into the image
+    /// tree and makes their links.
+    pub fn install(&self, tree: &Path) -> anyhow::Result<()> {
+        for binary in &self.info.binaries {
+            let file = self.file(binary);
             let install = Path::new(&binary.install);
             crate::overlay::install_file(tree, install, &file, 0o755)
                 .with_context(|| format!("installing {}", binary.install))?;

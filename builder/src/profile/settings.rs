@@ -305,12 +305,15 @@ settings! {
         Splash: TEXT, NO;
         KernelCommandLine: WORDS, YES;
         KernelModules as KernelModulesInclude: NAMES, YES;
-        KernelModulesExclude: NAMES, YES;
+        KernelModulesExclude: NAMES, NO;
         KernelModulesIncludeHost: BOOL, NO;
         KernelModulesInitrd: BOOL, YES;
         KernelInitrdModules as KernelModulesInitrdInclude: NAMES, YES;
-        KernelModulesInitrdExclude: NAMES, YES;
+        KernelModulesInitrdExclude: NAMES, NO;
         KernelModulesInitrdIncludeHost: BOOL, NO;
+        // Globular extension: the OS tree's kernel modules stored compressed
+        // (`zstd`; `none`, the default, leaves them as packaged).
+        KernelModulesCompression: Kind::Enum(crate::rootfs::modules::ALGORITHMS), YES;
         FirmwareFiles as FirmwareInclude: NAMES, NO;
         FirmwareExclude: NAMES, NO;
         Locale: TEXT, YES;

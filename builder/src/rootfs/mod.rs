@@ -6,6 +6,7 @@ pub mod clean;
 pub mod finalize;
 pub mod libraries;
 pub mod mirror;
+pub mod modules;
 pub mod worktree;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +40,10 @@ pub struct PackageStage {
     pub source_date_epoch: u64,
     /// `mmdebstrap --version`: a different tool may build a different tree.
     pub mmdebstrap: String,
+    /// `KernelModulesCompression=` other than `none` (absent from the key
+    /// otherwise, so stages without it keep the keys they had).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_modules_compression: Option<String>,
 }
 
 impl PackageStage {
@@ -75,11 +80,18 @@ pub fn dpkg_architecture(mkosi: &str) -> anyhow::Result<&'static str> {
 
 /// `mmdebstrap --version`, which also proves the tool is installed.
 pub fn mmdebstrap_version() -> anyhow::Result<String> {
+    // Asked once per process: every package stage of a build (the image's,
+    // its initrd's, its container images') needs it, and mmdebstrap takes
+    // a tenth of a second to say it.
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(version) = VERSION.get() {
+        return Ok(version.clone());
+    }
     let out = Task::new("checking mmdebstrap", "mmdebstrap")
         .package("mmdebstrap")
         .arg("--version")
         .read_string()?;
-    Ok(out.trim().to_owned())
+    Ok(VERSION.get_or_init(|| out.trim().to_owned()).clone())
 }
 
 /// Installs the package stage into `dest` (which must not exist yet).
@@ -151,6 +163,12 @@ pub fn install(
     clean::after_packages(&tree)?;
     clean::scrub(&tree)?;
     step.done();
+    if let Some(algorithm) = &stage.kernel_modules_compression {
+        let step = progress.step("compressing the kernel modules");
+        let count = modules::compress(&tree, algorithm)?;
+        tracing::info!("{count} kernel modules compressed with {algorithm}");
+        step.done();
+    }
     let step = progress.step("listing the installed packages");
     let packages = installed_packages(&tree)?;
     step.done();

@@ -685,8 +685,9 @@ fn assert_names(archive: &Path, name: &str) {
 
 /// `[[image]]` in the lock file: a container image built from its own
 /// profile (`Format=oci`, with `OciEntrypoint=`) at the carrying image's
-/// version and installed as its archive; a profile whose lock file would
-/// carry the image again is refused.
+/// version and installed as its archive, built again only when one of its
+/// inputs changed; a profile whose lock file would carry the image again is
+/// refused.
 #[test]
 fn an_image_carries_a_container_image_built_from_its_profile() {
     let dir = tempfile::tempdir().unwrap();
@@ -726,6 +727,37 @@ fn an_image_carries_a_container_image_built_from_its_profile() {
     std::fs::write(boxed.join("artifacts.toml"), "# none\n").unwrap();
     ok(&build(&main, out.path(), &["--format", "directory"]));
     let archive = out.path().join("mini_1.0/usr/share/images/box.oci.tar");
+    assert_entrypoint(&archive, &["/usr/bin/env", "true"]);
+    assert_names(&archive, "localhost/box:1.0");
+    // The installed archive is the one the builder wrote for the image.
+    let cached = cache_dir().join("images/box/box_1.0.oci.tar");
+    let built = std::fs::read(&cached).unwrap();
+    assert!(built == std::fs::read(&archive).unwrap());
+
+    // Issue 21: built again only when an input changed. The same inputs:
+    // the cached archive is kept, and installed as it is.
+    let stderr = ok(&build(&main, out.path(), &["--format", "directory"]));
+    assert!(stderr.contains("box_1.0: up to date"), "{stderr}");
+    assert!(std::fs::read(&archive).unwrap() == built);
+    // A cached archive changed behind the builder's back is not used: its
+    // digest no longer matches, so the image is built again.
+    std::fs::write(&cached, b"not an image").unwrap();
+    let stderr = ok(&build(&main, out.path(), &["--format", "directory"]));
+    assert!(!stderr.contains("up to date"), "{stderr}");
+    assert!(std::fs::read(&archive).unwrap() == built);
+    // A changed input (its entrypoint) builds it again.
+    std::fs::write(
+        boxed.join("mkosi.conf.d/90-oci.conf"),
+        "[Output]\nImageId=box\nOciEntrypoint=/usr/bin/env false\n",
+    )
+    .unwrap();
+    let stderr = ok(&build(&main, out.path(), &["--format", "directory"]));
+    assert!(!stderr.contains("up to date"), "{stderr}");
+    assert_entrypoint(&archive, &["/usr/bin/env", "false"]);
+}
+
+/// The Entrypoint of the OCI archive's image, as skopeo reads it.
+fn assert_entrypoint(archive: &Path, expected: &[&str]) {
     let config = Task::new("skopeo inspect --config", "skopeo")
         .args(["inspect", "--config"])
         .arg(format!("oci-archive:{}", archive.display()))
@@ -734,11 +766,7 @@ fn an_image_carries_a_container_image_built_from_its_profile() {
     let config: serde_json::Value = serde_json::from_str(&config).unwrap();
     assert_eq!(
         config["config"]["Entrypoint"],
-        serde_json::json!(["/usr/bin/env", "true"]),
+        serde_json::json!(expected),
         "{config}"
     );
-    assert_names(&archive, "localhost/box:1.0");
-    // The installed archive is the one the builder wrote for the image.
-    let built = std::fs::read(cache_dir().join("images/box/box_1.0.oci.tar")).unwrap();
-    assert!(built == std::fs::read(&archive).unwrap());
 }
