@@ -118,6 +118,10 @@ pub fn install(
     .env("SOURCE_DATE_EPOCH", stage.source_date_epoch.to_string())
     .env("LC_ALL", "C.UTF-8")
     .args(["--mode=root", "--variant=minbase", "--format=directory"])
+    // dpkg without an fsync per file, as mkosi runs it: the tree is a
+    // cache entry under construction, synced once before it is published
+    // (below), and thrown away if the build fails.
+    .arg("--dpkgopt=force-unsafe-io")
     .arg(format!("--architectures={}", stage.architecture));
     let recommends = if stage.with_recommends {
         "true"
@@ -187,6 +191,15 @@ pub fn install(
             packages.len()
         ),
     )?;
+    // Everything on disk before the cache renames the entry into place: a
+    // crash never leaves an entry with files dpkg wrote but nobody synced.
+    let step = progress.step("syncing the package tree");
+    Task::new("syncing the package tree", "sync")
+        .package("coreutils")
+        .arg("--file-system")
+        .arg(dest)
+        .run()?;
+    step.done();
     Ok(())
 }
 
