@@ -328,15 +328,18 @@ fn build_inner(options: &BuildOptions, reuse: bool) -> anyhow::Result<BuildRepor
         initrd = Some((initrd_key, initrd_path, vmlinuz, kernel.version));
     }
 
-    let extra_key = initrd.as_ref().map(|(k, ..)| k.as_str());
-    let inputs_digest = plan.inputs_digest(
-        &config,
-        &key,
-        extra_key,
-        build_digest.as_deref(),
-        (&verified, &components, &built_images),
-        options,
-    )?;
+    let inputs_digest = match &stamp {
+        // Computed above for the reuse check (no initrd: not bootable).
+        Some(stamp) => stamp.inputs_digest().to_owned(),
+        None => plan.inputs_digest(
+            &config,
+            &key,
+            initrd.as_ref().map(|(k, ..)| k.as_str()),
+            build_digest.as_deref(),
+            (&verified, &components, &built_images),
+            options,
+        )?,
+    };
     let staging = Staging::new(&plan.output_dir)?;
     let mut disk_layout = None;
     let image_file = format!("{}{}", plan.name, plan.format.extension(plan.compression));

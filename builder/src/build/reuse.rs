@@ -49,6 +49,10 @@ impl Stamp {
         })
     }
 
+    pub fn inputs_digest(&self) -> &str {
+        &self.inputs_digest
+    }
+
     /// Records that `name`'s outputs in `dir` are this stamp's (after they
     /// were published).
     pub fn record(&self, dir: &Path, name: &str) -> anyhow::Result<()> {
