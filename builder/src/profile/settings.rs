@@ -314,6 +314,10 @@ settings! {
         // Globular extension: the OS tree's kernel modules stored compressed
         // (`zstd`; `none`, the default, leaves them as packaged).
         KernelModulesCompression: Kind::Enum(crate::rootfs::modules::ALGORITHMS), YES;
+        // Globular extension: the packages and their dependencies unpacked,
+        // not installed (no maintainer scripts, no dpkg database, no
+        // essential set), for images of static programs.
+        ExtractPackages: BOOL, YES;
         FirmwareFiles as FirmwareInclude: NAMES, NO;
         FirmwareExclude: NAMES, NO;
         Locale: TEXT, YES;

@@ -44,6 +44,11 @@ pub struct PackageStage {
     /// otherwise, so stages without it keep the keys they had).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_modules_compression: Option<String>,
+    /// `ExtractPackages=yes`: the packages and their dependencies unpacked
+    /// (mmdebstrap's `extract` variant), not installed (absent from the key
+    /// when false).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub extract_packages: bool,
 }
 
 impl PackageStage {
@@ -107,17 +112,19 @@ pub fn install(
             stage.distribution
         );
     }
+    let (verb, variant) = if stage.extract_packages {
+        ("extracting", "--variant=extract")
+    } else {
+        ("installing", "--variant=minbase")
+    };
     let mut task = Task::new(
-        format!(
-            "installing {} packages with mmdebstrap",
-            stage.packages.len()
-        ),
+        format!("{verb} {} packages with mmdebstrap", stage.packages.len()),
         "mmdebstrap",
     )
     .package("mmdebstrap")
     .env("SOURCE_DATE_EPOCH", stage.source_date_epoch.to_string())
     .env("LC_ALL", "C.UTF-8")
-    .args(["--mode=root", "--variant=minbase", "--format=directory"])
+    .args(["--mode=root", variant, "--format=directory"])
     // dpkg without an fsync per file, as mkosi runs it: the tree is a
     // cache entry under construction, synced once before it is published
     // (below), and thrown away if the build fails.
@@ -148,6 +155,16 @@ pub fn install(
             skeleton.display().to_string().replace('\'', "'\\''")
         ));
     }
+    let extracted = dest.join("extracted.tsv");
+    if stage.extract_packages {
+        // No dpkg database records what the extract variant unpacked: the
+        // archives say, read while they are still in apt's cache.
+        task = task.arg(format!(
+            "--extract-hook=for deb in \"$1\"/var/cache/apt/archives/*.deb; do \
+             dpkg-deb --show --showformat='{PACKAGE_FORMAT}' \"$deb\" || exit 1; done > '{}'",
+            extracted.display().to_string().replace('\'', "'\\''")
+        ));
+    }
     if !stage.remove_packages.is_empty() {
         task = task.arg(format!(
             "--customize-hook=chroot \"$1\" apt-get -y purge {}",
@@ -174,7 +191,11 @@ pub fn install(
         step.done();
     }
     let step = progress.step("listing the installed packages");
-    let packages = installed_packages(&tree)?;
+    let packages = if stage.extract_packages {
+        extracted_packages(&extracted)?
+    } else {
+        installed_packages(&tree)?
+    };
     step.done();
     std::fs::write(
         dest.join("packages.json"),
@@ -203,6 +224,10 @@ pub fn install(
     Ok(())
 }
 
+/// What is read of a package, by dpkg-query (installed) and dpkg-deb
+/// (extracted) alike: a tab-separated line per package.
+const PACKAGE_FORMAT: &str = "${Package}\\t${Version}\\t${Architecture}\\t${source:Package}\\n";
+
 /// Reads the installed packages from a tree's dpkg database.
 pub fn installed_packages(tree: &Path) -> anyhow::Result<Vec<Package>> {
     let out = Task::new("listing installed packages", "dpkg-query")
@@ -213,23 +238,48 @@ pub fn installed_packages(tree: &Path) -> anyhow::Result<Vec<Package>> {
         ))
         .args([
             "-W",
-            "-f=${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\t${source:Package}\n",
+            &format!("-f=${{db:Status-Abbrev}}\\t{PACKAGE_FORMAT}"),
         ])
         .read_string()?;
+    // Only packages installed in full ("ii"): not removed ones whose
+    // configuration files are left.
+    let installed = out.lines().filter_map(|line| {
+        let (status, rest) = line.split_once('\t')?;
+        status.starts_with("ii").then_some(rest)
+    });
+    parse_packages(installed, "dpkg-query")
+}
+
+/// Reads the packages the extract variant unpacked, as its hook listed them.
+fn extracted_packages(list: &Path) -> anyhow::Result<Vec<Package>> {
+    let text =
+        std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;
+    let packages = parse_packages(text.lines(), &list.display().to_string())?;
+    if packages.is_empty() {
+        bail!("{}: mmdebstrap extracted no package", list.display());
+    }
+    Ok(packages)
+}
+
+fn parse_packages<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    origin: &str,
+) -> anyhow::Result<Vec<Package>> {
     let mut packages = Vec::new();
-    for line in out.lines() {
+    for (number, line) in lines.enumerate() {
         let fields: Vec<&str> = line.split('\t').collect();
-        if fields.len() != 5 || !fields[0].starts_with("ii") {
-            continue;
-        }
+        let [name, version, architecture, source] = fields[..] else {
+            bail!("{origin}: line {} is not a package: {line:?}", number + 1);
+        };
         packages.push(Package {
-            name: fields[1].to_owned(),
-            version: fields[2].to_owned(),
-            architecture: fields[3].to_owned(),
-            source: fields[4].to_owned(),
+            name: name.to_owned(),
+            version: version.to_owned(),
+            architecture: architecture.to_owned(),
+            source: source.to_owned(),
         });
     }
     packages.sort_by(|a, b| a.name.cmp(&b.name));
+    packages.dedup();
     Ok(packages)
 }
 

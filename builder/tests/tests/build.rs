@@ -770,3 +770,64 @@ fn assert_entrypoint(archive: &Path, expected: &[&str]) {
         "{config}"
     );
 }
+
+/// `ExtractPackages=yes` (issue 21: the pause image without a minimal base
+/// installed and deleted): the packages and their dependencies unpacked,
+/// nothing else, and the manifest lists exactly those.
+#[test]
+fn extracted_packages_are_the_whole_tree_and_the_whole_manifest() {
+    let profile = tempfile::tempdir().unwrap();
+    let conf = profile.path().join("mkosi.conf");
+    let write = |extra: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                "[Distribution]\nDistribution=debian\nRelease=bookworm\nArchitecture=x86-64\n\
+                 [Output]\nImageId=static\nFormat=directory\n\
+                 [Content]\nPackages=hello\nExtractPackages=yes\nWithDocs=no\n{extra}"
+            ),
+        )
+        .unwrap()
+    };
+    write("");
+    let out = tempfile::tempdir().unwrap();
+    ok(&build(profile.path(), out.path(), &[]));
+    let tree = out.path().join("static_1.0");
+    assert!(tree.join("usr/bin/hello").is_file());
+    assert!(tree.join("lib/x86_64-linux-gnu/libc.so.6").exists());
+    // Nothing of an installed system: no shell, no dpkg, no apt.
+    for absent in ["bin/sh", "usr/bin/dpkg", "usr/bin/apt-get", "usr/bin/bash"] {
+        assert!(!tree.join(absent).exists(), "{absent} is in the tree");
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("static_1.0.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let names: Vec<&str> = manifest["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gcc-12-base", "hello", "libc6", "libgcc-s1"]);
+    let hello = &manifest["packages"][1];
+    assert_eq!(hello["source"], "hello");
+    assert!(!hello["version"].as_str().unwrap().is_empty());
+
+    // Refused before anything is written: apt cannot remove what it did
+    // not install, and a bootable image needs its packages' scripts.
+    write("RemovePackages=hello\n");
+    let empty = tempfile::tempdir().unwrap();
+    let stderr = failed(&build(profile.path(), empty.path(), &[]));
+    assert!(
+        stderr.contains("ExtractPackages=yes with RemovePackages=hello"),
+        "{stderr}"
+    );
+    write("");
+    let stderr = failed(&build(profile.path(), empty.path(), &["--format", "disk"]));
+    assert!(
+        stderr.contains("ExtractPackages=yes cannot make a bootable image"),
+        "{stderr}"
+    );
+    assert!(listing(empty.path()).is_empty());
+}
