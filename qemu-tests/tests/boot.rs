@@ -101,6 +101,20 @@ fn disk_boots_reports_version_and_keeps_state_across_reboot() {
             .unwrap();
         assert_eq!(state.stdout.trim(), "inactive", "{unit}");
     }
+    // The package stage built no initramfs of the distribution's
+    // (`INITRD=No`): the UKI's initrd is the builder's, and neither an
+    // initrd nor a link to one is in the OS tree.
+    let initrds = vm
+        .exec(
+            "/bin/sh",
+            &[
+                "-c",
+                "ls -d /boot/initrd.img* /initrd.img* 2>/dev/null; true",
+            ],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(initrds.stdout.trim(), "", "{initrds:?}");
     // The OS tree's kernel modules are stored compressed
     // (`KernelModulesCompression=zstd`) and kmod loads them as they are.
     let loaded = vm
