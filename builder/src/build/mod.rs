@@ -705,25 +705,27 @@ impl Plan {
             config.list("Repositories"),
             Path::new("/etc/apt"),
         );
-        let extract_packages = config.bool("ExtractPackages").unwrap_or(false);
-        if extract_packages && matches!(self.format, Format::Disk | Format::Qcow2) {
-            bail!(
-                "ExtractPackages=yes cannot make a bootable image (Format=disk or qcow2): \
-                 its packages must be installed, their scripts set up the kernel, the \
-                 initrd and the services"
-            );
-        }
         let packages = config.list("Packages").to_vec();
         let remove_packages = config.list("RemovePackages").to_vec();
-        if extract_packages && !remove_packages.is_empty() {
-            bail!(
-                "ExtractPackages=yes with RemovePackages={}: extracted packages are not \
-                 installed, so apt cannot remove any",
-                remove_packages.join(" ")
-            );
-        }
-        if extract_packages && packages.is_empty() {
-            bail!("ExtractPackages=yes with no Packages=: nothing to extract");
+        let extract_packages = config.bool("ExtractPackages").unwrap_or(false);
+        if extract_packages {
+            if matches!(self.format, Format::Disk | Format::Qcow2) {
+                bail!(
+                    "ExtractPackages=yes cannot make a bootable image (Format=disk or qcow2): \
+                     its packages must be installed, their scripts set up the kernel, the \
+                     initrd and the services"
+                );
+            }
+            if !remove_packages.is_empty() {
+                bail!(
+                    "ExtractPackages=yes with RemovePackages={}: extracted packages are not \
+                     installed, so apt cannot remove any",
+                    remove_packages.join(" ")
+                );
+            }
+            if packages.is_empty() {
+                bail!("ExtractPackages=yes with no Packages=: nothing to extract");
+            }
         }
         let mut skeleton_trees = Vec::new();
         for tree in config.list("SkeletonTrees") {

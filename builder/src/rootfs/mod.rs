@@ -285,7 +285,6 @@ fn parse_packages<'a>(
         });
     }
     packages.sort_by(|a, b| a.name.cmp(&b.name));
-    packages.dedup();
     Ok(packages)
 }
 
