@@ -205,6 +205,19 @@ impl Cluster {
         format!("{name} {}", seconds(t.elapsed()))
     }
 
+    /// `name`'s VM at nice 0 and every other running VM at nice 10.
+    fn favour(&mut self, name: &str) {
+        self.vm(name)
+            .set_nice(0)
+            .unwrap_or_else(|e| panic!("renicing {name}: {e:#}"));
+        self.nice_others(name, 10);
+    }
+
+    /// Every running VM at nice 0.
+    fn favour_none(&mut self) {
+        self.nice_others("", 0);
+    }
+
     /// `nice` for every running VM but `name`'s.
     fn nice_others(&mut self, name: &str, nice: i32) {
         for node in self.nodes.iter().filter(|n| n.name != name) {
@@ -1105,6 +1118,10 @@ const KUBECONFIG: &str = "/run/test-admin.kubeconfig";
 /// How long [`Cluster::kubectl`] tries again a request whose connection to
 /// the apiserver failed.
 const KUBECTL_CONNECT: Duration = Duration::from_secs(180);
+/// The pause before a failed `kubectl` is tried again: each run costs the
+/// guest seconds of CPU under TCG, which the control plane it runs on is
+/// short of when a request failed.
+const KUBECTL_AGAIN: Duration = Duration::from_secs(15);
 
 impl Cluster {
     /// `kubectl` on `via` through the apiserver of `server` (a node name).
@@ -1124,7 +1141,7 @@ impl Cluster {
                 .any(|e| out.stderr.contains(e));
             if out.code != 0 && unsent && Instant::now() < deadline {
                 tracing::warn!("kubectl {args:?} through {server}: {}", out.stderr.trim());
-                std::thread::sleep(Duration::from_secs(5));
+                std::thread::sleep(KUBECTL_AGAIN);
                 continue;
             }
             return Ok(out.success("kubectl")?.stdout);
@@ -1161,10 +1178,37 @@ impl Cluster {
                 Err(err) if Instant::now() > deadline => return Err(err),
                 Err(err) => {
                     tracing::warn!("kubectl {args:?} through {server}: {err:#}; trying again");
-                    std::thread::sleep(Duration::from_secs(5));
+                    std::thread::sleep(KUBECTL_AGAIN);
                 }
             }
         }
+    }
+
+    /// `kubectl create` until it succeeds or `timeout` passes. An attempt
+    /// that timed out may have been written all the same (on 2026-12-07,
+    /// the first write after three apiservers came up took over the
+    /// apiserver's 60 s on a slow host), so `AlreadyExists` on a later
+    /// attempt counts as written; the caller reads the object back.
+    fn create_eventually(
+        &mut self,
+        via: &str,
+        server: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for attempt in 0.. {
+            match self.kubectl(via, server, args) {
+                Ok(_) => break,
+                Err(err) if attempt > 0 && format!("{err:#}").contains("AlreadyExists") => break,
+                Err(err) if Instant::now() > deadline => return Err(err),
+                Err(err) => {
+                    tracing::warn!("kubectl {args:?} through {server}: {err:#}; trying again");
+                    std::thread::sleep(KUBECTL_AGAIN);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The last lines of the Kubernetes components' journals on `name`,
@@ -1217,41 +1261,53 @@ fn three_control_planes_run_kubernetes() {
     for (name, host) in [("cp-1", 11), ("cp-2", 12), ("cp-3", 13)] {
         c.add(name, Role::ControlPlane, host, &cp, None);
     }
-    // cp-1 alone until its apiserver serves, then cp-2 and cp-3. On
-    // 2026-12-07 cp-1's apiserver took 14.5 minutes with the others
-    // booting beside it and joining its etcd, and 85 s alone
+    // The control planes start Kubernetes one at a time (the package's
+    // cluster-wide lock), the one starting at the host's CPU first (as in
+    // an upgrade); the next boots and enrolls meanwhile, its package run
+    // waiting for the lock. On 2026-12-07 cp-1's apiserver took 14.5
+    // minutes with the two others and a worker booting beside it at equal
+    // shares, and 85 s alone; cp-2 and cp-3 booted together after it took
+    // 170 s to enroll and 456 s more until both apiservers served
     // (docs/benchmarks.md).
     let started = Instant::now();
-    c.boot("cp-1");
-    c.wait_enrolled("cp-1");
-    c.wait_serving("cp-1");
-    let first = started.elapsed();
-    c.boot_two_at_a_time(&["cp-2", "cp-3"]);
-    let enrolled = started.elapsed();
-    for name in ["cp-2", "cp-3"] {
+    let order = ["cp-1", "cp-2", "cp-3"];
+    let mut serving = Vec::new();
+    c.boot(order[0]);
+    for (i, name) in order.iter().enumerate() {
+        c.favour(name);
+        c.wait_enrolled(name);
+        if let Some(next) = order.get(i + 1) {
+            c.boot(next);
+            c.favour(name);
+        }
         c.wait_serving(name);
+        serving.push(format!("{name} {}", seconds(started.elapsed())));
     }
+    c.favour_none();
     let ready = started.elapsed();
 
     c.scenario = "kubernetes: every control plane";
+    // The test's kubectl runs on cp-2: cp-1, up first, holds the etcd
+    // leader and the controller manager's and scheduler's leases, and on
+    // 2026-12-07 kubectl tried again and again on its one vCPU starved its
+    // etcd until `/readyz` through it failed for 300 s.
+    let via = "cp-2";
     let make = format!("umask 077; /usr/bin/globular kubeconfig --ttl 1h > {KUBECONFIG}");
-    c.exec("cp-1", "/bin/sh", &["-c", &make]);
-    c.exec("cp-2", "/bin/sh", &["-c", &make]);
+    c.exec(via, "/bin/sh", &["-c", &make]);
     let previous = format!("v{}", crate::images::previous_kubernetes());
-    assert_eq!(c.server_version("cp-1", "cp-1"), previous);
+    assert_eq!(c.server_version(via, "cp-1"), previous);
     for server in ["cp-1", "cp-2", "cp-3"] {
-        let readyz =
-            match c.kubectl_eventually("cp-1", server, &["get", "--raw", "/readyz"], READYZ) {
-                Ok(readyz) => readyz,
-                Err(err) => {
-                    let journal = c.kubernetes_journal(server);
-                    panic!("/readyz through {server}: {err:#}\n{journal}")
-                }
-            };
+        let readyz = match c.kubectl_eventually(via, server, &["get", "--raw", "/readyz"], READYZ) {
+            Ok(readyz) => readyz,
+            Err(err) => {
+                let journal = c.kubernetes_journal(server);
+                panic!("/readyz through {server}: {err:#}\n{journal}")
+            }
+        };
         assert_eq!(readyz.trim(), "ok", "/readyz through {server}");
     }
-    c.kubectl(
-        "cp-1",
+    c.create_eventually(
+        via,
         "cp-1",
         &[
             "create",
@@ -1259,11 +1315,12 @@ fn three_control_planes_run_kubernetes() {
             "written",
             "--from-literal=through=cp-1",
         ],
+        READYZ,
     )
     .unwrap_or_else(|e| panic!("a ConfigMap through cp-1: {e:#}"));
     let read = c
-        .kubectl(
-            "cp-1",
+        .kubectl_eventually(
+            via,
             "cp-2",
             &[
                 "get",
@@ -1272,6 +1329,7 @@ fn three_control_planes_run_kubernetes() {
                 "-o",
                 "jsonpath={.data.through}",
             ],
+            READYZ,
         )
         .unwrap_or_else(|e| panic!("the ConfigMap through cp-2: {e:#}"));
     assert_eq!(read.trim(), "cp-1");
@@ -1285,13 +1343,13 @@ fn three_control_planes_run_kubernetes() {
         let name = format!("after-loss-{attempt}");
         let attempt = c
             .kubectl(
-                "cp-1",
+                via,
                 "cp-2",
                 &["create", "configmap", &name, "--from-literal=through=cp-2"],
             )
             .and_then(|_| {
                 c.kubectl(
-                    "cp-1",
+                    via,
                     "cp-1",
                     &["get", "configmap", &name, "-o", "jsonpath={.data.through}"],
                 )
@@ -1302,13 +1360,13 @@ fn three_control_planes_run_kubernetes() {
                 break;
             }
             Err(err) if Instant::now() > deadline => {
-                c.fail("cp-1", &format!("Kubernetes with cp-3 off: {err:#}"))
+                c.fail(via, &format!("Kubernetes with cp-3 off: {err:#}"))
             }
-            Err(_) => std::thread::sleep(Duration::from_secs(3)),
+            Err(_) => std::thread::sleep(KUBECTL_AGAIN),
         }
     }
     let readyz = c
-        .kubectl_eventually("cp-1", "cp-1", &["get", "--raw", "/readyz"], READYZ)
+        .kubectl_eventually(via, "cp-1", &["get", "--raw", "/readyz"], READYZ)
         .unwrap_or_else(|e| panic!("/readyz through cp-1 with cp-3 off: {e:#}"));
     assert_eq!(readyz.trim(), "ok");
     let lost = started.elapsed();
@@ -1333,8 +1391,10 @@ fn three_control_planes_run_kubernetes() {
         assert_eq!(c.server_version("cp-1", server), pinned, "through {server}");
     }
     // What was written before the upgrade is there.
+    // A read may be tried again: on 2026-12-07 (CI of 5807dfd) one through
+    // cp-3 right after cp-1 came back got no answer within kubectl's 60 s.
     let read = c
-        .kubectl(
+        .kubectl_eventually(
             "cp-1",
             "cp-3",
             &[
@@ -1344,13 +1404,13 @@ fn three_control_planes_run_kubernetes() {
                 "-o",
                 "jsonpath={.data.through}",
             ],
+            READYZ,
         )
         .unwrap_or_else(|e| panic!("the ConfigMap after the upgrade: {e:#}"));
     assert_eq!(read.trim(), "cp-1");
     record(&format!(
-        "kubernetes on three control planes: cp-1's apiserver ready {} after the first QEMU start, cp-2 and cp-3 enrolled after {}, every apiserver ready after {}, one off {}; upgrade {previous} to {pinned} by reimaging: {} (node by node: {}); whole test {}",
-        seconds(first),
-        seconds(enrolled),
+        "kubernetes on three control planes: each apiserver ready, from the first QEMU start ({}), every apiserver ready after {}, one off {}; upgrade {previous} to {pinned} by reimaging: {} (node by node: {}); whole test {}",
+        serving.join(", "),
         seconds(ready),
         seconds(lost),
         seconds(upgrade.elapsed()),
