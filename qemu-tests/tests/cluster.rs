@@ -1171,17 +1171,7 @@ impl Cluster {
         args: &[&str],
         timeout: Duration,
     ) -> anyhow::Result<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.kubectl(via, server, args) {
-                Ok(out) => return Ok(out),
-                Err(err) if Instant::now() > deadline => return Err(err),
-                Err(err) => {
-                    tracing::warn!("kubectl {args:?} through {server}: {err:#}; trying again");
-                    std::thread::sleep(KUBECTL_AGAIN);
-                }
-            }
-        }
+        self.kubectl_retried(via, server, args, timeout, |_, _| false)
     }
 
     /// `kubectl create` until it succeeds or `timeout` passes. An attempt
@@ -1196,11 +1186,28 @@ impl Cluster {
         args: &[&str],
         timeout: Duration,
     ) -> anyhow::Result<()> {
+        self.kubectl_retried(via, server, args, timeout, |attempt, err| {
+            attempt > 0 && format!("{err:#}").contains("AlreadyExists")
+        })
+        .map(drop)
+    }
+
+    /// `kubectl` until it succeeds, `done` says a failure of attempt N
+    /// (from 0) counts as success (an empty output then), or `timeout`
+    /// passes (the last error).
+    fn kubectl_retried(
+        &mut self,
+        via: &str,
+        server: &str,
+        args: &[&str],
+        timeout: Duration,
+        done: impl Fn(usize, &anyhow::Error) -> bool,
+    ) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         for attempt in 0.. {
             match self.kubectl(via, server, args) {
-                Ok(_) => break,
-                Err(err) if attempt > 0 && format!("{err:#}").contains("AlreadyExists") => break,
+                Ok(out) => return Ok(out),
+                Err(err) if done(attempt, &err) => return Ok(String::new()),
                 Err(err) if Instant::now() > deadline => return Err(err),
                 Err(err) => {
                     tracing::warn!("kubectl {args:?} through {server}: {err:#}; trying again");
@@ -1208,7 +1215,7 @@ impl Cluster {
                 }
             }
         }
-        Ok(())
+        unreachable!("the attempts never run out")
     }
 
     /// The last lines of the Kubernetes components' journals on `name`,
