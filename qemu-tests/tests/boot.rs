@@ -88,6 +88,22 @@ fn disk_boots_reports_version_and_keeps_state_across_reboot() {
         "worker {VERSION}: UEFI disk boot to multi-user (the boot report), second boot: {:.1} s",
         elapsed.as_secs_f64()
     ));
+    // The initrd checked and mounted the state partition before the switch
+    // to the real root (x-initrd.mount), and the booted system ran no
+    // second systemd-repart: the booted system starts with /var in place
+    // instead of waiting for udev's coldplug to find the partition again.
+    let initrd = vm
+        .exec(
+            "/bin/sh",
+            &[
+                "-c",
+                "journalctl -b -o cat _PID=1 | grep -c -e '^Mounted sysroot-var.mount' -e '^Finished systemd-repart.service'; \
+                 systemctl is-active systemd-repart.service; findmnt -no SOURCE /var",
+            ],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(initrd.stdout, "2\ninactive\n/dev/vda6\n", "{initrd:?}");
     // What the boot does not start: containerd, on a node that carries no
     // container images and runs no Kubernetes (it cost 4-7 s of every boot
     // under TCG), and the DRM core for graphical seats (masked).
@@ -316,6 +332,25 @@ fn the_initrd_opens_disks_on_hardware() {
     ]
     .into_iter()
     .filter(|m| !names.iter().any(|n| n.ends_with(&format!("/{m}.ko"))))
+    .collect();
+    assert!(missing.is_empty(), "not in the initrd: {missing:?}");
+}
+
+/// The initrd makes, checks and mounts the state partition: systemd-repart
+/// wanted by its root file system target, mkfs.ext4 and e2fsck, and the
+/// loop driver repart formats through.
+#[test]
+fn the_initrd_makes_the_state_partition() {
+    let names = initrd_names(&worker());
+    let missing: Vec<&str> = [
+        "usr/lib/systemd/system/initrd-root-fs.target.wants/systemd-repart.service",
+        "usr/bin/systemd-repart",
+        "usr/sbin/mkfs.ext4",
+        "usr/sbin/e2fsck",
+        "/loop.ko",
+    ]
+    .into_iter()
+    .filter(|m| !names.iter().any(|n| n.ends_with(m)))
     .collect();
     assert!(missing.is_empty(), "not in the initrd: {missing:?}");
 }

@@ -1,11 +1,14 @@
 //! First-boot state: files the OS tree carries so that `systemd-repart`
 //! creates (or grows) the writable `/var` partition on first boot.
 //!
-//! The disk image has no state partition. On every boot `systemd-repart.service`
-//! (wanted by `sysinit.target`) reads `/usr/lib/repart.d/`, finds the disk
+//! The disk image has no state partition. On every boot the initrd's
+//! `systemd-repart.service` reads `/sysroot/usr/lib/repart.d/`, finds the disk
 //! behind the verity root, and adds the `state` partition (DPS type `var`,
 //! ext4) in the free space after the OS slots if it is missing. `/etc/fstab`
-//! mounts it on `/var` by partition label. Re-imaging the OS slots never
+//! mounts it on `/var` by partition label, from the initrd
+//! (`x-initrd.mount`: checked and mounted on `/sysroot/var` before the switch
+//! to the real root, so the booted system starts with its state in place;
+//! `profiles/initrd`). Re-imaging the OS slots never
 //! touches it; `systemd-repart --factory-reset=yes` (or the
 //! `FactoryReset` EFI variable) wipes it.
 //!
@@ -34,11 +37,13 @@ SizeMinBytes=256M
 FactoryReset=yes
 ";
 
-/// The `/etc/fstab` line that mounts the state partition.
+/// The `/etc/fstab` line that mounts the state partition, in the initrd
+/// (`x-initrd.mount`).
 /// The device timeout is generous: on first boot the partition appears only
 /// after systemd-repart made it, and a VM host under load (the qemu-tests run
 /// four VMs on two cores) makes that take minutes.
-pub const FSTAB_LINE: &str = "PARTLABEL=state /var ext4 defaults,x-systemd.device-timeout=300s 0 2";
+pub const FSTAB_LINE: &str =
+    "PARTLABEL=state /var ext4 defaults,x-initrd.mount,x-systemd.device-timeout=300s 0 2";
 
 /// The `/etc/fstab` line that mounts the ESP on `/efi`, so
 /// `systemd-bless-boot` can drop the boot counter of a good boot.
