@@ -89,7 +89,7 @@ fn disk_boots_reports_version_and_keeps_state_across_reboot() {
         elapsed.as_secs_f64()
     ));
     // The initrd checked and mounted the state partition before the switch
-    // to the real root (x-initrd.mount), and the booted system ran no
+    // to the real root (sysroot-var.mount), and the booted system ran no
     // second systemd-repart: the booted system starts with /var in place
     // instead of waiting for udev's coldplug to find the partition again.
     let initrd = vm

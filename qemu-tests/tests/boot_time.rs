@@ -36,6 +36,16 @@ fn analyze(vm: &mut Vm, what: &str, dir: &Path) {
             text += &format!("--- guest CPU time since the kernel started: {busy:.1} s\n");
         }
     }
+    if let Ok(out) = vm.exec("/bin/sh", &["-c", UNIT_CPU], EXEC) {
+        let units = cpu_by_unit(&out.stdout);
+        let total: f64 = units.iter().map(|(_, s)| s).sum();
+        text += &format!(
+            "--- CPU time by unit ({total:.1} s in all; the initrd's and the booted system's runs of a unit added up)\n"
+        );
+        for (unit, seconds) in units.iter().take(20) {
+            text += &format!("{seconds:6.2} s {unit}\n");
+        }
+    }
     for args in [
         &["time"][..],
         &["critical-chain", "--no-pager"][..],
@@ -81,6 +91,73 @@ fn busy_seconds(stat: &str) -> Option<f64> {
         .collect::<Option<_>>()?;
     let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum();
     Some(busy as f64 / 100.0)
+}
+
+/// What each unit's processes consumed: PID 1's `Consumed ... CPU time`
+/// lines for units that stopped (the initrd's included: they stop at the
+/// switch to the real root), and the cgroup's `usage_usec` for those still
+/// running.
+const UNIT_CPU: &str = "journalctl -b -o cat _PID=1 | grep ': Consumed .* CPU time'; \
+    for d in /sys/fs/cgroup/system.slice/*/ /sys/fs/cgroup/init.scope/; do \
+    echo \"cgroup $(basename \"$d\") $(sed -n 's/^usage_usec //p' \"$d/cpu.stat\")\"; done";
+
+/// The units of [`UNIT_CPU`]'s output with their CPU seconds, most first.
+fn cpu_by_unit(out: &str) -> Vec<(String, f64)> {
+    let mut units: Vec<(String, f64)> = Vec::new();
+    for line in out.lines() {
+        let parsed = if let Some(rest) = line.strip_prefix("cgroup ") {
+            rest.split_once(' ')
+                .and_then(|(unit, usec)| Some((unit, usec.trim().parse::<f64>().ok()? / 1e6)))
+        } else {
+            line.split_once(": Consumed ").and_then(|(unit, rest)| {
+                let span = rest.split(" CPU time").next()?;
+                Some((unit, timespan_seconds(span)?))
+            })
+        };
+        let Some((unit, seconds)) = parsed else {
+            continue;
+        };
+        match units.iter_mut().find(|(u, _)| u == unit) {
+            Some((_, total)) => *total += seconds,
+            None => units.push((unit.to_owned(), seconds)),
+        }
+    }
+    units.sort_by(|a, b| b.1.total_cmp(&a.1));
+    units
+}
+
+/// systemd's time span (`545ms`, `3.570s`, `1min 2.345s`) in seconds.
+fn timespan_seconds(span: &str) -> Option<f64> {
+    span.split_whitespace().try_fold(0.0, |total, part| {
+        let digits = part.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let value: f64 = digits.parse().ok()?;
+        let scale = match &part[digits.len()..] {
+            "h" => 3600.0,
+            "min" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" => 1e-6,
+            _ => return None,
+        };
+        Some(total + value * scale)
+    })
+}
+
+#[test]
+fn cpu_by_unit_adds_stopped_and_running_units() {
+    let out = "systemd-udevd.service: Consumed 3.570s CPU time.\n\
+        modprobe@loop.service: Consumed 545ms CPU time.\n\
+        systemd-udevd.service: Consumed 1min 2.5s CPU time.\n\
+        cgroup systemd-udevd.service 1500000\n\
+        cgroup init.scope 4000000\n\
+        cgroup broken.service \n\
+        noise: Consumed lots CPU time.\n";
+    let units = cpu_by_unit(out);
+    assert_eq!(units.len(), 3, "{units:?}");
+    assert_eq!(units[0].0, "systemd-udevd.service");
+    assert!((units[0].1 - 67.57).abs() < 1e-9, "{units:?}");
+    assert_eq!(units[1], ("init.scope".to_owned(), 4.0));
+    assert_eq!(units[2], ("modprobe@loop.service".to_owned(), 0.545));
 }
 
 /// The package run's log line once kube-apiserver's `/readyz` said ok

@@ -95,6 +95,7 @@ pub fn build_initrd(input: &InitrdInput<'_>) -> anyhow::Result<()> {
         input.config.text("Release").unwrap_or_default()
     );
     std::fs::write(tree.join("etc/initrd-release"), release)?;
+    disk::repart::install_initrd(&tree)?;
     let kver = input.kernel_version;
     let mut files = Vec::new();
     for module in &input.modules {

@@ -5,10 +5,9 @@
 //! `systemd-repart.service` reads `/sysroot/usr/lib/repart.d/`, finds the disk
 //! behind the verity root, and adds the `state` partition (DPS type `var`,
 //! ext4) in the free space after the OS slots if it is missing. `/etc/fstab`
-//! mounts it on `/var` by partition label, from the initrd
-//! (`x-initrd.mount`: checked and mounted on `/sysroot/var` before the switch
-//! to the real root, so the booted system starts with its state in place;
-//! `profiles/initrd`). Re-imaging the OS slots never
+//! names it as `/var`; the initrd checks it and mounts it on `/sysroot/var`
+//! ([`install_initrd`]) before the switch to the real root, so the booted
+//! system starts with its state in place. Re-imaging the OS slots never
 //! touches it; `systemd-repart --factory-reset=yes` (or the
 //! `FactoryReset` EFI variable) wipes it.
 //!
@@ -37,13 +36,58 @@ SizeMinBytes=256M
 FactoryReset=yes
 ";
 
-/// The `/etc/fstab` line that mounts the state partition, in the initrd
-/// (`x-initrd.mount`).
+/// The `/etc/fstab` line of the state partition. The initrd has already
+/// checked it and mounted it ([`INITRD_MOUNT_UNIT`]), so the booted system
+/// finds `/var` mounted and checks nothing (pass 0). Not `x-initrd.mount`:
+/// that makes the initrd's `initrd-parse-etc.service` reload PID 1 to
+/// generate the mount, 1.2-2 s of every boot under TCG.
 /// The device timeout is generous: on first boot the partition appears only
 /// after systemd-repart made it, and a VM host under load (the qemu-tests run
 /// four VMs on two cores) makes that take minutes.
-pub const FSTAB_LINE: &str =
-    "PARTLABEL=state /var ext4 defaults,x-initrd.mount,x-systemd.device-timeout=300s 0 2";
+pub const FSTAB_LINE: &str = "PARTLABEL=state /var ext4 defaults,x-systemd.device-timeout=300s 0 0";
+
+/// The initrd's mount of the state partition on the real root's `/var`,
+/// checked first (as systemd-fstab-generator writes a mount with fsck pass
+/// 2), after the initrd's systemd-repart made or grew the partition, and
+/// required by `initrd-fs.target`: the switch to the real root waits for it.
+/// The initrd gives every device five minutes to appear
+/// (`profiles/initrd`).
+pub const INITRD_MOUNT_UNIT: &str = "\
+# Written by the Globular builder: the state partition, checked and mounted
+# on the real root's /var before the switch to it.
+[Unit]
+Description=State partition on /sysroot/var
+Before=initrd-fs.target
+After=systemd-repart.service
+Requires=systemd-fsck@dev-disk-by\\x2dpartlabel-state.service
+After=systemd-fsck@dev-disk-by\\x2dpartlabel-state.service
+
+[Mount]
+What=/dev/disk/by-partlabel/state
+Where=/sysroot/var
+Type=ext4
+";
+
+/// Where [`INITRD_MOUNT_UNIT`] goes in the initrd, and the link that makes
+/// `initrd-fs.target` require it.
+const INITRD_MOUNT_PATH: &str = "etc/systemd/system/sysroot-var.mount";
+const INITRD_MOUNT_LINK: &str = "etc/systemd/system/initrd-fs.target.requires/sysroot-var.mount";
+
+/// Installs the state partition's mount into the initrd tree at `root`.
+pub fn install_initrd(root: &Path) -> anyhow::Result<()> {
+    let unit = root.join(INITRD_MOUNT_PATH);
+    let link = root.join(INITRD_MOUNT_LINK);
+    for dir in [unit.parent(), link.parent()].into_iter().flatten() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    crate::overlay::replace_file(&unit, INITRD_MOUNT_UNIT.as_bytes())?;
+    if link.symlink_metadata().is_ok() {
+        std::fs::remove_file(&link).with_context(|| format!("replacing {}", link.display()))?;
+    }
+    std::os::unix::fs::symlink("../sysroot-var.mount", &link)
+        .with_context(|| format!("linking {}", link.display()))?;
+    Ok(())
+}
 
 /// The `/etc/fstab` line that mounts the ESP on `/efi`, so
 /// `systemd-bless-boot` can drop the boot counter of a good boot.
@@ -113,5 +157,28 @@ mod tests {
         let def =
             std::fs::read_to_string(dir.path().join("usr/lib/repart.d/50-state.conf")).unwrap();
         assert!(def.contains("Type=var"));
+    }
+
+    /// The initrd's mount and the OS tree's fstab line name the same
+    /// partition, and the mount is required by the target the switch to
+    /// the real root waits for.
+    #[test]
+    fn the_initrd_mounts_what_fstab_names() {
+        let dir = tempfile::tempdir().unwrap();
+        install_initrd(dir.path()).unwrap();
+        install_initrd(dir.path()).unwrap();
+        let unit = std::fs::read_to_string(dir.path().join(INITRD_MOUNT_PATH)).unwrap();
+        assert!(unit.contains(&format!("What=/dev/disk/by-partlabel/{STATE_LABEL}\n")));
+        assert!(FSTAB_LINE.starts_with(&format!("PARTLABEL={STATE_LABEL} /var ext4 ")));
+        assert!(unit.contains("Where=/sysroot/var\nType=ext4\n"), "{unit}");
+        assert!(unit.contains(r"Requires=systemd-fsck@dev-disk-by\x2dpartlabel-state.service"));
+        let link = dir.path().join(INITRD_MOUNT_LINK);
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            Path::new("../sysroot-var.mount")
+        );
+        assert!(link.exists(), "the link resolves");
+        // The booted system finds /var mounted and checks nothing.
+        assert!(FSTAB_LINE.ends_with(" 0 0") && !FSTAB_LINE.contains("x-initrd.mount"));
     }
 }
