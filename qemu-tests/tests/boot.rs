@@ -104,6 +104,20 @@ fn disk_boots_reports_version_and_keeps_state_across_reboot() {
         )
         .unwrap();
     assert_eq!(initrd.stdout, "2\ninactive\n/dev/vda6\n", "{initrd:?}");
+    // Drivers a node never uses stay unloaded (usr/lib/modprobe.d/50-globular.conf):
+    // the coldplug would load KVM for the CPU's virtualisation feature and
+    // networkd's wireless query cfg80211, seconds of CPU under TCG.
+    let unused = vm
+        .exec(
+            "/bin/sh",
+            &[
+                "-c",
+                "grep -c -E '^(cfg80211|kvm|kvm_amd|kvm_intel|pcspkr|psmouse) ' /proc/modules",
+            ],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(unused.stdout.trim(), "0", "{unused:?}");
     // What the boot does not start: containerd, on a node that carries no
     // container images and runs no Kubernetes (it cost 4-7 s of every boot
     // under TCG), and the DRM core for graphical seats (masked).

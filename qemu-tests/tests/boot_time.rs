@@ -46,6 +46,32 @@ fn analyze(vm: &mut Vm, what: &str, dir: &Path) {
             text += &format!("{seconds:6.2} s {unit}\n");
         }
     }
+    // The kernel modules the boot loaded (udev's coldplug loads one for
+    // every device and CPU feature it has a driver for; under TCG each load
+    // costs its decompression, signature check and initialisation, charged
+    // to udevd).
+    if let Ok(out) = vm.exec("/usr/bin/cat", &["/proc/modules"], EXEC) {
+        let mut modules: Vec<(&str, u64)> = out
+            .stdout
+            .lines()
+            .filter_map(|l| {
+                let mut fields = l.split_whitespace();
+                Some((fields.next()?, fields.next()?.parse().ok()?))
+            })
+            .collect();
+        modules.sort_by_key(|m| std::cmp::Reverse(m.1));
+        let total: u64 = modules.iter().map(|m| m.1).sum();
+        let names: Vec<String> = modules
+            .iter()
+            .map(|(name, size)| format!("{name} ({} KiB)", size / 1024))
+            .collect();
+        text += &format!(
+            "--- kernel modules loaded: {} ({} KiB): {}\n",
+            modules.len(),
+            total / 1024,
+            names.join(", ")
+        );
+    }
     for args in [
         &["time"][..],
         &["critical-chain", "--no-pager"][..],
