@@ -278,8 +278,20 @@ mod tests {
         let units =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays/base/usr/lib/systemd/system");
         let mut seen = 0;
-        for entry in std::fs::read_dir(&units).unwrap() {
-            let path = entry.unwrap().path();
+        // Unit files and their drop-in directories' files.
+        let mut files = Vec::new();
+        let mut dirs = vec![units];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        for path in files {
             let text = std::fs::read_to_string(&path).unwrap();
             if !text.lines().any(|l| l == "StateDirectory=globular") {
                 continue;

@@ -351,8 +351,9 @@ fn the_initrd_opens_disks_on_hardware() {
 }
 
 /// The initrd makes, checks and mounts the state partition: systemd-repart
-/// wanted by its root file system target, mkfs.ext4 and e2fsck, and the
-/// loop driver repart formats through.
+/// wanted by its root file system target, mkfs.ext4 and e2fsck, the loop
+/// driver repart formats through, and the builder's mount unit, required by
+/// the target the switch to the real root waits for.
 #[test]
 fn the_initrd_makes_the_state_partition() {
     let names = initrd_names(&worker());
@@ -362,6 +363,8 @@ fn the_initrd_makes_the_state_partition() {
         "usr/sbin/mkfs.ext4",
         "usr/sbin/e2fsck",
         "/loop.ko",
+        "etc/systemd/system/sysroot-var.mount",
+        "etc/systemd/system/initrd-fs.target.requires/sysroot-var.mount",
     ]
     .into_iter()
     .filter(|m| !names.iter().any(|n| n.ends_with(m)))
