@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use qemu_tests::{overlay, Firmware, VmBuilder};
+use qemu_tests::{overlay, Firmware, Output, Vm, VmBuilder};
 
 use crate::images::{image, record, repo_root, run_dir, vm_lock, Image, VERSION};
 
@@ -92,77 +92,47 @@ fn disk_boots_reports_version_and_keeps_state_across_reboot() {
     // to the real root (sysroot-var.mount), and the booted system ran no
     // second systemd-repart: the booted system starts with /var in place
     // instead of waiting for udev's coldplug to find the partition again.
-    let initrd = vm
-        .exec(
-            "/bin/sh",
-            &[
-                "-c",
-                "journalctl -b -o cat _PID=1 | grep -c -e '^Mounted sysroot-var.mount' -e '^Finished systemd-repart.service'; \
-                 systemctl is-active systemd-repart.service; findmnt -no SOURCE /var",
-            ],
-            Duration::from_secs(60),
-        )
-        .unwrap();
+    let initrd = sh(&mut vm, "journalctl -b -o cat _PID=1 | grep -c -e '^Mounted sysroot-var.mount' -e '^Finished systemd-repart.service'; \
+                 systemctl is-active systemd-repart.service; findmnt -no SOURCE /var");
     assert_eq!(initrd.stdout, "2\ninactive\n/dev/vda6\n", "{initrd:?}");
     // Drivers a node never uses stay unloaded (usr/lib/modprobe.d/50-globular.conf):
     // the coldplug would load KVM for the CPU's virtualisation feature and
     // networkd's wireless query cfg80211, seconds of CPU under TCG.
-    let unused = vm
-        .exec(
-            "/bin/sh",
-            &[
-                "-c",
-                "grep -c -E '^(cfg80211|kvm|kvm_amd|kvm_intel|pcspkr|psmouse) ' /proc/modules",
-            ],
-            Duration::from_secs(60),
-        )
-        .unwrap();
+    let unused = sh(
+        &mut vm,
+        "grep -c -E '^(cfg80211|kvm|kvm_amd|kvm_intel|pcspkr|psmouse) ' /proc/modules",
+    );
     assert_eq!(unused.stdout.trim(), "0", "{unused:?}");
     // What the boot does not start: containerd, on a node that carries no
     // container images and runs no Kubernetes (it cost 4-7 s of every boot
     // under TCG), and the DRM core for graphical seats (masked).
     for unit in ["containerd.service", "modprobe@drm.service"] {
-        let state = vm
-            .exec(
-                "/usr/bin/systemctl",
-                &["is-active", unit],
-                Duration::from_secs(60),
-            )
-            .unwrap();
+        let state = sh(&mut vm, &format!("/usr/bin/systemctl is-active {unit}"));
         assert_eq!(state.stdout.trim(), "inactive", "{unit}");
     }
     // The package stage built no initramfs of the distribution's
     // (`INITRD=No`): the UKI's initrd is the builder's, and neither an
     // initrd nor a link to one is in the OS tree.
-    let initrds = vm
-        .exec(
-            "/bin/sh",
-            &[
-                "-c",
-                "ls -d /boot/initrd.img* /initrd.img* 2>/dev/null; true",
-            ],
-            Duration::from_secs(60),
-        )
-        .unwrap();
+    let initrds = sh(
+        &mut vm,
+        "ls -d /boot/initrd.img* /initrd.img* 2>/dev/null; true",
+    );
     assert_eq!(initrds.stdout.trim(), "", "{initrds:?}");
     // The OS tree's kernel modules are stored compressed
     // (`KernelModulesCompression=zstd`) and kmod loads them as they are.
-    let loaded = vm
-        .exec(
-            "/bin/sh",
-            &[
-                "-c",
-                "/usr/sbin/modprobe dummy && /usr/sbin/modinfo -n dummy && test -d /sys/module/dummy && echo loaded",
-            ],
-            Duration::from_secs(60),
-        )
-        .unwrap();
+    let loaded = sh(&mut vm, "/usr/sbin/modprobe dummy && /usr/sbin/modinfo -n dummy && test -d /sys/module/dummy && echo loaded");
     assert!(
         loaded
             .stdout
             .contains("/kernel/drivers/net/dummy.ko.zst\nloaded"),
         "{loaded:?}"
     );
+}
+
+/// `script` run by `/bin/sh -c` in the guest, with a minute to finish.
+fn sh(vm: &mut Vm, script: &str) -> Output {
+    vm.exec("/bin/sh", &["-c", script], Duration::from_secs(60))
+        .unwrap()
 }
 
 #[test]
