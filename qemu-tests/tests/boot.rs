@@ -322,8 +322,9 @@ fn the_initrd_opens_disks_on_hardware() {
 
 /// The initrd makes, checks and mounts the state partition: systemd-repart
 /// wanted by its root file system target, mkfs.ext4 and e2fsck, the loop
-/// driver repart formats through, and the builder's mount unit, required by
-/// the target the switch to the real root waits for.
+/// driver repart formats through, and the builder's files: the mount unit,
+/// required by the target the switch to the real root waits for, repart's
+/// drop-in and the udev rule that keeps the partitions' records.
 #[test]
 fn the_initrd_makes_the_state_partition() {
     let names = initrd_names(&worker());
@@ -335,6 +336,8 @@ fn the_initrd_makes_the_state_partition() {
         "/loop.ko",
         "etc/systemd/system/sysroot-var.mount",
         "etc/systemd/system/initrd-fs.target.requires/sysroot-var.mount",
+        "etc/systemd/system/systemd-repart.service.d/50-globular-after-sysroot.conf",
+        "etc/udev/rules.d/90-globular-state-persist.rules",
     ]
     .into_iter()
     .filter(|m| !names.iter().any(|n| n.ends_with(m)))

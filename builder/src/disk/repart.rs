@@ -68,19 +68,70 @@ Where=/sysroot/var
 Type=ext4
 ";
 
+/// The initrd's drop-in for `systemd-repart.service`.
+const INITRD_REPART_DROP_IN: &str = "\
+# Written by the Globular builder. The initrd makes the state partition (the
+# OS tree's /usr/lib/repart.d/50-state.conf; in the initrd systemd-repart
+# reads its definitions from /sysroot and finds the disk behind the verity
+# root mounted there). systemd 252 orders the unit only before
+# initrd-root-fs.target, not after the root it needs: this waits for it.
+# sysroot-var.mount (required by initrd-fs.target) is ordered after this
+# unit, so it starts once the partition exists, and the switch to the real
+# root waits for that mount: repart is never cut off half-way through
+# writing the table.
+[Unit]
+Requires=sysroot.mount
+After=sysroot.mount
+";
+
+/// The initrd's udev rule that keeps its records of the state partition
+/// and the ESP across the switch to the real root.
+const INITRD_PERSIST_RULE: &str = "\
+# Written by the Globular builder. The initrd mounts the state partition on
+# /var and the booted system mounts the ESP on /efi. The switch to the real
+# root drops udev's records of every device except those marked db_persist,
+# so without this the booted system's var.mount and efi.mount wait for
+# udev's coldplug to announce the partitions again (on a TCG VM that took
+# 8-12 s, all of it on the path to local-fs.target). Kept, PID 1 knows them
+# as plugged from its first moment, as it knows the verity root.
+SUBSYSTEM==\"block\", ENV{DEVTYPE}==\"partition\", ENV{ID_PART_ENTRY_NAME}==\"state|esp\", OPTIONS+=\"db_persist\"
+";
+
 /// Where [`INITRD_MOUNT_UNIT`] goes in the initrd, and the link that makes
 /// `initrd-fs.target` require it.
 const INITRD_MOUNT_PATH: &str = "etc/systemd/system/sysroot-var.mount";
 const INITRD_MOUNT_LINK: &str = "etc/systemd/system/initrd-fs.target.requires/sysroot-var.mount";
 
-/// Installs the state partition's mount into the initrd tree at `root`.
+/// The files of the initrd's part in the state partition, relative to its
+/// root.
+fn initrd_files() -> [(&'static str, &'static str); 3] {
+    [
+        (INITRD_MOUNT_PATH, INITRD_MOUNT_UNIT),
+        (
+            "etc/systemd/system/systemd-repart.service.d/50-globular-after-sysroot.conf",
+            INITRD_REPART_DROP_IN,
+        ),
+        (
+            "etc/udev/rules.d/90-globular-state-persist.rules",
+            INITRD_PERSIST_RULE,
+        ),
+    ]
+}
+
+/// Installs the initrd's part in the state partition into the initrd tree
+/// at `root`: systemd-repart ordered after the real root, the mount of
+/// `/sysroot/var`, and udev's records of the partitions kept for the booted
+/// system.
 pub fn install_initrd(root: &Path) -> anyhow::Result<()> {
-    let unit = root.join(INITRD_MOUNT_PATH);
-    let link = root.join(INITRD_MOUNT_LINK);
-    for dir in [unit.parent(), link.parent()].into_iter().flatten() {
+    for (path, contents) in initrd_files() {
+        let dest = root.join(path);
+        let dir = dest.parent().expect("initrd files are in directories");
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::overlay::replace_file(&dest, contents.as_bytes())?;
     }
-    crate::overlay::replace_file(&unit, INITRD_MOUNT_UNIT.as_bytes())?;
+    let link = root.join(INITRD_MOUNT_LINK);
+    let dir = link.parent().expect("the link is in a directory");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     if link.symlink_metadata().is_ok() {
         std::fs::remove_file(&link).with_context(|| format!("replacing {}", link.display()))?;
     }
@@ -178,6 +229,15 @@ mod tests {
             Path::new("../sysroot-var.mount")
         );
         assert!(link.exists(), "the link resolves");
+        for (path, _) in initrd_files() {
+            assert!(dir.path().join(path).is_file(), "{path}");
+        }
+        let rule = std::fs::read_to_string(
+            dir.path()
+                .join("etc/udev/rules.d/90-globular-state-persist.rules"),
+        )
+        .unwrap();
+        assert!(rule.contains(&format!("==\"{STATE_LABEL}|esp\", OPTIONS+=\"db_persist\"")));
         // The booted system finds /var mounted and checks nothing.
         assert!(FSTAB_LINE.ends_with(" 0 0") && !FSTAB_LINE.contains("x-initrd.mount"));
     }
