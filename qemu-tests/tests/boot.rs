@@ -300,7 +300,7 @@ fn the_initrd_carries_its_profiles_extra_files() {
 #[test]
 fn the_initrd_opens_disks_on_hardware() {
     let names = initrd_names(&worker());
-    let missing: Vec<&str> = [
+    let modules = [
         "virtio_blk",
         "nvme",
         "ahci",
@@ -314,10 +314,8 @@ fn the_initrd_opens_disks_on_hardware() {
         "dm-verity",
         "erofs",
     ]
-    .into_iter()
-    .filter(|m| !names.iter().any(|n| n.ends_with(&format!("/{m}.ko"))))
-    .collect();
-    assert!(missing.is_empty(), "not in the initrd: {missing:?}");
+    .map(|m| format!("/{m}.ko"));
+    assert_all_in_initrd(&names, modules);
 }
 
 /// The initrd makes, checks and mounts the state partition: systemd-repart
@@ -328,7 +326,7 @@ fn the_initrd_opens_disks_on_hardware() {
 #[test]
 fn the_initrd_makes_the_state_partition() {
     let names = initrd_names(&worker());
-    let missing: Vec<&str> = [
+    let files = [
         "usr/lib/systemd/system/initrd-root-fs.target.wants/systemd-repart.service",
         "usr/bin/systemd-repart",
         "usr/sbin/mkfs.ext4",
@@ -338,10 +336,16 @@ fn the_initrd_makes_the_state_partition() {
         "etc/systemd/system/initrd-fs.target.requires/sysroot-var.mount",
         "etc/systemd/system/systemd-repart.service.d/50-globular-after-sysroot.conf",
         "etc/udev/rules.d/90-globular-state-persist.rules",
-    ]
-    .into_iter()
-    .filter(|m| !names.iter().any(|n| n.ends_with(m)))
-    .collect();
+    ];
+    assert_all_in_initrd(&names, files.map(String::from));
+}
+
+/// Fails naming every one of `suffixes` that no entry of the initrd ends with.
+fn assert_all_in_initrd(names: &[String], suffixes: impl IntoIterator<Item = String>) {
+    let missing: Vec<String> = suffixes
+        .into_iter()
+        .filter(|s| !names.iter().any(|n| n.ends_with(s.as_str())))
+        .collect();
     assert!(missing.is_empty(), "not in the initrd: {missing:?}");
 }
 

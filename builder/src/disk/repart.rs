@@ -123,12 +123,7 @@ fn initrd_files() -> [(&'static str, &'static str); 3] {
 /// `/sysroot/var`, and udev's records of the partitions kept for the booted
 /// system.
 pub fn install_initrd(root: &Path) -> anyhow::Result<()> {
-    for (path, contents) in initrd_files() {
-        let dest = root.join(path);
-        let dir = dest.parent().expect("initrd files are in directories");
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        crate::overlay::replace_file(&dest, contents.as_bytes())?;
-    }
+    write_files(root, initrd_files())?;
     let link = root.join(INITRD_MOUNT_LINK);
     let dir = link.parent().expect("the link is in a directory");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -137,6 +132,23 @@ pub fn install_initrd(root: &Path) -> anyhow::Result<()> {
     }
     std::os::unix::fs::symlink("../sysroot-var.mount", &link)
         .with_context(|| format!("linking {}", link.display()))?;
+    Ok(())
+}
+
+/// Writes `files` (paths relative to `root`, and their contents) under
+/// `root`, with their directories.
+fn write_files<'a>(
+    root: &Path,
+    files: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> anyhow::Result<()> {
+    for (path, contents) in files {
+        let dest = root.join(path);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        crate::overlay::replace_file(&dest, contents.as_bytes())?;
+    }
     Ok(())
 }
 
@@ -157,14 +169,7 @@ pub fn tree_files() -> Vec<(&'static str, &'static str)> {
 /// Installs the repart definitions into the OS tree at `root` and adds the
 /// `/var` mount to its `/etc/fstab` (kept if already there).
 pub fn install(root: &Path) -> anyhow::Result<()> {
-    for (path, contents) in tree_files() {
-        let dest = root.join(path);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        crate::overlay::replace_file(&dest, contents.as_bytes())?;
-    }
+    write_files(root, tree_files())?;
     let fstab = root.join("etc/fstab");
     let mut text = match std::fs::read_to_string(&fstab) {
         Ok(text) => text,
